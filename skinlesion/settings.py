@@ -1,0 +1,35 @@
+"""One settings object for every edge (CLI, API, dashboard). Paths default under ``SKINLESION_HOME``.
+
+Environment variables ``SKINLESION_<FIELD>`` override any field, e.g. ``SKINLESION_HOME=/srv/skin``
+or ``SKINLESION_DB_PATH=/tmp/x.duckdb``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SKINLESION_", extra="ignore")
+
+    home: Path = Path.cwd()
+    data_dir: Path | None = None
+    models_dir: Path | None = None
+    db_path: Path | None = None
+    thresholds_file: Path | None = None
+    cache_dir: Path | None = None
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        home = self.home.expanduser().resolve()
+        self.home = home
+        self.data_dir = self.data_dir or home / "data"
+        self.models_dir = self.models_dir or home / "models"
+        self.db_path = self.db_path or self.data_dir / "skinlesion.duckdb"
+        self.thresholds_file = self.thresholds_file or home / "thresholds.toml"
+        self.cache_dir = self.cache_dir or self.data_dir / "cache"
+        return self

@@ -45,5 +45,125 @@ def synth(out: Path = typer.Option(..., help="Folder to write the ISIC 2019 layo
     typer.echo(str(path))
 
 
+# --- model versions, evaluation, prediction ----------------------------------------------------------
+
+
+def _models_dir(models_dir: Path | None) -> Path:
+    return models_dir or _settings().models_dir
+
+
+@models_app.command("list")
+def models_list(models_dir: Path | None = typer.Option(None, help="Models folder.")) -> None:
+    """List model versions with their headline test metrics and aliases."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from skinlesion.registry import list_versions, read_aliases
+
+    folder = _models_dir(models_dir)
+    cards = list_versions(folder)
+    if not cards:
+        typer.echo(f"no model versions in {folder}")
+        return
+    by_id: dict[str, list[str]] = {}
+    for alias, vid in read_aliases(folder).items():
+        by_id.setdefault(vid, []).append(alias)
+    by_id.setdefault(cards[-1].id, []).append("latest")
+    table = Table("id", "kind", "architecture", "created", "test AUROC", "test bal. acc.", "aliases")
+    for c in cards:
+        test = c.metrics.get("test", {})
+        table.add_row(c.id, c.kind, c.architecture, c.created,
+                      f"{test['auroc']:.3f}" if "auroc" in test else "-",
+                      f"{test['balanced_accuracy']:.3f}" if "balanced_accuracy" in test else "-",
+                      ", ".join(by_id.get(c.id, [])))
+    Console().print(table)
+
+
+@models_app.command("show")
+def models_show(version: str = typer.Argument(..., help="Version id or alias."),
+                models_dir: Path | None = typer.Option(None, help="Models folder.")) -> None:
+    """Print a version's model card (JSON)."""
+    from skinlesion.registry import read_card, resolve_version
+
+    folder = _models_dir(models_dir)
+    try:
+        vid = resolve_version(folder, version)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(read_card(folder / vid).model_dump_json(indent=2))
+
+
+@models_app.command("alias")
+def models_alias(alias: str = typer.Argument(..., help="Alias to set."),
+                 version: str = typer.Argument(..., help="Version id or alias it points to."),
+                 models_dir: Path | None = typer.Option(None, help="Models folder.")) -> None:
+    """Point an alias at a version."""
+    from skinlesion.registry import set_alias
+
+    try:
+        vid = set_alias(_models_dir(models_dir), alias, version)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(f"{alias} -> {vid}")
+
+
+def _read_data(data: Path, fmt: str):
+    from skinlesion.data.readers import read_dataset
+
+    return read_dataset(data, format=fmt)
+
+
+@app.command()
+def evaluate(version: str = typer.Argument(..., help="Version id or alias."),
+             data: Path = typer.Option(..., help="Dataset folder (ISIC 2019 or HAM10000 layout)."),
+             fmt: str = typer.Option("auto", "--format", help="auto|isic2019|ham10000"),
+             split: str = typer.Option("unseen", help="unseen (images the version never trained "
+                                       "on), test (its own test split) or all."),
+             out: Path | None = typer.Option(None, help="Report folder (default "
+                                             "reports/<version>)."),
+             models_dir: Path | None = typer.Option(None, help="Models folder."),
+             device: str = typer.Option("auto", help="auto|cpu|cuda")) -> None:
+    """Score a version: metrics.json plus confusion matrix, ROC, calibration, learning curves and a
+    gallery of the most confident mistakes."""
+    from skinlesion.evaluate import evaluate_version, select_rows
+    from skinlesion.registry import load_version
+
+    folder = _models_dir(models_dir)
+    try:
+        loaded = load_version(version, folder, device=device)
+        rows, description = select_rows(loaded, _read_data(data, fmt), folder, split)
+        typer.echo(f"scoring {description}", err=True)
+        report = evaluate_version(loaded, rows, out or Path("reports") / loaded.id,
+                                  description=f"{data}: {description}")
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    s = report.metrics["summary"]
+    typer.echo(f"AUROC {s['auroc']:.3f}  balanced accuracy {s['balanced_accuracy']:.3f}  "
+               f"sensitivity {s['recall']:.3f}  specificity {s['specificity']:.3f}  (n={s['n']})")
+    typer.echo(str(report.out_dir))
+
+
+@app.command()
+def predict(version: str = typer.Argument(..., help="Version id or alias."),
+            data: Path = typer.Option(..., help="Dataset folder (ISIC 2019 or HAM10000 layout)."),
+            out: Path = typer.Option(..., help="Predictions CSV (ISIC challenge format)."),
+            fmt: str = typer.Option("auto", "--format", help="auto|isic2019|ham10000"),
+            models_dir: Path | None = typer.Option(None, help="Models folder."),
+            device: str = typer.Option("auto", help="auto|cpu|cuda")) -> None:
+    """Write ISIC-format predictions (image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC) for every image."""
+    from skinlesion.data.isic_csv import write_predictions_csv
+    from skinlesion.evaluate import predict_dataset
+    from skinlesion.registry import load_version
+
+    try:
+        loaded = load_version(version, _models_dir(models_dir), device=device)
+        df = _read_data(data, fmt)
+        probs = predict_dataset(loaded, df)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    write_predictions_csv(out, df["image"].tolist(), probs)
+    typer.echo(str(out))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,251 @@
+"""Model versions: self-described folders under ``models/``.
+
+A version folder holds the classifier's own files (weights or fitted state), ``card.json`` (the model
+card: everything needed to load and to judge the version) and ``manifest.csv`` (the data it saw: image
+content hashes, labels, split). Loading a version needs nothing else. A version is named by its id or
+by an alias: ``latest`` (newest version), or one recorded in ``models/aliases.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from skinlesion import __version__
+from skinlesion.errors import ModelNotFoundError, SkinLesionError
+from skinlesion.model.base import Classifier
+from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT
+
+CARD_FILE = "card.json"
+MANIFEST_FILE = "manifest.csv"
+ALIASES_FILE = "aliases.json"
+MANIFEST_COLUMNS = ("image", "sha256", "lesion_id", "diagnosis", "split")
+
+#: Classifier implementations by the ``kind`` stored in the card (imported lazily: the fallback
+#: needs no torch).
+CLASSIFIER_KINDS: dict[str, str] = {
+    "neural": "skinlesion.model.neural:NeuralClassifier",
+    "fallback": "skinlesion.model.fallback:ABCDFallback",
+}
+BUILTIN_ALIASES = ("latest",)
+
+
+class DataInfo(BaseModel):
+    """What a version was trained on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    fingerprint: str
+    n_images: int
+    class_counts: dict[str, int]
+    split_counts: dict[str, int]
+    licence: str | None = None
+
+
+class ModelCard(BaseModel):
+    """The model card stored as ``card.json``. Unknown keys are kept (forward compatible)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    kind: str
+    created: str
+    parent: str | None = None
+    package_version: str = __version__
+    classes: list[str] = Field(default_factory=lambda: list(CLASSES))
+    malignant: list[str] = Field(default_factory=lambda: list(DEFAULT_MALIGNANT))
+    threshold: float
+    target_sensitivity: float | None = None
+    model: dict
+    data: DataInfo
+    metrics: dict[str, dict] = Field(default_factory=dict)
+    history: list[dict] = Field(default_factory=list)
+    training: dict = Field(default_factory=dict)
+    notes: str | None = None
+
+    @property
+    def architecture(self) -> str:
+        return str(self.model.get("architecture", self.kind))
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A loaded version: its card, its folder and the classifier ready to predict."""
+
+    card: ModelCard
+    path: Path
+    classifier: Classifier
+
+    @property
+    def id(self) -> str:
+        return self.card.id
+
+
+# --- data identity ------------------------------------------------------------------------------------
+
+
+def build_manifest(df: pd.DataFrame, split: pd.Series, sha256: pd.Series) -> pd.DataFrame:
+    """The data manifest of a version: one row per image with its content hash, label and split."""
+    manifest = pd.DataFrame({
+        "image": df["image"].astype(str).values,
+        "sha256": sha256.astype(str).values,
+        "lesion_id": df["lesion_id"].astype(str).values,
+        "diagnosis": df["diagnosis"].astype(str).values,
+        "split": split.astype(str).values,
+    })
+    return manifest.sort_values("image", kind="stable").reset_index(drop=True)
+
+
+def data_fingerprint(manifest: pd.DataFrame) -> str:
+    """sha256 over the sorted (content hash, label, split) triples: same data -> same fingerprint,
+    whatever the file names or row order."""
+    lines = sorted(manifest["sha256"] + "," + manifest["diagnosis"] + "," + manifest["split"])
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def data_info(manifest: pd.DataFrame, *, name: str, licence: str | None = None) -> DataInfo:
+    counts = manifest["diagnosis"].value_counts()
+    return DataInfo(
+        name=name,
+        fingerprint=data_fingerprint(manifest),
+        n_images=len(manifest),
+        class_counts={c: int(counts.get(c, 0)) for c in CLASSES},
+        split_counts={k: int(v) for k, v in manifest["split"].value_counts().sort_index().items()},
+        licence=licence,
+    )
+
+
+def diff_manifests(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, list[str]]:
+    """Images (by name) only in ``a``, only in ``b``, and in both with another label or split."""
+    ka = a.set_index("sha256")
+    kb = b.set_index("sha256")
+    only_a = sorted(ka.loc[ka.index.difference(kb.index), "image"])
+    only_b = sorted(kb.loc[kb.index.difference(ka.index), "image"])
+    both = ka.index.intersection(kb.index)
+    changed = ka.loc[both, ["diagnosis", "split"]].ne(kb.loc[both, ["diagnosis", "split"]]).any(axis=1)
+    return {"only_in_first": only_a, "only_in_second": only_b,
+            "relabelled_or_resplit": sorted(ka.loc[changed[changed].index, "image"])}
+
+
+# --- saving -------------------------------------------------------------------------------------------
+
+
+def new_version_id(architecture: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{architecture.replace('_', '-')}-{secrets.token_hex(3)}"
+
+
+def save_version(models_dir: Path, classifier: Classifier, *, threshold: float, data: DataInfo,
+                 manifest: pd.DataFrame, metrics: dict[str, dict] | None = None,
+                 history: list[dict] | None = None, training: dict | None = None,
+                 parent: str | None = None, target_sensitivity: float | None = None,
+                 malignant: tuple[str, ...] = DEFAULT_MALIGNANT, notes: str | None = None,
+                 version_id: str | None = None, extra: dict | None = None) -> ModelCard:
+    """Write a new version folder and return its card. The folder appears atomically (written under a
+    temporary name, then renamed), so a reader never sees a half-written version."""
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = models_dir / f".tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        model_section = classifier.save(tmp)
+        vid = version_id or new_version_id(str(model_section.get("architecture", classifier.kind)))
+        card = ModelCard(
+            id=vid, kind=classifier.kind, created=datetime.now(UTC).isoformat(timespec="seconds"),
+            parent=parent, malignant=list(malignant), threshold=float(threshold),
+            target_sensitivity=target_sensitivity, model=model_section, data=data,
+            metrics=metrics or {}, history=history or [], training=training or {}, notes=notes,
+            **(extra or {}),
+        )
+        manifest.loc[:, list(MANIFEST_COLUMNS)].to_csv(tmp / MANIFEST_FILE, index=False)
+        (tmp / CARD_FILE).write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
+        final = models_dir / vid
+        if final.exists():
+            raise SkinLesionError(f"model version {vid!r} already exists in {models_dir}; "
+                                  "choose another id or remove the old folder first")
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return card
+
+
+# --- finding and loading -----------------------------------------------------------------------------
+
+
+def read_card(version_dir: Path) -> ModelCard:
+    return ModelCard.model_validate_json((Path(version_dir) / CARD_FILE).read_text())
+
+
+def list_versions(models_dir: Path) -> list[ModelCard]:
+    """Cards of every version under ``models_dir``, oldest first."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    cards = [read_card(p) for p in models_dir.iterdir()
+             if p.is_dir() and not p.name.startswith(".") and (p / CARD_FILE).is_file()]
+    return sorted(cards, key=lambda c: (c.created, c.id))
+
+
+def read_aliases(models_dir: Path) -> dict[str, str]:
+    path = Path(models_dir) / ALIASES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def set_alias(models_dir: Path, alias: str, ref: str) -> str:
+    """Point ``alias`` at the version ``ref`` names; returns the version id."""
+    if alias in BUILTIN_ALIASES:
+        raise SkinLesionError(f"{alias!r} is a built-in alias and cannot be reassigned")
+    if (Path(models_dir) / alias).is_dir():
+        raise SkinLesionError(f"{alias!r} is already a version id; choose another alias")
+    vid = resolve_version(models_dir, ref)
+    aliases = read_aliases(models_dir) | {alias: vid}
+    (Path(models_dir) / ALIASES_FILE).write_text(json.dumps(aliases, indent=2, sort_keys=True) + "\n")
+    return vid
+
+
+def resolve_version(models_dir: Path, ref: str) -> str:
+    """Version id for ``ref`` (an id, ``latest`` or an alias); ModelNotFoundError lists what exists."""
+    models_dir = Path(models_dir)
+    if (models_dir / ref / CARD_FILE).is_file():
+        return ref
+    versions = list_versions(models_dir)
+    if ref == "latest" and versions:
+        return versions[-1].id
+    aliases = read_aliases(models_dir)
+    if ref in aliases:
+        return resolve_version(models_dir, aliases[ref])
+    known = [c.id for c in versions] + sorted(aliases) + (["latest"] if versions else [])
+    raise ModelNotFoundError(
+        f"no model version {ref!r} in {models_dir}; known: {', '.join(known) or 'none'} "
+        "(train one with `skinlesion train --data DIR`)")
+
+
+def load_version(ref: str, models_dir: Path, *, device: str = "auto") -> ModelVersion:
+    """Load the version ``ref`` names, ready to predict (neural versions on ``device``:
+    auto|cpu|cuda)."""
+    vid = resolve_version(models_dir, ref)
+    path = Path(models_dir) / vid
+    card = read_card(path)
+    if card.kind not in CLASSIFIER_KINDS:
+        raise SkinLesionError(f"version {vid!r} has unknown kind {card.kind!r}; "
+                              f"known kinds: {', '.join(CLASSIFIER_KINDS)}")
+    module_name, cls_name = CLASSIFIER_KINDS[card.kind].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    section = card.model | ({"device": device} if card.kind == "neural" else {})
+    return ModelVersion(card=card, path=path, classifier=cls.load(path, section))
+
+
+def read_manifest(models_dir: Path, ref: str) -> pd.DataFrame:
+    vid = resolve_version(models_dir, ref)
+    return pd.read_csv(Path(models_dir) / vid / MANIFEST_FILE, dtype=str)

@@ -1,0 +1,102 @@
+"""Model versions: save/load round trip, aliases, fingerprints and data diffs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skinlesion import registry
+from skinlesion.errors import ModelNotFoundError, SkinLesionError
+from skinlesion.schema import CLASSES
+
+
+class PriorClassifier:
+    """A stand-in classifier answering fixed class priors (no torch needed)."""
+
+    kind = "prior"
+
+    def __init__(self, priors):
+        self.priors_ = np.asarray(priors, dtype=float)
+
+    def predict_proba(self, images, metadata):
+        return np.tile(self.priors_, (len(images), 1))
+
+    def save(self, directory: Path) -> dict:
+        (directory / "priors.json").write_text(json.dumps(self.priors_.tolist()))
+        return {"architecture": "prior", "n_params": len(self.priors_)}
+
+    @classmethod
+    def load(cls, directory: Path, section: dict):
+        return cls(json.loads((directory / "priors.json").read_text()))
+
+
+@pytest.fixture(autouse=True)
+def prior_kind(monkeypatch):
+    monkeypatch.setitem(registry.CLASSIFIER_KINDS, "prior", f"{__name__}:PriorClassifier")
+
+
+def _manifest(images, labels, splits):
+    df = pd.DataFrame({"image": images, "lesion_id": images, "diagnosis": labels})
+    sha = pd.Series([f"sha-{i}" for i in images])
+    return registry.build_manifest(df, pd.Series(splits), sha)
+
+
+def _save(models_dir, manifest, **kw):
+    priors = np.full(len(CLASSES), 1 / len(CLASSES))
+    info = registry.data_info(manifest, name="toy")
+    return registry.save_version(models_dir, PriorClassifier(priors), threshold=0.3, data=info,
+                                 manifest=manifest, **kw)
+
+
+def test_save_load_round_trip(tmp_path):
+    manifest = _manifest(["a", "b", "c"], ["MEL", "NV", "NV"], ["train", "val", "test"])
+    card = _save(tmp_path, manifest, metrics={"test": {"auroc": 0.8}})
+    loaded = registry.load_version(card.id, tmp_path)
+    assert loaded.card.threshold == 0.3
+    assert loaded.card.metrics["test"]["auroc"] == 0.8
+    assert loaded.card.data.class_counts["NV"] == 2
+    assert loaded.classifier.predict_proba([None, None], None).shape == (2, len(CLASSES))
+    assert list(registry.read_manifest(tmp_path, card.id)["image"]) == ["a", "b", "c"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_aliases_and_latest(tmp_path):
+    manifest = _manifest(["a"], ["MEL"], ["train"])
+    first = _save(tmp_path, manifest, version_id="v1")
+    second = _save(tmp_path, manifest, version_id="v2", parent="v1")
+    assert registry.resolve_version(tmp_path, "latest") in {first.id, second.id}
+    registry.set_alias(tmp_path, "champion", "v1")
+    assert registry.load_version("champion", tmp_path).id == "v1"
+    with pytest.raises(SkinLesionError, match="built-in"):
+        registry.set_alias(tmp_path, "latest", "v1")
+    with pytest.raises(ModelNotFoundError, match="champion"):
+        registry.resolve_version(tmp_path, "nope")
+
+
+def test_existing_version_id_is_not_overwritten(tmp_path):
+    manifest = _manifest(["a"], ["MEL"], ["train"])
+    _save(tmp_path, manifest, version_id="v1")
+    with pytest.raises(SkinLesionError, match="already exists"):
+        _save(tmp_path, manifest, version_id="v1")
+
+
+def test_fingerprint_depends_on_content_not_order_or_names():
+    a = _manifest(["x", "y"], ["MEL", "NV"], ["train", "test"])
+    reordered = a.iloc[::-1].reset_index(drop=True)
+    renamed = a.assign(image=["p", "q"])
+    relabelled = a.assign(diagnosis=["MEL", "MEL"])
+    fp = registry.data_fingerprint(a)
+    assert registry.data_fingerprint(reordered) == fp
+    assert registry.data_fingerprint(renamed) == fp
+    assert registry.data_fingerprint(relabelled) != fp
+
+
+def test_manifest_diff_names_the_images():
+    a = _manifest(["x", "y", "z"], ["MEL", "NV", "NV"], ["train", "train", "test"])
+    b = _manifest(["y", "z", "w"], ["NV", "BKL", "NV"], ["train", "test", "train"])
+    diff = registry.diff_manifests(a, b)
+    assert diff == {"only_in_first": ["x"], "only_in_second": ["w"], "relabelled_or_resplit": ["z"]}

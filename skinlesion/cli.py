@@ -45,6 +45,25 @@ def synth(out: Path = typer.Option(..., help="Folder to write the ISIC 2019 layo
     typer.echo(str(path))
 
 
+@data_app.command("fetch")
+def data_fetch(dataset: str = typer.Argument(..., help="Dataset name: isic2019."),
+               out: Path | None = typer.Option(None, help="Folder to download and unpack into "
+                                               "(default <data_dir>/<dataset>)."),
+               base_url: str | None = typer.Option(None, help="Server to download from instead of "
+                                                   "the published one (a mirror)."),
+               keep_archive: bool = typer.Option(False, help="Keep zip files after unpacking.")
+               ) -> None:
+    """Download a published dataset (resumable, checksummed) and unpack it into its layout."""
+    from skinlesion.data.fetch import fetch_dataset
+
+    try:
+        path = fetch_dataset(dataset, out or _settings().data_dir / dataset.lower(),
+                             base_url=base_url, keep_archives=keep_archive)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(str(path))
+
+
 # --- model versions, evaluation, prediction ----------------------------------------------------------
 
 

@@ -29,6 +29,10 @@ class MetadataError(DataError):
     """A metadata value is outside the ISIC 2019 vocabulary or range."""
 
 
+class FetchError(SkinLesionError):
+    """A published dataset cannot be downloaded or unpacked (no network, server error, bad checksum)."""
+
+
 class ModelNotFoundError(SkinLesionError, LookupError):
     """A model version id or alias does not exist in the models folder."""
 

@@ -39,3 +39,11 @@ class ModelNotFoundError(SkinLesionError, LookupError):
 
 class WeightsUnavailableError(SkinLesionError, FileNotFoundError):
     """Pretrained weights are needed but no local file is available (no download is ever attempted)."""
+
+
+class StoreError(SkinLesionError):
+    """The prediction store refused an operation (schema newer than the code, unknown API key name...)."""
+
+
+class StoreBusyError(StoreError, TimeoutError):
+    """The DuckDB file stayed locked by other processes past the deadline; retry later (HTTP 503)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from skinlesion.errors import SkinLesionError
+from skinlesion.schema import DEFAULT_MALIGNANT
 from skinlesion.settings import Settings
 
 app = typer.Typer(help="Skin-lesion classifier: data, training, evaluation, serving, monitoring.",
@@ -62,6 +63,70 @@ def data_fetch(dataset: str = typer.Argument(..., help="Dataset name: isic2019."
     except SkinLesionError as err:
         raise _fail(err) from err
     typer.echo(str(path))
+
+
+@app.command()
+def score(truth: Path = typer.Option(..., help="Ground-truth CSV (ISIC format, one-hot; UNK column "
+                                     "allowed)."),
+          predictions: Path = typer.Option(..., help="Predictions CSV (image,MEL,NV,BCC,AK,BKL,DF,"
+                                           "VASC,SCC)."),
+          threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Operating threshold on "
+                                          "p(malignant) for the binary metrics."),
+          malignant: str = typer.Option(",".join(DEFAULT_MALIGNANT), help="Comma-separated classes "
+                                        "counted as malignant."),
+          json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON to "
+                                               "this file ('-' for stdout) instead of tables.")) -> None:
+    """Score ISIC-format predictions against ground truth (the files the official scorer reads)."""
+    import math
+    import warnings
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from skinlesion.metrics import UndefinedMetricWarning
+    from skinlesion.scoring import score_files, to_json
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UndefinedMetricWarning)
+            result = score_files(truth, predictions, threshold=threshold,
+                                 malignant=[c.strip() for c in malignant.split(",") if c.strip()])
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+    for w in caught:
+        typer.secho(f"note: {w.message}", err=True, fg=typer.colors.YELLOW)
+    if json_out is not None:
+        text = to_json(result)
+        if str(json_out) == "-":
+            typer.echo(text, nl=False)
+        else:
+            json_out.write_text(text)
+            typer.echo(str(json_out))
+        return
+
+    def fmt(v: float) -> str:
+        return "n/a" if math.isnan(v) else f"{v:.3f}"
+
+    s = result["summary"]
+    head = Table("metric (positive = malignant)", "value",
+                 title=f"{s['n']} images, {s['n_malignant']} malignant "
+                       f"({', '.join(result['malignant'])}); threshold {threshold:g}")
+    for key, label in [("auroc", "AUROC"), ("pauc_80", "partial AUC, sensitivity >= 80% (ISIC)"),
+                       ("recall", "sensitivity (recall)"), ("specificity", "specificity"),
+                       ("precision", "precision (PPV)"), ("fnr", "false-negative rate"),
+                       ("accuracy", "accuracy"), ("f1", "F1"), ("log_loss", "log loss"),
+                       ("ece", "calibration error (ECE)"), ("balanced_accuracy",
+                       "balanced multiclass accuracy (ISIC 2019)"),
+                       ("log_loss_multiclass", "multiclass log loss")]:
+        head.add_row(label, fmt(s[key]))
+    per = Table("class", "diagnosis", "n", "sensitivity", "specificity", "AUC", "pAUC80", "AP",
+                title="per class (one vs rest; sensitivity of the top prediction)")
+    for r in result["per_class"]:
+        per.add_row(r["class"], r["name"], str(r["n"]), *(fmt(r[k]) for k in (
+            "sensitivity", "specificity", "auc", "pauc_80", "ap")))
+    console = Console()
+    console.print(head)
+    console.print(per)
 
 
 # --- model versions, evaluation, prediction ----------------------------------------------------------

@@ -151,7 +151,7 @@ def read_ground_truth_csv(path: Path | str) -> tuple[list[str], np.ndarray]:
         not_binary = np.flatnonzero(((values != 0.0) & (values != 1.0)).any(axis=1))
         if not_binary.size:
             r = int(not_binary[0])
-            raise DataError(f"ground truth must be 0 or 1, got {values[r].tolist()} (rows "
+            raise DataError(f"ground truth must be 0 or 1, got {np.round(values[r], 4).tolist()} (rows "
                             f"{_few((not_binary + 1).tolist())})", source=source, row=r + 1)
         if UNKNOWN in columns:
             unknown = np.flatnonzero(values[:, -1] == 1.0)

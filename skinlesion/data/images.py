@@ -1,9 +1,21 @@
-"""Image loading with clear errors, content hashes, and the image statistics drift monitoring uses."""
+"""Load images safely and describe them with a few numbers.
+
+:func:`load_image` is the one door every image goes through (datasets, the API, the dashboard): it
+returns a fully decoded RGB :class:`PIL.Image.Image` or raises :class:`~skinlesion.errors.ImageError`
+naming the file and the fix. It refuses empty, oversized, non-image, truncated and corrupt files,
+decompression bombs and images too small to hold a lesion; it converts every colour mode to 8-bit RGB
+and applies the EXIF orientation, so a phone photo is seen the way the clinician saw it.
+
+:func:`image_stats` gives the image statistics stored with every prediction (the monitoring layer
+watches them for drift: a new camera, darker lighting, blur); :func:`file_sha256` /
+:func:`bytes_sha256` identify images by content.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
 from pathlib import Path
 
@@ -16,93 +28,186 @@ from skinlesion.errors import ImageError
 MAX_BYTES = 25 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
+#: Long side (px) :func:`image_stats` measures at.
+STATS_SIZE = 256
+#: Name used in errors for an image given as bytes without a name (an upload).
+UPLOAD_NAME = "uploaded image"
+
+# What PIL raises for a broken file, depending on the format plugin and where the damage is.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+# ITU-R BT.601 luma weights: the same ones PIL uses for convert("L").
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def bytes_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+class _WatchedBytes(io.BytesIO):
+    """In-memory file that records a sized read hitting the end of the data.
+
+    PIL's decoders ask for more bytes when an image is cut short; with
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` switched on anywhere in the process they then silently fill
+    the rest with grey. Watching the reads catches truncation whatever that process-wide switch says.
+    """
+
+    read_past_end = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        if size is not None and size > 0 and not data:
+            self.read_past_end = True
+        return data
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def load_image(source: Path | str | bytes, *, name: str | None = None, max_bytes: int = MAX_BYTES,
+               max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> Image.Image:
+    """Read ``source`` (a file path or the file's bytes) into a fully decoded 8-bit RGB image.
+
+    ``name`` is what errors call the image (default: the path, or "uploaded image" for bytes).
+    Raises :class:`ImageError` (``source`` = that name) when the file is missing, empty, larger than
+    ``max_bytes``, not an image, truncated or corrupt, has more than ``max_pixels`` pixels (a
+    decompression bomb: a small file that would expand to gigabytes), or a side under ``min_side``.
+    Alpha is composited on black (the dermatoscope's dark surround), 16-bit and float images are
+    rescaled to 8 bits, and the EXIF orientation tag is applied.
+    """
+    label = name or (UPLOAD_NAME if isinstance(source, bytes | bytearray) else str(source))
+    data = _read_bytes(source, label, max_bytes)
+    stream = _WatchedBytes(data)
+    img = _open(stream, label, max_pixels)
+    try:
+        img.load()  # force the full decode: Image.open only reads the header
+    except _DECODE_ERRORS as err:
+        raise ImageError(f"the image data is truncated or corrupt ({err}); re-export or re-upload "
+                         "the original file", source=label) from err
+    if stream.read_past_end:
+        raise ImageError("the image file is truncated (it ends before the image data does); "
+                         "re-export or re-upload the complete file", source=label)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except _DECODE_ERRORS as err:
+        raise ImageError(f"the EXIF orientation data is corrupt ({err}); re-export the image "
+                         "without EXIF data", source=label) from err
+    rgb = _to_rgb(img)
+    if min(rgb.size) < min_side:
+        raise ImageError(f"the image is {rgb.width}x{rgb.height} pixels; at least {min_side} pixels "
+                         "per side are needed to show a lesion, send the full-resolution image",
+                         source=label)
+    return rgb
 
 
-def _read(source: str | Path | bytes, name: str, max_bytes: int) -> bytes:
-    if isinstance(source, bytes):
-        data = source
+def _read_bytes(source: Path | str | bytes, label: str, max_bytes: int) -> bytes:
+    """The file's bytes, refusing missing, unreadable, empty and oversized files."""
+    if isinstance(source, bytes | bytearray):
+        data = bytes(source)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise ImageError("image file not found", source=name)
-        if path.stat().st_size > max_bytes:
-            raise ImageError(f"image file is {path.stat().st_size / 2**20:.1f} MiB, over the "
-                             f"{max_bytes / 2**20:.0f} MiB limit", source=name)
-        data = path.read_bytes()
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise ImageError(_too_big(size, max_bytes), source=label)
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ImageError("file not found; check the path", source=label) from None
+        except IsADirectoryError:
+            raise ImageError("this is a folder, not an image file", source=label) from None
+        except PermissionError:
+            raise ImageError("the file cannot be read (permission denied)", source=label) from None
     if not data:
-        raise ImageError("the image is empty (0 bytes)", source=name)
+        raise ImageError("the file is empty (0 bytes); re-export or re-upload the image",
+                         source=label)
     if len(data) > max_bytes:
-        raise ImageError(f"image is {len(data) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB "
-                         "limit", source=name)
+        raise ImageError(_too_big(len(data), max_bytes), source=label)
     return data
 
 
-def load_image(source: str | Path | bytes, *, name: str | None = None, max_bytes: int = MAX_BYTES,
-               max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> Image.Image:
-    """Decode an image fully into RGB, or raise :class:`ImageError` naming the file and the problem.
+def _too_big(size: int, max_bytes: int) -> str:
+    return (f"the file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit; "
+            "send a JPEG or PNG export of the image")
 
-    Empty, not-an-image, truncated or corrupt files, decompression bombs (more than ``max_pixels``),
-    oversized files and images smaller than ``min_side`` pixels are all refused. EXIF orientation is
-    applied; palette, grey, RGBA, CMYK and 16-bit images are converted to RGB."""
-    name = name or (str(source) if not isinstance(source, bytes) else "image")
-    data = _read(source, name, max_bytes)
+
+def _open(stream: io.BytesIO, label: str, max_pixels: int) -> Image.Image:
+    """Read the header; refuse non-images and images with more than ``max_pixels`` pixels.
+
+    PIL's own bomb guard (a warning above ``Image.MAX_IMAGE_PIXELS``, an error above twice that)
+    is turned into our error; our lower ``max_pixels`` limit is checked from the header, before
+    any pixel is decoded. (``catch_warnings`` is process-wide in Python 3.11; were another thread to
+    reset the filter meanwhile, the header check below still refuses the image.)
+    """
+    bomb = (f"the image would decode to more than {max_pixels:,} pixels (a decompression bomb or "
+            "an uncompressed scan); downscale it to at most a few thousand pixels per side")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > max_pixels:
-                raise ImageError(f"image is {img.width}x{img.height} pixels, over the "
-                                 f"{max_pixels / 1e6:.0f} megapixel limit (decompression bomb?)",
-                                 source=name)
-            img.load()  # full decode: a truncated file fails here, not later inside the model
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"image exceeds the {max_pixels / 1e6:.0f} megapixel limit "
-                         "(decompression bomb?)", source=name) from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image PIL can read (send JPEG or PNG)", source=name) from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"the image is truncated or corrupt ({err})", source=name) from None
-    if min(img.size) < min_side:
-        raise ImageError(f"image is {img.width}x{img.height} pixels; at least {min_side} pixels per "
-                         "side are needed", source=name)
-    img = ImageOps.exif_transpose(img)
-    if img.mode == "I;16" or img.mode.startswith("I"):
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray((255 * arr / max(arr.max(), 1)).astype(np.uint8))
+            img = Image.open(stream)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(bomb, source=label) from err
+    except UnidentifiedImageError as err:
+        raise ImageError("not an image file (or an unsupported format); send a JPEG or PNG",
+                         source=label) from err
+    except _DECODE_ERRORS as err:
+        raise ImageError(f"the image header is corrupt ({err}); re-export the image",
+                         source=label) from err
+    if img.width * img.height > max_pixels:
+        raise ImageError(f"{img.width}x{img.height}: {bomb}", source=label)
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB (alpha on black, 16-bit scaled by 1/257, float 0-1 or 0-255)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in _SIXTEEN_BIT_MODES:
+        grey = np.asarray(img, dtype=np.float32) / 257.0
+        return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        grey = np.asarray(img, dtype=np.float32)
+        scale = 255.0 if np.nanmax(grey, initial=0.0) <= 1.0 else 1.0
+        grey = np.nan_to_num(grey * scale + 0.5)
+        return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
     return img.convert("RGB")
 
 
 def image_stats(img: Image.Image) -> dict[str, float]:
-    """Size, brightness, contrast, saturation, mean colour (0-1) and sharpness of an RGB image.
+    """Summary statistics of an image, the inputs of image-drift monitoring.
 
-    Sharpness is the variance of the Laplacian of the luminance (0-1 scale), measured on the image
-    resized to 256 pixels on its long side so that it does not depend on resolution."""
-    w, h = img.size
-    small = img.copy()
-    small.thumbnail((256, 256))
+    ``width``/``height`` in pixels; ``brightness`` and ``contrast``: mean and standard deviation of
+    the BT.601 luminance (0-1); ``saturation``: mean HSV saturation (0-1); ``mean_r``/``mean_g``/
+    ``mean_b``: channel means (0-1); ``sharpness``: variance of the Laplacian of the luminance (blur
+    lowers it). Everything but the size is measured on the image shrunk to :data:`STATS_SIZE` pixels
+    on its long side, the scale the models work at: the numbers then compare across cameras of
+    different resolution (blur finer than that scale does not matter to the model) and stay cheap
+    for a 12-megapixel phone photo.
+    """
+    small = img.convert("RGB")
+    small.thumbnail((STATS_SIZE, STATS_SIZE), Image.Resampling.BILINEAR)
     rgb = np.asarray(small, dtype=np.float32) / 255.0
-    lum = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    hsv = np.asarray(small.convert("HSV"), dtype=np.float32) / 255.0
+    luma = rgb @ _LUMA
+    top = rgb.max(axis=2)
+    chroma = top - rgb.min(axis=2)
+    saturation = np.divide(chroma, top, out=np.zeros_like(top), where=top > 0)
+    means = rgb.reshape(-1, 3).mean(axis=0)
     return {
-        "width": float(w),
-        "height": float(h),
-        "brightness": float(lum.mean()),
-        "contrast": float(lum.std()),
-        "saturation": float(hsv[..., 1].mean()),
-        "mean_r": float(rgb[..., 0].mean()),
-        "mean_g": float(rgb[..., 1].mean()),
-        "mean_b": float(rgb[..., 2].mean()),
-        "sharpness": float(ndimage.laplace(lum).var()),
+        "width": float(img.width),
+        "height": float(img.height),
+        "brightness": float(luma.mean()),
+        "contrast": float(luma.std()),
+        "saturation": float(saturation.mean()),
+        "mean_r": float(means[0]),
+        "mean_g": float(means[1]),
+        "mean_b": float(means[2]),
+        "sharpness": float(ndimage.laplace(luma).var()),
     }
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex sha256 of a file's content (read in chunks)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def bytes_sha256(data: bytes) -> str:
+    """Hex sha256 of ``data``; equals :func:`file_sha256` of a file holding those bytes."""
+    return hashlib.sha256(data).hexdigest()

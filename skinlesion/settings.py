@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     thresholds_file: Path | None = None
     cache_dir: Path | None = None
     device: str = "auto"
+    #: API: largest accepted upload, and whether images are kept (for the review queue / retraining)
+    max_upload_bytes: int = 20 * 1024 * 1024
+    retain_images: bool = False
+    #: seconds a process may serve an old route before re-reading it from the store
+    route_ttl_s: float = 2.0
+    #: seconds a process waits on a DuckDB lock held by another process before giving up
+    busy_timeout_s: float = 10.0
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -33,3 +40,8 @@ class Settings(BaseSettings):
         self.thresholds_file = self.thresholds_file or home / "thresholds.toml"
         self.cache_dir = self.cache_dir or self.data_dir / "cache"
         return self
+
+    @property
+    def retention_dir(self) -> Path | None:
+        """Where retained images go; None while retention is off."""
+        return self.data_dir / "images" if self.retain_images else None

@@ -1,0 +1,54 @@
+"""The prediction API (FastAPI). ``create_app(settings)`` builds it; nothing happens at import time.
+
+Routes stay thin: validate input, call the serving service or the store, map errors to JSON bodies
+that name the field and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from skinlesion import __version__
+from skinlesion.api.errors import install_error_handlers
+from skinlesion.api.metrics import ApiMetrics
+from skinlesion.api.routes import router
+from skinlesion.serving import ServingService
+from skinlesion.settings import Settings
+from skinlesion.store import Store
+
+log = logging.getLogger("skinlesion.api")
+
+
+def create_app(settings: Settings | None = None, *, service: ServingService | None = None) -> FastAPI:
+    """The API app. Pass ``service`` to inject one (tests); otherwise it is built from ``settings``
+    when the app starts and closed (pending log rows flushed) when it stops."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = app.state.service is None
+        if owned:
+            store = Store(settings.db_path, busy_timeout_s=settings.busy_timeout_s)
+            app.state.service = ServingService(
+                store, settings.models_dir, device=settings.device, route_ttl_s=settings.route_ttl_s,
+                retention_dir=settings.retention_dir)
+        yield
+        if owned:
+            app.state.service.close()
+
+    app = FastAPI(
+        title="skinlesion API",
+        version=__version__,
+        summary="Skin-lesion classification (dermoscopy image + age, sex, anatomical site) with "
+                "every answer logged for monitoring and audit.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.metrics = ApiMetrics()
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

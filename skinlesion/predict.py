@@ -1,0 +1,199 @@
+"""The Predictor: one loaded model version answering ``predict(image, metadata) -> Prediction``.
+
+An answer carries the calibrated class probabilities, p_malignant, the decision at the version's
+threshold (``refer`` / ``no referral`` / ``uncertain``) with its reason, and the image statistics drift
+monitoring needs. The decision rules are small pure functions so they can be tested and audited alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from skinlesion.data.images import bytes_sha256, image_stats, load_image
+from skinlesion.registry import ModelVersion, load_version
+from skinlesion.schema import CLASSES, Metadata, malignant_mask
+
+REFER, NO_REFERRAL, UNCERTAIN = "refer", "no referral", "uncertain"
+
+
+class DecisionPolicy(BaseModel):
+    """When an answer is trusted. Validated on creation (a bound in the wrong order is an error)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: normalised entropy (0 = certain, 1 = uniform) of the 8-class answer above which it is "uncertain"
+    max_entropy: float = Field(0.80, gt=0, le=1)
+    #: restricted mode ("clear cases only"): "no referral" only when p_malignant < ratio * threshold
+    clear_benign_ratio: float = Field(0.5, gt=0, le=1)
+    #: image quality: mean luminance bounds (0-1) and the minimum sharpness relative to the version's
+    #: training images (a share of their 1st-percentile sharpness)
+    min_brightness: float = Field(0.12, ge=0, lt=1)
+    max_brightness: float = Field(0.95, gt=0, le=1)
+    min_relative_sharpness: float = Field(0.5, gt=0)
+    #: out of distribution: an image statistic this many robust z-scores from the training images
+    ood_z: float = Field(6.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecisionPolicy:
+        if self.min_brightness >= self.max_brightness:
+            raise ValueError(f"min_brightness {self.min_brightness} must be below max_brightness "
+                             f"{self.max_brightness}")
+        return self
+
+
+def normalised_entropy(probs: np.ndarray) -> float:
+    p = np.clip(np.asarray(probs, dtype=float), 1e-12, 1.0)
+    return float(-(p * np.log(p)).sum() / math.log(len(p)))
+
+
+def quality_issues(stats: dict[str, float], policy: DecisionPolicy,
+                   reference: dict[str, dict[str, float]] | None = None) -> list[str]:
+    """Reasons an image is unfit or unlike the training images (empty list: fine).
+
+    ``reference`` holds, per statistic, the training images' ``median``, ``mad`` (median absolute
+    deviation) and ``p01`` (1st percentile), as stored in the model card."""
+    issues = []
+    if stats["brightness"] < policy.min_brightness:
+        issues.append(f"image too dark (brightness {stats['brightness']:.2f} < "
+                      f"{policy.min_brightness:.2f})")
+    if stats["brightness"] > policy.max_brightness:
+        issues.append(f"image overexposed (brightness {stats['brightness']:.2f} > "
+                      f"{policy.max_brightness:.2f})")
+    if reference:
+        sharp = reference.get("sharpness")
+        if sharp and stats["sharpness"] < policy.min_relative_sharpness * sharp["p01"]:
+            issues.append("image blurred (sharpness far below the training images)")
+        for name, ref in reference.items():
+            z = abs(stats[name] - ref["median"]) / max(1.4826 * ref["mad"], 1e-9)
+            if name != "sharpness" and z > policy.ood_z:
+                issues.append(f"out of distribution: {name} {stats[name]:.3g} is unlike the training "
+                              f"images (median {ref['median']:.3g})")
+    return issues
+
+
+def decide(probs: np.ndarray, p_malignant: float, threshold: float, issues: Sequence[str],
+           policy: DecisionPolicy, *, restricted: bool = False) -> tuple[str, str]:
+    """The decision and a one-line reason a clinician can read.
+
+    Poor-quality or out-of-distribution images and low-confidence answers are ``uncertain``. In
+    restricted mode (the monitoring plan's measure for red) only clear cases are answered: anything
+    not clearly benign is referred."""
+    if issues:
+        decision, reason = UNCERTAIN, "; ".join(issues)
+    elif normalised_entropy(probs) > policy.max_entropy:
+        decision, reason = UNCERTAIN, "the model is not confident (probabilities spread over classes)"
+    elif p_malignant >= threshold:
+        decision, reason = REFER, f"p_malignant {p_malignant:.2f} ≥ threshold {threshold:.2f}"
+    else:
+        decision, reason = NO_REFERRAL, f"p_malignant {p_malignant:.2f} < threshold {threshold:.2f}"
+    if restricted and decision != REFER:
+        if decision == NO_REFERRAL and p_malignant < policy.clear_benign_ratio * threshold:
+            return decision, reason + " (clear case)"
+        return REFER, f"restricted to clear cases: {reason} → refer"
+    return decision, reason
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One answer. ``to_record`` turns it into the store's row."""
+
+    probabilities: dict[str, float]
+    p_malignant: float
+    predicted_class: str
+    decision: str
+    decision_reason: str
+    threshold: float
+    model_version: str
+    model_role: str
+    latency_ms: float
+    device: str
+    image_sha256: str
+    image_stats: dict[str, float]
+    embedding: list[float] | None = field(default=None, repr=False)
+
+    def to_record(self, *, source: str, metadata: Metadata, request_id: str | None = None,
+                  image_path: str | None = None, simulated: bool = False, returned: bool = True,
+                  ts=None):
+        from skinlesion.store import PredictionRecord
+
+        extra = {k: v for k, v in (("request_id", request_id), ("ts", ts)) if v is not None}
+        return PredictionRecord(
+            source=source, model_version=self.model_version, model_role=self.model_role,
+            **metadata.as_dict(), image_sha256=self.image_sha256, **self.image_stats,
+            probabilities=self.probabilities, p_malignant=self.p_malignant,
+            predicted_class=self.predicted_class, decision=self.decision,
+            decision_reason=self.decision_reason, threshold=self.threshold,
+            latency_ms=self.latency_ms, device=self.device, embedding=self.embedding,
+            image_path=image_path, simulated=simulated, returned=returned, **extra)
+
+
+class Predictor:
+    """One model version, loaded once, answering single images or batches."""
+
+    def __init__(self, version: ModelVersion, *, role: str = "active",
+                 policy: DecisionPolicy | None = None):
+        self.version = version
+        self.role = role
+        self.policy = policy or DecisionPolicy()
+        self._mask = np.array(malignant_mask(version.card.malignant))
+        self._reference = getattr(version.card, "image_stats_reference", None)
+
+    @classmethod
+    def from_registry(cls, ref: str, models_dir: Path, *, device: str = "auto",
+                      role: str = "active", policy: DecisionPolicy | None = None) -> Predictor:
+        return cls(load_version(ref, models_dir, device=device), role=role, policy=policy)
+
+    @property
+    def device(self) -> str:
+        return str(getattr(self.version.classifier, "device", "cpu"))
+
+    @property
+    def threshold(self) -> float:
+        return self.version.card.threshold
+
+    def predict(self, image: bytes | Image.Image, metadata: Metadata, *,
+                restricted: bool = False) -> Prediction:
+        return self.predict_batch([image], [metadata], restricted=restricted)[0]
+
+    def predict_batch(self, images: Sequence[bytes | Image.Image], metadata: Sequence[Metadata], *,
+                      restricted: bool = False) -> list[Prediction]:
+        """Answer a batch in one model call; latency is the batch's wall time per image."""
+        if len(images) != len(metadata):
+            raise ValueError(f"{len(images)} images but {len(metadata)} metadata rows")
+        start = time.perf_counter()
+        decoded, hashes = [], []
+        for image in images:
+            if isinstance(image, bytes):
+                hashes.append(bytes_sha256(image))
+                decoded.append(load_image(image, name="uploaded image"))
+            else:
+                hashes.append(bytes_sha256(image.tobytes()))
+                decoded.append(image.convert("RGB"))
+        meta = pd.DataFrame([m.as_dict() for m in metadata]).astype({"age_approx": float})
+        probs = self.version.classifier.predict_proba(decoded, meta)
+        latency_ms = (time.perf_counter() - start) * 1000 / max(len(images), 1)
+        return [self._answer(p, img, sha, latency_ms, restricted)
+                for p, img, sha in zip(probs, decoded, hashes, strict=True)]
+
+    def _answer(self, probs: np.ndarray, image: Image.Image, sha: str, latency_ms: float,
+                restricted: bool) -> Prediction:
+        stats = image_stats(image)
+        p_mal = float(probs[self._mask].sum())
+        decision, reason = decide(probs, p_mal, self.threshold,
+                                  quality_issues(stats, self.policy, self._reference),
+                                  self.policy, restricted=restricted)
+        return Prediction(
+            probabilities={c: float(p) for c, p in zip(CLASSES, probs, strict=True)},
+            p_malignant=min(max(p_mal, 0.0), 1.0), predicted_class=CLASSES[int(np.argmax(probs))],
+            decision=decision, decision_reason=reason, threshold=self.threshold,
+            model_version=self.version.id, model_role=self.role, latency_ms=latency_ms,
+            device=self.device, image_sha256=sha, image_stats={k: float(v) for k, v in stats.items()})

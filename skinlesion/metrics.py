@@ -67,8 +67,10 @@ def _check_probs(probs: object) -> np.ndarray:
     return p
 
 
-def _check(y_true: object, probs: object) -> tuple[np.ndarray, np.ndarray]:
-    """Validated ``(y, probs)`` as int64 / float64 arrays; ValueError naming the problem."""
+def check_inputs(y_true: object, probs: object) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(y, probs)`` as int64 / float64 arrays; ValueError naming the problem.
+
+    Public so that callers (plots, monitoring) validate once, the same way."""
     p = _check_probs(probs)
     y_arr = np.asarray(y_true)
     if y_arr.ndim != 1:
@@ -101,7 +103,7 @@ def _undefined(name: str, why: str) -> float:
 
 def _binary(y_true: object, probs: object, malignant: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(is_malignant bool (n,), p_malignant (n,))`` after validation."""
-    y, p = _check(y_true, probs)
+    y, p = check_inputs(y_true, probs)
     mask = np.asarray(malignant_mask(malignant))
     return mask[y], p[:, mask].sum(axis=1)
 
@@ -240,7 +242,7 @@ def log_loss_binary(y_true: object, probs: object, *,
 
 def log_loss_multiclass(y_true: object, probs: object) -> float:
     """Mean negative log-likelihood of the true class over all 8 classes (clipped, renormalised)."""
-    y, p = _check(y_true, probs)
+    y, p = check_inputs(y_true, probs)
     if y.size == 0:
         return _undefined("log_loss_multiclass", "no cases")
     clipped = np.clip(p, EPS, 1.0)
@@ -253,7 +255,7 @@ def log_loss_multiclass(y_true: object, probs: object) -> float:
 
 def confusion_matrix(y_true: object, probs: object) -> np.ndarray:
     """8x8 counts, rows = true class, columns = predicted (argmax) class, both in CLASSES order."""
-    y, p = _check(y_true, probs)
+    y, p = check_inputs(y_true, probs)
     if y.size == 0:  # sklearn rejects empty input; an empty window has an all-zero matrix
         return np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
     return sklearn.metrics.confusion_matrix(y, p.argmax(axis=1), labels=list(range(N_CLASSES)))
@@ -263,7 +265,7 @@ def balanced_accuracy(y_true: object, probs: object) -> float:
     """Mean per-class recall of the argmax prediction over the classes present in ``y_true`` — the
     ISIC 2019 challenge score. (The official scorer counts an exact tie for the top probability as
     wrong; ``argmax`` picks the first tied class. Ties do not occur with real model outputs.)"""
-    y, p = _check(y_true, probs)
+    y, p = check_inputs(y_true, probs)
     if y.size == 0:
         return _undefined("balanced_accuracy", "no cases")
     cm = confusion_matrix(y, p)
@@ -279,7 +281,7 @@ def per_class_metrics(y_true: object, probs: object, *, min_sensitivity: float =
     precision) of that class's probability. Values undefined for a class (absent, or every case in
     it) are nan, with one warning naming those classes."""
     _check_min_sensitivity(min_sensitivity)
-    y, p = _check(y_true, probs)
+    y, p = check_inputs(y_true, probs)
     pred = p.argmax(axis=1)
     rows, undefined = [], []
     for k, code in enumerate(CLASSES):
@@ -319,7 +321,7 @@ def _calibration_inputs(y_true: object, probs: object, malignant: Iterable[str],
         truth, score = _binary(y_true, probs, malignant)
         return truth.astype(np.float64), score
     if kind == "top_label":
-        y, p = _check(y_true, probs)
+        y, p = check_inputs(y_true, probs)
         return (p.argmax(axis=1) == y).astype(np.float64), p.max(axis=1)
     raise ValueError(f"kind must be one of {', '.join(CALIBRATION_KINDS)}, got {kind!r}")
 
@@ -372,7 +374,7 @@ def roc_curve_points(y_true: object, probs: object, *, malignant: Iterable[str] 
         name = "ROC curve (malignant vs benign)"
     else:
         k = class_index(cls)
-        y, p = _check(y_true, probs)
+        y, p = check_inputs(y_true, probs)
         truth, score, name = y == k, p[:, k], f"ROC curve ({cls} vs rest)"
     if not _both_classes(truth, name):
         empty = np.array([], dtype=np.float64)
@@ -390,7 +392,7 @@ def summary(y_true: object, probs: object, *, threshold: float = 0.5,
     log_loss`` (malignant vs benign), ``log_loss_multiclass, balanced_accuracy, ece`` (binary, 10
     bins), ``n, n_malignant``. Undefined metrics are reported in one warning."""
     malignant = tuple(malignant)
-    y, p = _check(y_true, probs)
+    y, p = check_inputs(y_true, probs)
     _check_threshold(threshold)
     kw = {"threshold": threshold, "malignant": malignant}
     with warnings.catch_warnings(record=True) as caught:

@@ -14,7 +14,8 @@ from skinlesion.settings import Settings
 app = typer.Typer(help="Skin-lesion classifier: data, training, evaluation, serving, monitoring.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Datasets: download published data.", no_args_is_help=True)
-models_app = typer.Typer(help="Model versions: list, show, alias.", no_args_is_help=True)
+models_app = typer.Typer(help="Model versions and the serving route: list, show, alias, activate, "
+                         "fallback, restrict.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 
@@ -233,7 +234,9 @@ def predict(version: str = typer.Argument(..., help="Version id or alias."),
             out: Path = typer.Option(..., help="Predictions CSV (ISIC challenge format)."),
             fmt: str = typer.Option("auto", "--format", help="auto|isic2019|ham10000"),
             models_dir: Path | None = typer.Option(None, help="Models folder."),
-            device: str = typer.Option("auto", help="auto|cpu|cuda")) -> None:
+            device: str = typer.Option("auto", help="auto|cpu|cuda"),
+            log: bool = typer.Option(False, "--log", help="Also log every answer to the store "
+                                     "(source batch), as the API does.")) -> None:
     """Write ISIC-format predictions (image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC) for every image."""
     from skinlesion.data.isic_csv import write_predictions_csv
     from skinlesion.evaluate import predict_dataset
@@ -242,11 +245,156 @@ def predict(version: str = typer.Argument(..., help="Version id or alias."),
     try:
         loaded = load_version(version, _models_dir(models_dir), device=device)
         df = _read_data(data, fmt)
-        probs = predict_dataset(loaded, df)
+        if log:
+            from skinlesion.predict import Predictor
+            from skinlesion.serving import log_dataset
+
+            store = _store()
+            role = "active" if store.get_route().active_version == loaded.id else "challenger"
+            probs = log_dataset(store, Predictor(loaded, role=role), df)
+        else:
+            probs = predict_dataset(loaded, df)
     except SkinLesionError as err:
         raise _fail(err) from err
     write_predictions_csv(out, df["image"].tolist(), probs)
     typer.echo(str(out))
+
+
+# --- serving: API, keys, route, labels ----------------------------------------------------------------
+
+apikey_app = typer.Typer(help="API keys for the clinic's apps.", no_args_is_help=True)
+labels_app = typer.Typer(help="Ground truth arriving after the answer.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+app.add_typer(labels_app, name="labels")
+
+
+def _store():
+    from skinlesion.store import Store
+
+    settings = _settings()
+    return Store(settings.db_path, busy_timeout_s=settings.busy_timeout_s)
+
+
+def _actor() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+          port: int = typer.Option(8000, help="Port."),
+          workers: int = typer.Option(1, help="Uvicorn worker processes.")) -> None:
+    """Run the prediction API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    uvicorn.run("skinlesion.api:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@apikey_app.command("create")
+def apikey_create(name: str = typer.Option(..., help="Name of the client app, e.g. clinic-web.")
+                  ) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    try:
+        key = _store().create_api_key(name, actor=_actor(), role="admin")
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(key)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(name: str = typer.Option(..., help="Name of the key to revoke."),
+                  reason: str = typer.Option(..., help="Why (audited).")) -> None:
+    """Revoke an API key (audited)."""
+    try:
+        _store().revoke_api_key(name, actor=_actor(), role="admin", reason=reason)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(f"revoked {name}")
+
+
+def _change_route(reason: str, **changes) -> None:
+    from skinlesion.registry import resolve_version
+
+    store = _store()
+    route = store.get_route()
+    for field in ("active_version", "fallback_version"):
+        if changes.get(field):
+            changes[field] = resolve_version(_settings().models_dir, changes[field])
+    new = route.model_copy(update=changes)
+    new = type(route).model_validate(new.model_dump())  # re-validate the combination
+    store.set_route(new, actor=_actor(), role="ml_lead", reason=reason)
+    typer.echo(new.model_dump_json(indent=2))
+
+
+@models_app.command("activate")
+def models_activate(version: str = typer.Argument(..., help="Version id or alias to serve."),
+                    reason: str = typer.Option(..., help="Why (audited).")) -> None:
+    """Make a version the active model (audited; servers follow within seconds)."""
+    try:
+        _change_route(reason, active_version=version)
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+
+
+@models_app.command("fallback")
+def models_fallback(state: str = typer.Argument(..., help="on | off"),
+                    reason: str = typer.Option(..., help="Why (audited)."),
+                    version: str | None = typer.Option(None, help="Fallback version to use (needed "
+                                                       "the first time).")) -> None:
+    """Switch answers to the rule-based fallback model, or back (audited)."""
+    if state not in ("on", "off"):
+        raise _fail(ValueError(f"state must be 'on' or 'off', got {state!r}"))
+    try:
+        _change_route(reason, fallback_engaged=state == "on", fallback_version=version)
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+
+
+@models_app.command("restrict")
+def models_restrict(state: str = typer.Argument(..., help="on | off"),
+                    reason: str = typer.Option(..., help="Why (audited).")) -> None:
+    """Answer only clear cases (everything else is referred), or lift that (audited)."""
+    if state not in ("on", "off"):
+        raise _fail(ValueError(f"state must be 'on' or 'off', got {state!r}"))
+    try:
+        _change_route(reason, restricted_to_clear_cases=state == "on")
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+
+
+@labels_app.command("import")
+def labels_import(truth: Path = typer.Argument(..., help="Ground truth CSV in ISIC format."),
+                  images: Path | None = typer.Option(None, help="Folder of the images it names "
+                                                     "(default: ISIC_2019_Training_Input beside "
+                                                     "the CSV)."),
+                  source: str = typer.Option("import", help="Label source, e.g. histopathology.")
+                  ) -> None:
+    """Join ground truth to logged answers by image content (the images are hashed, never stored)."""
+    from skinlesion.data.images import file_sha256
+    from skinlesion.data.isic_csv import read_ground_truth_csv
+    from skinlesion.schema import CLASSES
+    from skinlesion.store import LabelRecord
+
+    folder = images or truth.parent / "ISIC_2019_Training_Input"
+    try:
+        names, y = read_ground_truth_csv(truth)
+        labels = [LabelRecord(image_sha256=file_sha256(_image_file(folder, n)),
+                              diagnosis=CLASSES[int(k)], source=source, labelled_by=_actor())
+                  for n, k in zip(names, y, strict=True)]
+        matched = _store().add_labels(labels)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(f"stored {len(labels)} labels; {matched} matched logged predictions")
+
+
+def _image_file(folder: Path, name: str) -> Path:
+    from skinlesion.errors import DataError
+
+    for ext in (".jpg", ".jpeg", ".png", ""):
+        if (folder / f"{name}{ext}").is_file():
+            return folder / f"{name}{ext}"
+    raise DataError(f"image {name!r} named in the ground truth is not in {folder}", source=str(folder))
 
 
 if __name__ == "__main__":  # pragma: no cover

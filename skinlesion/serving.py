@@ -8,17 +8,21 @@ versions are cached by id; a request never waits for a model to load twice.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from PIL import Image
+from tqdm.auto import tqdm
 
 from skinlesion.data.images import load_image
 from skinlesion.errors import SkinLesionError
 from skinlesion.predict import DecisionPolicy, Predictor
-from skinlesion.schema import Metadata
+from skinlesion.schema import CLASSES, Metadata
 from skinlesion.store import PredictionRecord, PredictionWriter, ServingRoute, Store
 
 
@@ -103,3 +107,24 @@ class ServingService:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def log_dataset(store: Store, predictor: Predictor, df: pd.DataFrame, *, batch_size: int = 32,
+                progress: bool = True) -> np.ndarray:
+    """Send every image of a dataset table through the Predictor and log each answer (source
+    ``batch``), one transaction per batch; returns the probabilities (len(df), 8)."""
+    out = np.zeros((len(df), len(CLASSES)))
+    bar = tqdm(total=len(df), desc=f"predict+log {predictor.version.id}", unit="img",
+               file=sys.stderr, disable=not progress)
+    for start in range(0, len(df), batch_size):
+        chunk = df.iloc[start:start + batch_size]
+        metadata = [Metadata.from_raw(r.age_approx, r.sex, r.anatom_site_general)
+                    for r in chunk.itertuples()]
+        images = [Path(p).read_bytes() for p in chunk["path"]]
+        answers = predictor.predict_batch(images, metadata)
+        store.log_predictions([a.to_record(source="batch", metadata=m)
+                               for a, m in zip(answers, metadata, strict=True)])
+        out[start:start + len(chunk)] = [[a.probabilities[c] for c in CLASSES] for a in answers]
+        bar.update(len(chunk))
+    bar.close()
+    return out

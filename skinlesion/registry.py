@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +29,9 @@ from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT
 CARD_FILE = "card.json"
 MANIFEST_FILE = "manifest.csv"
 ALIASES_FILE = "aliases.json"
+REFERENCE_FILE = "reference.parquet"
+#: image statistics whose training distribution the card records (for out-of-distribution checks)
+REFERENCE_STATS = ("brightness", "contrast", "saturation", "mean_r", "mean_g", "mean_b", "sharpness")
 MANIFEST_COLUMNS = ("image", "sha256", "lesion_id", "diagnosis", "split")
 
 #: Classifier implementations by the ``kind`` stored in the card (imported lazily: the fallback
@@ -140,6 +144,18 @@ def diff_manifests(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, list[str]]:
 # --- saving -------------------------------------------------------------------------------------------
 
 
+def image_stats_reference(reference: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Median, median absolute deviation and 1st percentile of each image statistic."""
+    out = {}
+    for name in REFERENCE_STATS:
+        if name in reference:
+            col = reference[name].dropna().to_numpy(dtype=float)
+            med = float(np.median(col))
+            out[name] = {"median": med, "mad": float(np.median(np.abs(col - med))),
+                         "p01": float(np.percentile(col, 1))}
+    return out
+
+
 def new_version_id(architecture: str, now: datetime | None = None) -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{architecture.replace('_', '-')}-{secrets.token_hex(3)}"
@@ -150,9 +166,15 @@ def save_version(models_dir: Path, classifier: Classifier, *, threshold: float, 
                  history: list[dict] | None = None, training: dict | None = None,
                  parent: str | None = None, target_sensitivity: float | None = None,
                  malignant: tuple[str, ...] = DEFAULT_MALIGNANT, notes: str | None = None,
-                 version_id: str | None = None, extra: dict | None = None) -> ModelCard:
+                 version_id: str | None = None, extra: dict | None = None,
+                 reference: pd.DataFrame | None = None) -> ModelCard:
     """Write a new version folder and return its card. The folder appears atomically (written under a
-    temporary name, then renamed), so a reader never sees a half-written version."""
+    temporary name, then renamed), so a reader never sees a half-written version.
+
+    ``reference`` (optional) is the version's validation-split answers in the predictions-table
+    columns: the baseline for drift and estimated performance. Its image statistics also give the
+    card's ``image_stats_reference`` (median, MAD, 1st percentile per statistic), which the Predictor
+    uses to flag images unlike the training images."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     tmp = models_dir / f".tmp-{secrets.token_hex(4)}"
@@ -166,7 +188,11 @@ def save_version(models_dir: Path, classifier: Classifier, *, threshold: float, 
             target_sensitivity=target_sensitivity, model=model_section, data=data,
             metrics=metrics or {}, history=history or [], training=training or {}, notes=notes,
             **(extra or {}),
+            **({"image_stats_reference": image_stats_reference(reference)}
+               if reference is not None else {}),
         )
+        if reference is not None:
+            reference.to_parquet(tmp / REFERENCE_FILE, index=False)
         manifest.loc[:, list(MANIFEST_COLUMNS)].to_csv(tmp / MANIFEST_FILE, index=False)
         (tmp / CARD_FILE).write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
         final = models_dir / vid
@@ -249,3 +275,9 @@ def load_version(ref: str, models_dir: Path, *, device: str = "auto") -> ModelVe
 def read_manifest(models_dir: Path, ref: str) -> pd.DataFrame:
     vid = resolve_version(models_dir, ref)
     return pd.read_csv(Path(models_dir) / vid / MANIFEST_FILE, dtype=str)
+
+
+def read_reference(models_dir: Path, ref: str) -> pd.DataFrame | None:
+    """The version's reference answers (validation split), or None for a version saved without."""
+    path = Path(models_dir) / resolve_version(models_dir, ref) / REFERENCE_FILE
+    return pd.read_parquet(path) if path.is_file() else None

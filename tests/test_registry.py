@@ -100,3 +100,16 @@ def test_manifest_diff_names_the_images():
     b = _manifest(["y", "z", "w"], ["NV", "BKL", "NV"], ["train", "test", "train"])
     diff = registry.diff_manifests(a, b)
     assert diff == {"only_in_first": ["x"], "only_in_second": ["w"], "relabelled_or_resplit": ["z"]}
+
+
+def test_reference_data_is_stored_and_summarised(tmp_path):
+    manifest = _manifest(["a", "b"], ["MEL", "NV"], ["train", "val"])
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"brightness": rng.normal(0.6, 0.05, 200),
+                              "sharpness": rng.gamma(2, 0.001, 200), "p_malignant": rng.random(200)})
+    card = _save(tmp_path, manifest, reference=reference)
+    assert registry.read_reference(tmp_path, card.id).shape == (200, 3)
+    stats = registry.read_card(tmp_path / card.id).image_stats_reference
+    assert abs(stats["brightness"]["median"] - 0.6) < 0.02
+    assert stats["sharpness"]["p01"] < stats["sharpness"]["median"]
+    assert registry.read_reference(tmp_path, _save(tmp_path, manifest, version_id="bare").id) is None

@@ -83,15 +83,25 @@ class ServingService:
         choice = choose(self.route())
         return self.predictor(choice.version, choice.role), choice
 
-    def predict(self, image: bytes | Image.Image, metadata: Metadata, *, source: str,
-                request_id: str | None = None, simulated: bool = False) -> PredictionRecord:
-        """Answer and log; returns only once the log row is durable (group-committed)."""
+    def answer(self, image: bytes | Image.Image, metadata: Metadata, *, source: str,
+               request_id: str | None = None, simulated: bool = False) -> PredictionRecord:
+        """The answer of the model the route names, as the row to log (not yet logged)."""
         predictor, choice = self.current_predictor()
         answer = predictor.predict(image, metadata, restricted=choice.restricted)
         image_path = self._retain(image, answer.image_sha256)
-        record = answer.to_record(source=source, metadata=metadata, request_id=request_id,
-                                  image_path=image_path, simulated=simulated)
+        return answer.to_record(source=source, metadata=metadata, request_id=request_id,
+                                image_path=image_path, simulated=simulated)
+
+    def log(self, record: PredictionRecord) -> None:
+        """Log durably: returns once the row's (group) commit is done."""
         self.writer.submit(record)
+
+    def predict(self, image: bytes | Image.Image, metadata: Metadata, *, source: str,
+                request_id: str | None = None, simulated: bool = False) -> PredictionRecord:
+        """Answer and log; returns only once the log row is durable."""
+        record = self.answer(image, metadata, source=source, request_id=request_id,
+                             simulated=simulated)
+        self.log(record)
         return record
 
     def _retain(self, image: bytes | Image.Image, sha: str) -> str | None:

@@ -16,6 +16,9 @@ class ApiMetrics:
         self.latency = Histogram("skinlesion_request_latency_seconds",
                                  "End-to-end latency of prediction requests.", ["model_version"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.log_wait = Histogram("skinlesion_log_wait_seconds",
+                                  "Time a prediction request waits for its log row to commit.",
+                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.decisions = Counter("skinlesion_decisions_total", "Answers by decision and class.",
                                  ["model_version", "decision", "predicted_class"],
                                  registry=self.registry)

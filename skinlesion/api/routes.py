@@ -120,10 +120,13 @@ def create_prediction(
     try:
         metadata = Metadata.from_raw(age_approx, sex, anatom_site_general)
         data = _read_upload(image, request.app.state.settings.max_upload_bytes)
-        record = service.predict(data, metadata, source="api", request_id=request_id)
+        record = service.answer(data, metadata, source="api", request_id=request_id)
     except (ApiError, SkinLesionError):
         metrics.requests.labels("predictions", "none", "rejected").inc()
         raise
+    logging_start = time.perf_counter()
+    service.log(record)  # the client gets its answer only once the log row is durable
+    metrics.log_wait.observe(time.perf_counter() - logging_start)
     metrics.requests.labels("predictions", record.model_version, "ok").inc()
     metrics.latency.labels(record.model_version).observe(time.perf_counter() - start)
     metrics.decisions.labels(record.model_version, record.decision, record.predicted_class).inc()

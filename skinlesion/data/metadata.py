@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import NotFittedError
 
 from skinlesion.errors import MetadataError
 from skinlesion.schema import (
@@ -109,10 +108,15 @@ class MetadataEncoder:
             *(_feature_name("site", s) for s in sites)]
         self.n_features_ = len(self.feature_names_)
 
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "age_mean_"):
+            from sklearn.exceptions import NotFittedError  # lazy: sklearn is slow to import
+
+            raise NotFittedError("this MetadataEncoder is not fitted; call fit() or from_state()")
+
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """``(len(df), n_features_)`` float32 features in :attr:`feature_names_` order."""
-        if not hasattr(self, "age_mean_"):
-            raise NotFittedError("this MetadataEncoder is not fitted; call fit() or from_state()")
+        self._check_fitted()
         clean = clean_metadata(df)
         age = clean["age_approx"].to_numpy(dtype=np.float64)
         missing = np.isnan(age)
@@ -127,8 +131,7 @@ class MetadataEncoder:
 
     def get_state(self) -> dict[str, Any]:
         """The fitted state as a JSON-able dict (see :meth:`from_state`)."""
-        if not hasattr(self, "age_mean_"):
-            raise NotFittedError("this MetadataEncoder is not fitted; call fit() first")
+        self._check_fitted()
         return {"version": self.STATE_VERSION, "age_mean": self.age_mean_,
                 "age_scale": self.age_scale_, "sexes": list(self.sexes_),
                 "sites": list(self.sites_)}

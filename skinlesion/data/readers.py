@@ -41,7 +41,7 @@ import pandas as pd
 from skinlesion.data.isic_csv import read_ground_truth_csv
 from skinlesion.data.metadata import clean_column, clean_metadata
 from skinlesion.errors import DataError, MetadataError
-from skinlesion.schema import CLASSES, MISSING, SITES
+from skinlesion.schema import CLASSES, MISSING
 
 #: Columns of the dataset table, in order.
 COLUMNS: tuple[str, ...] = (
@@ -86,7 +86,6 @@ HAM_SITES: dict[str, str] = {
     "genital": "oral/genital",
     "unknown": MISSING,
 }
-assert set(HAM_SITES.values()) <= set(SITES)
 #: HAM10000 ``sex`` values besides the ISIC ones: "unknown" is a missing value.
 HAM_SEX: dict[str, str] = {"male": "male", "female": "female", "unknown": MISSING}
 

@@ -76,7 +76,7 @@ _MALE: dict[str, float] = {"MEL": 0.58, "NV": 0.50, "BCC": 0.58, "AK": 0.64, "BK
                            "DF": 0.40, "VASC": 0.48, "SCC": 0.62}
 #: Relative frequency of each known site (SITES order, without "missing") per class.
 _SITE_WEIGHTS: dict[str, tuple[float, ...]] = {
-    #         ant. torso, post. torso, lat. torso, upper ext., lower ext., head/neck, palms/soles, oral/gen.
+    #       ant. torso, post. torso, lat. torso, upper, lower ext., head/neck, palms/soles, oral/gen.
     "MEL": (0.15, 0.25, 0.02, 0.15, 0.20, 0.20, 0.02, 0.01),
     "NV": (0.20, 0.30, 0.02, 0.12, 0.26, 0.05, 0.04, 0.01),
     "BCC": (0.12, 0.15, 0.02, 0.08, 0.07, 0.55, 0.005, 0.005),
@@ -286,10 +286,9 @@ def draw_lesion(p: LesionParams, rng: np.random.Generator, width: int = 200) -> 
     # Colour: the base colour, blotches of the accent colours, then the class's structures.
     lesion = np.empty((3, f.h, f.w), dtype=np.float32)  # channels first throughout
     lesion[:] = np.asarray(p.base, dtype=np.float32)[:, None, None]
-    for i in range(p.n_blotches):
-        if not p.accents:
-            break
-        a, b = _points_in_disc(texture, 1, 0.0, 0.75, sector=math.pi if p.cls == "MEL" else 2 * math.pi)
+    sector = math.pi if p.cls == "MEL" else 2 * math.pi  # melanoma: colours crowd one half
+    for i in range(p.n_blotches if p.accents else 0):
+        a, b = _points_in_disc(texture, 1, 0.0, 0.75, sector=sector)
         sigma = texture.uniform(0.15, 0.35) if p.cls != "BCC" else texture.uniform(0.06, 0.12)
         lesion = _mix(lesion, p.accents[i % len(p.accents)],
                       texture.uniform(0.7, 1.0) * f.gauss(a[0], b[0], sigma))

@@ -2,7 +2,8 @@
 
 What it holds: every prediction the service answered (``predictions``), ground truth arriving later
 (``labels``), the serving route with its history (``serving_route``), an append-only ``audit_log`` of
-operator actions and the hashes of API keys (``api_keys``). The schema is created and migrated by
+operator actions, the hashes of API keys (``api_keys``), the monitor's ``health_snapshots`` (with one
+``health_metrics`` row per metric) and its ``alerts``. The schema is created and migrated by
 :data:`MIGRATIONS` (applied once each, in order, recorded in ``schema_version``).
 
 Concurrency. DuckDB lets one process write a file, or many processes read it, never both. So every
@@ -337,6 +338,209 @@ class AuditEntry(BaseModel):
         return _utc(value)
 
 
+# --- monitoring records: health snapshots and alerts ----------------------------------------------------
+
+HealthStatus = Literal["green", "yellow", "red", "unknown"]
+AlertStatus = Literal["yellow", "red"]
+AlertEvent = Literal["opened", "escalated", "resolved"]
+HEALTH_STATUSES: tuple[str, ...] = get_args(HealthStatus)
+ALERT_STATUSES: tuple[str, ...] = get_args(AlertStatus)
+ALERT_EVENTS: tuple[str, ...] = get_args(AlertEvent)
+
+
+def _plain_status(value: object) -> object:
+    """A status enum member (``monitoring.policy.Status`` is a StrEnum) as its plain string."""
+    return str(value) if isinstance(value, str) else value
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """NaN and infinities (a metric undefined in its window) are stored as NULL."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN), recursively."""
+    if isinstance(value, float):
+        return _finite_or_none(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class SnapshotMetric(BaseModel):
+    """One metric of a health snapshot (a row of ``health_metrics``).
+
+    ``value`` is the realised (label-based) value with its ``status``; None where the metric is
+    undefined in the window (``note`` says why, e.g. "not enough labels"). ``estimated`` is the
+    value estimated before labels arrive (CBPE) with its ``estimated_status``; ``n`` the cases
+    behind it; ``previous_value`` the realised value in the window before, for the trend."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: str
+    value: float | None = None
+    status: HealthStatus = "unknown"
+    n: int | None = None
+    note: str = ""
+    estimated: float | None = None
+    estimated_status: HealthStatus = "unknown"
+    previous_value: float | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        return _non_blank(value, "metric")
+
+    @field_validator("status", "estimated_status", mode="before")
+    @classmethod
+    def _status(cls, value: object) -> object:
+        return _plain_status(value)
+
+    @field_validator("value", "estimated", "previous_value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        return _finite_or_none(value)
+
+    @property
+    def effective_status(self) -> str:
+        """The realised status, or the estimated one while the realised one is unknown."""
+        return self.estimated_status if self.status == "unknown" else self.status
+
+
+class HealthSnapshot(BaseModel):
+    """One monitoring run's verdict on one window: a row of ``health_snapshots``, its metrics (rows of
+    ``health_metrics``, one per metric, so each can be plotted over time) and the full report as JSON
+    (playbook, hints, drift per feature) for the detail views. ``status`` is the worst status."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=_new_id)
+    ts: datetime = Field(default_factory=_now)
+    window_name: str
+    window_start: datetime
+    window_end: datetime
+    model_version: str | None = None
+    source: str | None = None
+    status: HealthStatus
+    metrics: tuple[SnapshotMetric, ...] = ()
+    report: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("window_name")
+    @classmethod
+    def _window_name(cls, value: str) -> str:
+        return _non_blank(value, "window_name")
+
+    @field_validator("ts", "window_start", "window_end")
+    @classmethod
+    def _ts(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: object) -> object:
+        return _plain_status(value)
+
+    @field_validator("report")
+    @classmethod
+    def _report(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _json_safe(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HealthSnapshot:
+        if self.window_start >= self.window_end:
+            raise DataError(f"window_start ({self.window_start.isoformat()}) must come before "
+                            f"window_end ({self.window_end.isoformat()})", field="window_start")
+        names = [m.metric for m in self.metrics]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise DataError(f"each metric appears once per snapshot; repeated: {', '.join(repeated)}",
+                            field="metrics")
+        return self
+
+    def metric(self, name: str) -> SnapshotMetric | None:
+        """The snapshot's row for metric ``name``, or None."""
+        return next((m for m in self.metrics if m.metric == name), None)
+
+
+def alert_key(metric: str, scope: str) -> str:
+    """The deduplication key of an alert: at most one alert per key is open at a time."""
+    return f"{metric}@{scope}"
+
+
+class Alert(BaseModel):
+    """An alert on ``metric`` in ``scope`` (e.g. the health window ``24h``): a row of ``alerts``.
+
+    Open while ``resolved_at`` is None. ``last_event`` is its latest change (opened, escalated,
+    resolved) at ``last_event_at``; ``notified`` says whether that change has been delivered (to the
+    webhook), so an undelivered one is retried on the next run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=_new_id)
+    key: str = ""
+    metric: str
+    scope: str
+    status: AlertStatus
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None = None
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    last_event: AlertEvent = "opened"
+    last_event_at: datetime
+    notified: bool = False
+
+    @field_validator("metric", "scope", "message")
+    @classmethod
+    def _required_text(cls, value: str, info: Any) -> str:
+        return _non_blank(value, info.field_name)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: object) -> object:
+        return _plain_status(value)
+
+    @field_validator("opened_at", "last_seen_at", "last_event_at")
+    @classmethod
+    def _ts(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+    @field_validator("resolved_at")
+    @classmethod
+    def _resolved_at(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
+
+    @field_validator("details")
+    @classmethod
+    def _details(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _json_safe(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key(cls, data: object) -> object:
+        """Fill ``key`` from metric and scope (a given key must match them)."""
+        if isinstance(data, Mapping) and "metric" in data and "scope" in data:
+            expected = alert_key(str(data["metric"]).strip(), str(data["scope"]).strip())
+            if data.get("key") and data["key"] != expected:
+                raise DataError(f"an alert's key is metric@scope ({expected!r}), got {data['key']!r}",
+                                field="key")
+            return {**data, "key": expected}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Alert:
+        if (self.resolved_at is None) == (self.last_event == "resolved"):
+            raise DataError("an alert is resolved exactly when its last event is 'resolved'",
+                            field="resolved_at")
+        return self
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
 # --- schema ---------------------------------------------------------------------------------------------
 
 _SCHEMA_VERSION_DDL = """
@@ -432,8 +636,60 @@ CREATE TABLE api_keys (
 
 #: Ordered schema migrations ``(description, SQL)``; migration i brings the schema to version i + 1.
 #: Append only: never edit one that has shipped.
+#: Health snapshots: one header row per monitoring run and window (worst status, the full report as
+#: JSON) and one long row per metric (so the dashboard plots a metric over time with one scan of
+#: ``health_metrics``). Alerts: one row per alert, updated in place as it escalates and resolves;
+#: the key (metric@scope) has at most one open alert, enforced by the store's write methods.
+_MONITORING_SCHEMA = """
+CREATE SEQUENCE health_snapshots_seq;
+CREATE TABLE health_snapshots (
+    id TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL DEFAULT nextval('health_snapshots_seq'),
+    ts TIMESTAMPTZ NOT NULL,
+    window_name TEXT NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    window_end TIMESTAMPTZ NOT NULL,
+    model_version TEXT,
+    source TEXT,
+    status TEXT NOT NULL CHECK (status IN ('green', 'yellow', 'red', 'unknown')),
+    report JSON
+);
+CREATE INDEX health_snapshots_ts ON health_snapshots (ts);
+
+CREATE TABLE health_metrics (
+    snapshot_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value DOUBLE,
+    status TEXT NOT NULL CHECK (status IN ('green', 'yellow', 'red', 'unknown')),
+    estimated DOUBLE,
+    estimated_status TEXT NOT NULL CHECK (estimated_status IN ('green', 'yellow', 'red', 'unknown')),
+    n BIGINT,
+    note TEXT NOT NULL DEFAULT '',
+    previous_value DOUBLE,
+    PRIMARY KEY (snapshot_id, metric)
+);
+
+CREATE TABLE alerts (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('yellow', 'red')),
+    opened_at TIMESTAMPTZ NOT NULL,
+    last_seen_at TIMESTAMPTZ NOT NULL,
+    resolved_at TIMESTAMPTZ,
+    message TEXT NOT NULL,
+    details JSON,
+    last_event TEXT NOT NULL CHECK (last_event IN ('opened', 'escalated', 'resolved')),
+    last_event_at TIMESTAMPTZ NOT NULL,
+    notified BOOLEAN NOT NULL DEFAULT false
+);
+CREATE INDEX alerts_key ON alerts (key);
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("initial schema: predictions, labels, audit_log, serving_route, api_keys", _INITIAL_SCHEMA),
+    ("monitoring: health_snapshots, health_metrics, alerts", _MONITORING_SCHEMA),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -808,6 +1064,194 @@ class Store:
             return con.execute("SELECT name, created, revoked, revoked_at FROM api_keys "
                                "ORDER BY created").df()
 
+    # --- health snapshots (written by `skinlesion monitor`, read by the dashboard) ---
+
+    def save_snapshot(self, snapshot: HealthSnapshot) -> bool:
+        """Store ``snapshot`` and its metrics in one transaction; returns False (and writes nothing)
+        when a snapshot with its id is already stored, so a retried call never duplicates rows."""
+        with self._connection(write=True) as con:
+            (inserted,) = con.execute(
+                "INSERT INTO health_snapshots (id, ts, window_name, window_start, window_end, "
+                "model_version, source, status, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [snapshot.id, snapshot.ts, snapshot.window_name, snapshot.window_start,
+                 snapshot.window_end, snapshot.model_version, snapshot.source, snapshot.status,
+                 json.dumps(snapshot.report)]).fetchone()
+            if not inserted:
+                return False
+            if snapshot.metrics:
+                con.executemany(
+                    f"INSERT INTO health_metrics (snapshot_id, {', '.join(_SNAPSHOT_METRIC_COLUMNS)}) "
+                    f"VALUES (?, {', '.join('?' for _ in _SNAPSHOT_METRIC_COLUMNS)})",
+                    [[snapshot.id, *(getattr(m, c) for c in _SNAPSHOT_METRIC_COLUMNS)]
+                     for m in snapshot.metrics])
+        return True
+
+    def query_snapshots(self, start: datetime | None = None, end: datetime | None = None, *,
+                        metric: str | None = None, window_name: str | None = None,
+                        model_version: str | None = None) -> pd.DataFrame:
+        """Snapshot metrics over time: one row per metric per snapshot taken at ``start <= ts < end``,
+        oldest first. Columns: ``snapshot_id, ts, window_name, window_start, window_end,
+        model_version, source, snapshot_status`` (the snapshot's worst status) and the
+        :class:`SnapshotMetric` columns ``metric, value, status, n, note, estimated,
+        estimated_status, previous_value`` plus ``effective_status`` (the realised status, or the
+        estimated one while the realised one is unknown: what the alerts follow)."""
+        where, params = _where(start, end, dict(window_name=window_name,
+                                                model_version=model_version), "s")
+        if metric is not None:
+            where += (" AND " if where else " WHERE ") + "m.metric = ?"
+            params.append(metric)
+        sql = ("SELECT s.id AS snapshot_id, s.ts, s.window_name, s.window_start, s.window_end, "
+               "s.model_version, s.source, s.status AS snapshot_status, "
+               f"{', '.join('m.' + c for c in _SNAPSHOT_METRIC_COLUMNS)}, {_EFFECTIVE_STATUS} "
+               f"FROM health_snapshots s JOIN health_metrics m ON m.snapshot_id = s.id{where} "
+               "ORDER BY s.ts, s.seq, m.metric")
+        with self._connection(write=False) as con:
+            return con.execute(sql, params).df()
+
+    def list_snapshots(self, start: datetime | None = None, end: datetime | None = None, *,
+                       window_name: str | None = None, limit: int | None = None,
+                       newest_first: bool = False) -> pd.DataFrame:
+        """One row per snapshot (``id, ts, window_name, window_start, window_end, model_version,
+        source, status``), without metrics or report: the status timeline."""
+        where, params = _where(start, end, dict(window_name=window_name), "s")
+        order = "DESC" if newest_first else "ASC"
+        with self._connection(write=False) as con:
+            return con.execute(
+                "SELECT s.id, s.ts, s.window_name, s.window_start, s.window_end, s.model_version, "
+                f"s.source, s.status FROM health_snapshots s{where} "
+                f"ORDER BY s.ts {order}, s.seq {order}{_limit(limit)}", params).df()
+
+    def get_snapshot(self, snapshot_id: str) -> HealthSnapshot | None:
+        """The snapshot stored under ``snapshot_id`` with its metrics and report, or None."""
+        with self._connection(write=False) as con:
+            return _read_snapshot(con, "WHERE id = ?", [snapshot_id])
+
+    def latest_snapshot(self, window_name: str | None = None) -> HealthSnapshot | None:
+        """The newest snapshot (of ``window_name`` when given) with its metrics and report, or None."""
+        where, params = ("WHERE window_name = ?", [window_name]) if window_name else ("", [])
+        with self._connection(write=False) as con:
+            return _read_snapshot(con, where, params)
+
+    def metric_status_history(self, window_name: str, *, last: int,
+                              until: datetime | None = None) -> dict[str, list[str]]:
+        """The effective status (realised, or estimated while the realised one is unknown) of each
+        metric over the newest ``last`` snapshots of ``window_name`` taken at or before ``until``,
+        oldest first; ``unknown`` where a snapshot lacks the metric. Every list has one entry per
+        snapshot, so consecutive windows line up across metrics."""
+        if last < 1:
+            raise DataError(f"must be 1 or more, got {last}", field="last")
+        clauses, params = ["window_name = ?"], [window_name]
+        if until is not None:
+            clauses.append("ts <= ?")
+            params.append(_utc(until))
+        with self._connection(write=False) as con:
+            rows = con.execute(
+                f"WITH recent AS (SELECT id, ts, seq FROM health_snapshots WHERE {' AND '.join(clauses)} "
+                f"ORDER BY ts DESC, seq DESC LIMIT {int(last)}) "
+                f"SELECT r.id, m.metric, {_EFFECTIVE_STATUS} FROM recent r "
+                "LEFT JOIN health_metrics m ON m.snapshot_id = r.id ORDER BY r.ts, r.seq",
+                params).fetchall()
+        order = list(dict.fromkeys(snapshot_id for snapshot_id, _, _ in rows))
+        position = {snapshot_id: i for i, snapshot_id in enumerate(order)}
+        history: dict[str, list[str]] = {}
+        for snapshot_id, metric, status in rows:
+            if metric is not None:
+                history.setdefault(metric, ["unknown"] * len(order))[position[snapshot_id]] = status
+        return history
+
+    # --- alerts (one open alert per key; updated in place as they escalate and resolve) ---
+
+    def open_alerts(self, *, scope: str | None = None) -> list[Alert]:
+        """The alerts not yet resolved (in ``scope`` when given), oldest first."""
+        where, params = _alert_where(dict(scope=scope), open_only=True)
+        with self._connection(write=False) as con:
+            return _read_alerts(con, f"{where} ORDER BY opened_at, id", params)
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        """The alert stored under ``alert_id``, or None."""
+        with self._connection(write=False) as con:
+            found = _read_alerts(con, "WHERE id = ?", [alert_id])
+        return found[0] if found else None
+
+    def query_alerts(self, start: datetime | None = None, end: datetime | None = None, *,
+                     include_resolved: bool = True, metric: str | None = None,
+                     scope: str | None = None) -> pd.DataFrame:
+        """Alerts active at some time in ``[start, end)`` (opened before ``end``, not resolved before
+        ``start``), newest first, one row per alert with the :class:`Alert` columns; ``details``
+        comes back as dicts. Without ``include_resolved`` only the open ones."""
+        where, params = _alert_where(dict(metric=metric, scope=scope), open_only=not include_resolved)
+        clauses = [where.removeprefix(" WHERE ")] if where else []
+        if end is not None:
+            clauses.append("opened_at < ?")
+            params.append(_utc(end))
+        if start is not None:
+            clauses.append("(resolved_at IS NULL OR resolved_at >= ?)")
+            params.append(_utc(start))
+        sql = (f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts"
+               f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''} ORDER BY opened_at DESC, id")
+        with self._connection(write=False) as con:
+            frame = con.execute(sql, params).df()
+        frame["details"] = [json.loads(d) if isinstance(d, str) else {} for d in frame["details"]]
+        return frame
+
+    def upsert_alert(self, alert: Alert) -> Alert:
+        """Insert ``alert``, or update the stored alert with its id (status, times, message, details,
+        last event, notified); returns the stored alert.
+
+        Deduplicated: a new open alert whose key already has another open alert is not stored; the
+        one already open is returned unchanged (so two monitors racing never raise two alerts)."""
+        alert = Alert.model_validate(alert.model_dump())
+        values = alert.model_dump()
+        values["details"] = json.dumps(alert.details)
+        with self._connection(write=True) as con:
+            if alert.is_open:
+                found = _read_alerts(con, "WHERE key = ? AND resolved_at IS NULL AND id <> ?",
+                                     [alert.key, alert.id])
+                if found:
+                    return found[0]
+            updated = [c for c in ALERT_COLUMNS if c not in ("id", "key", "metric", "scope", "opened_at")]
+            con.execute(
+                f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in ALERT_COLUMNS)}) ON CONFLICT (id) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in updated),
+                [values[c] for c in ALERT_COLUMNS])
+        return alert
+
+    def resolve_alert(self, alert_id: str, *, at: datetime | None = None,
+                      message: str | None = None) -> Alert:
+        """Resolve the alert ``alert_id`` at ``at`` (default now) as a new, not yet notified event;
+        an alert already resolved is returned unchanged. StoreError for an unknown id."""
+        at = _utc(at or _now())
+        with self._connection(write=True) as con:
+            found = _read_alerts(con, "WHERE id = ?", [alert_id])
+            if not found:
+                raise StoreError(f"no alert with id {alert_id!r}; list them with Store.query_alerts")
+            if not found[0].is_open:
+                return found[0]
+            resolved = found[0].model_copy(update=dict(
+                resolved_at=at, last_seen_at=max(at, found[0].last_seen_at),
+                message=message or found[0].message, last_event="resolved", last_event_at=at,
+                notified=False))
+            con.execute("UPDATE alerts SET resolved_at = ?, last_seen_at = ?, message = ?, "
+                        "last_event = 'resolved', last_event_at = ?, notified = false WHERE id = ?",
+                        [resolved.resolved_at, resolved.last_seen_at, resolved.message, at, alert_id])
+        return resolved
+
+    def pending_alert_notifications(self) -> list[Alert]:
+        """Alerts whose latest event has not been delivered yet, oldest event first."""
+        with self._connection(write=False) as con:
+            return _read_alerts(con, "WHERE NOT notified ORDER BY last_event_at, id", [])
+
+    def mark_alert_notified(self, alert_id: str, event_at: datetime) -> bool:
+        """Record that the event of ``alert_id`` at ``event_at`` was delivered; False when the alert
+        has changed since (its newer event stays pending)."""
+        with self._connection(write=True) as con:
+            (changed,) = con.execute("UPDATE alerts SET notified = true "
+                                     "WHERE id = ? AND last_event_at = ? AND NOT notified",
+                                     [alert_id, _utc(event_at)]).fetchone()
+        return bool(changed)
+
 
 def _current_route(con: duckdb.DuckDBPyConnection) -> ServingRoute:
     fields = tuple(ServingRoute.model_fields)
@@ -820,6 +1264,51 @@ def _insert_audit(con: duckdb.DuckDBPyConnection, entry: AuditEntry) -> None:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [entry.id, entry.ts, entry.actor, entry.role, entry.action, entry.target, entry.reason,
                  json.dumps(entry.details)])
+
+
+#: The columns of ``alerts``, in the order of the :class:`Alert` fields.
+ALERT_COLUMNS: tuple[str, ...] = tuple(Alert.model_fields)
+_SNAPSHOT_METRIC_COLUMNS: tuple[str, ...] = tuple(SnapshotMetric.model_fields)
+_EFFECTIVE_STATUS = ("CASE WHEN m.status = 'unknown' THEN m.estimated_status ELSE m.status END "
+                     "AS effective_status")
+
+
+def _alert_where(filters: Mapping[str, object], *, open_only: bool) -> tuple[str, list[object]]:
+    """``WHERE`` over equality ``filters`` (None = no filter; keys fixed by the caller)."""
+    clauses = [f"{column} = ?" for column, value in filters.items() if value is not None]
+    params: list[object] = [value for value in filters.values() if value is not None]
+    if open_only:
+        clauses.append("resolved_at IS NULL")
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _read_alerts(con: duckdb.DuckDBPyConnection, tail: str, params: list[object]) -> list[Alert]:
+    """The alerts ``SELECT ... FROM alerts {tail}`` finds, as records."""
+    rows = con.execute(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts {tail}", params).fetchall()
+    alerts = []
+    for row in rows:
+        values = dict(zip(ALERT_COLUMNS, row, strict=True))
+        values["details"] = json.loads(values["details"]) if values["details"] else {}
+        alerts.append(Alert(**values))
+    return alerts
+
+
+def _read_snapshot(con: duckdb.DuckDBPyConnection, where: str,
+                   params: list[object]) -> HealthSnapshot | None:
+    """The newest snapshot matching ``where`` with its metrics, or None."""
+    header = ("id", "ts", "window_name", "window_start", "window_end", "model_version", "source",
+              "status", "report")
+    row = con.execute(f"SELECT {', '.join(header)} FROM health_snapshots {where} "
+                      "ORDER BY ts DESC, seq DESC LIMIT 1", params).fetchone()
+    if row is None:
+        return None
+    values = dict(zip(header, row, strict=True))
+    values["report"] = json.loads(values["report"]) if values["report"] else {}
+    metrics = con.execute(f"SELECT {', '.join(_SNAPSHOT_METRIC_COLUMNS)} FROM health_metrics "
+                          "WHERE snapshot_id = ? ORDER BY metric", [values["id"]]).fetchall()
+    values["metrics"] = tuple(SnapshotMetric(**dict(zip(_SNAPSHOT_METRIC_COLUMNS, m, strict=True)))
+                              for m in metrics)
+    return HealthSnapshot(**values)
 
 
 # --- group commit ---------------------------------------------------------------------------------------

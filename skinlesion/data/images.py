@@ -105,7 +105,7 @@ def _read_bytes(source: Path | str | bytes, label: str, max_bytes: int) -> bytes
             if size > max_bytes:
                 raise ImageError(_too_big(size, max_bytes), source=label)
             data = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ImageError("file not found; check the path", source=label) from None
         except IsADirectoryError:
             raise ImageError("this is a folder, not an image file", source=label) from None

@@ -168,6 +168,16 @@ def test_missing_files_say_which_layout_was_expected(tmp_path):
     assert "not found" in str(_error(tmp_path / "absent"))
 
 
+def test_header_only_files_and_a_byte_order_mark(tmp_path):
+    root = _isic(tmp_path, truth=[], meta=[], part="Test")
+    err = _error(root)
+    assert "no images" in str(err) and err.source == str(root / "ISIC_2019_Test_Metadata.csv")
+    meta = root / "ISIC_2019_Test_Metadata.csv"
+    meta.write_text("\ufeffimage,age_approx,anatom_site_general,sex\nISIC_1,50,,\n",
+                    encoding="utf-8")  # saved by a spreadsheet program
+    assert read_dataset(root)["image"].tolist() == ["ISIC_1"]
+
+
 def test_missing_metadata_column_is_named(tmp_path):
     root = _isic(tmp_path)
     (root / META).write_text("image,age_approx,sex\nISIC_1,55,male\n")

@@ -1,0 +1,76 @@
+"""Register a fitted classifier as a model version: one function shared by every training path
+(``skinlesion train``, the reference recipe, the fallback, the demo).
+
+It computes what the version folder must say about its data (content-hash manifest, fingerprint,
+class and split counts) and the reference answers monitoring compares production with (the
+validation split's answers in the predictions-table columns, with image statistics).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from skinlesion import metrics
+from skinlesion.data.images import file_sha256, image_stats, load_image
+from skinlesion.model.base import Classifier
+from skinlesion.registry import ModelCard, build_manifest, data_info, save_version
+from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index, malignant_mask
+
+
+def reference_frame(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
+                    malignant: tuple[str, ...] = DEFAULT_MALIGNANT,
+                    progress: bool = True) -> pd.DataFrame:
+    """Answers for ``df`` rows in the predictions-table columns (metadata, image statistics,
+    p_<CLASS>, p_malignant, predicted_class, decision at ``threshold``) plus the true ``diagnosis``."""
+    stats = [image_stats(load_image(p)) for p in tqdm(df["path"], desc="reference image stats",
+                                                       unit="img", file=sys.stderr,
+                                                       disable=not progress)]
+    p_mal = probs[:, np.array(malignant_mask(malignant))].sum(1)
+    out = pd.concat([df.loc[:, list(METADATA_FIELDS)].reset_index(drop=True),
+                     pd.DataFrame(stats)], axis=1)
+    for i, c in enumerate(CLASSES):
+        out[f"p_{c}"] = probs[:, i]
+    out["p_malignant"] = p_mal
+    out["predicted_class"] = [CLASSES[i] for i in probs.argmax(1)]
+    out["decision"] = np.where(p_mal >= threshold, "refer", "no referral")
+    out["diagnosis"] = df["diagnosis"].to_numpy()
+    return out
+
+
+def split_metrics(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
+                  malignant: tuple[str, ...] = DEFAULT_MALIGNANT) -> dict:
+    """The headline metrics of one split, for the model card."""
+    y = np.array([class_index(d) for d in df["diagnosis"]])
+    return metrics.summary(y, probs, threshold=threshold, malignant=malignant)
+
+
+def register(models_dir: Path, classifier: Classifier, df: pd.DataFrame, split: pd.Series, *,
+             threshold: float, val_probs: np.ndarray, data_name: str,
+             test_probs: np.ndarray | None = None, licence: str | None = None,
+             history: list[dict] | None = None, training: dict | None = None,
+             parent: str | None = None, target_sensitivity: float | None = None,
+             notes: str | None = None, version_id: str | None = None, extra: dict | None = None,
+             malignant: tuple[str, ...] = DEFAULT_MALIGNANT, progress: bool = True) -> ModelCard:
+    """Save ``classifier`` as a new version of ``models_dir``; ``val_probs`` (and ``test_probs``)
+    are its calibrated answers on the ``val`` (``test``) rows of ``df``, in row order."""
+    split = split.reindex(df.index)
+    shas = pd.Series([file_sha256(p) for p in df["path"]], index=df.index)
+    manifest = build_manifest(df, split, shas)
+    val = df[split == "val"]
+    scores = {"val": split_metrics(val, val_probs, threshold=threshold, malignant=malignant)}
+    if test_probs is not None:
+        scores["test"] = split_metrics(df[split == "test"], test_probs, threshold=threshold,
+                                       malignant=malignant)
+    return save_version(
+        models_dir, classifier, threshold=threshold,
+        data=data_info(manifest, name=data_name, licence=licence), manifest=manifest,
+        metrics=scores, history=history, training=training, parent=parent,
+        target_sensitivity=target_sensitivity, malignant=malignant, notes=notes,
+        version_id=version_id, extra=extra,
+        reference=reference_frame(val, val_probs, threshold=threshold, malignant=malignant,
+                                  progress=progress))

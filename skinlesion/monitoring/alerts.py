@@ -1,0 +1,247 @@
+"""Alerts on the health snapshots: debounced, deduplicated, escalating and resolving.
+
+The rule (:func:`decide`, pure) works on the statuses of one metric in consecutive windows of one
+scope (the snapshots of one health window, e.g. ``24h``), newest last, and on the alert open for
+that metric and scope, if any:
+
+* **open** — no alert is open and the metric has been off green (yellow or red) in each of the last
+  ``after`` windows (``Policy.alert_after_windows``): one bad window is not enough (debounce). The
+  alert takes the newest status.
+* **escalate** — the open alert is yellow and the newest status is red: the same alert turns red
+  at once (the trouble is already confirmed) and is notified again.
+* **keep** — an alert is open and the metric is still off green, or unknown (no data says it
+  recovered): no second alert for the same key (deduplication); a red alert stays red until it
+  resolves, so a wobble between yellow and red does not page anyone twice.
+* **resolve** — an alert is open and the newest status is green.
+
+An UNKNOWN window (no labels, no traffic) breaks a streak of bad windows: an alert needs evidence.
+
+:func:`update_alerts` applies the rule to every metric of a stored snapshot through the store;
+:func:`notify_pending` delivers each alert's latest change (opened, escalated, resolved) to a
+notifier such as :class:`WebhookNotifier` and records it as notified; an undelivered change stays
+pending and is retried on the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+import httpx
+
+from skinlesion.monitoring.policy import Policy, Status, playbook
+from skinlesion.store import Alert, AlertEvent, HealthSnapshot, SnapshotMetric, Store, alert_key
+
+logger = logging.getLogger(__name__)
+
+_OFF_GREEN = (Status.YELLOW, Status.RED)
+WEBHOOK_TIMEOUT_S = 5.0
+
+
+class ActionKind(StrEnum):
+    """What to do with the alert of one metric after a window."""
+
+    NONE = "none"
+    OPEN = "open"
+    ESCALATE = "escalate"
+    KEEP = "keep"
+    RESOLVE = "resolve"
+
+
+@dataclass(frozen=True)
+class Action:
+    """The decision for one metric: ``kind``, the alert's status after it (None when no alert is
+    open afterwards) and the reason in words."""
+
+    kind: ActionKind
+    status: Status | None
+    reason: str
+
+
+def decide(history: Sequence[Status | str], open_alert: Alert | None, *, after: int) -> Action:
+    """The alert action for a metric whose statuses in consecutive windows are ``history`` (newest
+    last) given the alert open for its key (or None). See the module docstring for the rule."""
+    if after < 1:
+        raise ValueError(f"after must be 1 or more windows, got {after}")
+    statuses = [Status(s) for s in history]
+    current = statuses[-1] if statuses else Status.UNKNOWN
+    if open_alert is not None:
+        held = Status(open_alert.status)
+        if current is Status.GREEN:
+            return Action(ActionKind.RESOLVE, None, "back to green")
+        if current is Status.RED and held is Status.YELLOW:
+            return Action(ActionKind.ESCALATE, Status.RED, "yellow turned red")
+        return Action(ActionKind.KEEP, held, f"still {current.value}; alert already open")
+    recent = statuses[-after:]
+    if len(recent) == after and all(s in _OFF_GREEN for s in recent):
+        return Action(ActionKind.OPEN, current,
+                      f"off green in {after} consecutive window{'s' if after > 1 else ''}")
+    streak = next((i for i, s in enumerate(reversed(statuses)) if s not in _OFF_GREEN), len(statuses))
+    return Action(ActionKind.NONE, None, f"off green in {streak} of the {after} windows needed"
+                  if streak else f"{current.value}: nothing to alert")
+
+
+# --- applying the rule through the store ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """An alert event of one run: ``event`` (opened, escalated, resolved) and the alert after it."""
+
+    event: AlertEvent
+    alert: Alert
+
+    def describe(self) -> str:
+        """``recall@24h opened (red)`` — for the monitor's one-line summary."""
+        return f"{self.alert.key} {self.event} ({self.alert.status})"
+
+
+def _value_text(row: SnapshotMetric | None) -> str:
+    """``0.712``, ``estimated 0.712 (not enough labels (3 of 30))`` or ``no value (...)``."""
+    if row is not None and row.value is not None:
+        return f"{row.value:.3g}"
+    note = f" ({row.note})" if row is not None and row.note else ""
+    if row is not None and row.estimated is not None:
+        return f"estimated {row.estimated:.3g}{note}"
+    return f"no value{note}"
+
+
+def _details(snapshot: HealthSnapshot, row: SnapshotMetric | None, policy: Policy,
+             history: Sequence[str], status: Status | None) -> dict[str, Any]:
+    """What an alert carries for the dashboard and the webhook: the evidence and the playbook."""
+    details: dict[str, Any] = {
+        "snapshot_id": snapshot.id, "window": snapshot.window_name,
+        "window_start": snapshot.window_start.isoformat(), "window_end": snapshot.window_end.isoformat(),
+        "model_version": snapshot.model_version, "history": list(history),
+        **({} if row is None else row.model_dump(exclude={"metric", "previous_value"})),
+    }
+    if row is not None and row.metric in policy.thresholds:
+        details["threshold"] = policy.thresholds[row.metric].describe()
+    if status is not None:
+        book = playbook(status)
+        details["playbook"] = {"title": book.title, "actions": book.actions}
+    return details
+
+
+def _with_threshold(text: str, details: dict[str, Any]) -> str:
+    return text + (f" ({details['threshold']})" if "threshold" in details else "")
+
+
+def _apply(store: Store, action: Action, current: Alert | None, *, metric: str, scope: str,
+           after: int, snapshot: HealthSnapshot, details: dict[str, Any],
+           off_green_now: bool) -> AlertChange | None:
+    """Carry out ``action`` for ``metric`` in ``scope`` through the store; the change, if any."""
+    now = snapshot.ts
+    value = _value_text(snapshot.metric(metric))
+    if current is None:
+        if action.kind is not ActionKind.OPEN or action.status is None:
+            return None
+        alert = Alert(metric=metric, scope=scope, status=action.status, opened_at=now,
+                      last_seen_at=now, last_event_at=now, details=details,
+                      message=_with_threshold(f"{metric} {action.status.value} in {after} consecutive "
+                                              f"{scope} window{'s' if after > 1 else ''}: {value}",
+                                              details))
+        stored = store.upsert_alert(alert)
+        # Another monitor may have opened the alert for this key meanwhile: that one stands.
+        return AlertChange("opened", stored) if stored.id == alert.id else None
+    if action.kind is ActionKind.ESCALATE:
+        return AlertChange("escalated", store.upsert_alert(current.model_copy(update=dict(
+            status=Status.RED.value, last_seen_at=now, last_event="escalated", last_event_at=now,
+            notified=False, details=details,
+            message=_with_threshold(f"{metric} escalated to red in the {scope} window: {value}",
+                                    details)))))
+    if action.kind is ActionKind.RESOLVE:
+        return AlertChange("resolved", store.resolve_alert(
+            current.id, at=now, message=f"{metric} back to green in the {scope} window: {value}"))
+    if off_green_now:
+        store.upsert_alert(current.model_copy(update=dict(last_seen_at=now)))
+    return None
+
+
+def update_alerts(store: Store, snapshot: HealthSnapshot, policy: Policy) -> list[AlertChange]:
+    """Apply :func:`decide` to every metric with a threshold in ``policy`` (and every metric with an
+    open alert) over the consecutive snapshots of ``snapshot``'s window, ending with ``snapshot``
+    (which must be stored already). Alerts are scoped by the window name. Returns the changes."""
+    scope = snapshot.window_name
+    after = policy.alert_after_windows
+    histories = store.metric_status_history(scope, last=after, until=snapshot.ts)
+    open_by_key = {a.key: a for a in store.open_alerts(scope=scope)}
+    metrics = list(policy.thresholds) + sorted(
+        a.metric for a in open_by_key.values() if a.metric not in policy.thresholds)
+    changes: list[AlertChange] = []
+    for metric in metrics:
+        history = histories.get(metric, [Status.UNKNOWN.value])
+        current = open_by_key.get(alert_key(metric, scope))
+        action = decide(history, current, after=after)
+        details = _details(snapshot, snapshot.metric(metric), policy, history, action.status)
+        change = _apply(store, action, current, metric=metric, scope=scope, after=after,
+                        snapshot=snapshot, details=details,
+                        off_green_now=Status(history[-1]) in _OFF_GREEN)
+        if change is not None:
+            changes.append(change)
+    return changes
+
+
+# --- notification -----------------------------------------------------------------------------------
+
+
+class Notifier(Protocol):
+    """Delivers one alert event; returns whether it was delivered (never raises for a failed try)."""
+
+    def send(self, payload: dict[str, Any]) -> bool: ...
+
+
+def alert_payload(alert: Alert) -> dict[str, Any]:
+    """The JSON body announcing ``alert``'s latest change: ``event`` (opened, escalated, resolved),
+    a one-line ``text`` (chat webhooks show it as is) and the ``alert`` itself."""
+    return {"service": "skinlesion", "event": alert.last_event,
+            "text": f"[{alert.status.upper()}] {alert.last_event}: {alert.message}",
+            "alert": alert.model_dump(mode="json")}
+
+
+class WebhookNotifier:
+    """POSTs each alert event as JSON to ``url`` (``timeout_s`` per try). A failure (connection
+    error, timeout, non-2xx answer) is logged and reported as not delivered, so the store keeps the
+    event pending for the next run."""
+
+    def __init__(self, url: str, *, timeout_s: float = WEBHOOK_TIMEOUT_S,
+                 transport: httpx.BaseTransport | None = None):
+        self.url = url
+        self.timeout_s = timeout_s
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        return f"WebhookNotifier({self.url!r})"
+
+    def send(self, payload: dict[str, Any]) -> bool:
+        try:
+            with httpx.Client(timeout=self.timeout_s, transport=self._transport) as client:
+                client.post(self.url, json=payload).raise_for_status()
+        except httpx.HTTPError as err:
+            logger.warning("webhook %s failed for %s (%s); retrying on the next run", self.url,
+                           payload.get("alert", {}).get("key"), err)
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class NotifyOutcome:
+    """How many pending alert events were delivered and how many stay pending."""
+
+    sent: int
+    failed: int
+
+
+def notify_pending(store: Store, notifier: Notifier) -> NotifyOutcome:
+    """Send every alert event not yet delivered (oldest first) and mark the delivered ones."""
+    sent = failed = 0
+    for alert in store.pending_alert_notifications():
+        if notifier.send(alert_payload(alert)):
+            store.mark_alert_notified(alert.id, alert.last_event_at)
+            sent += 1
+        else:
+            failed += 1
+    return NotifyOutcome(sent=sent, failed=failed)

@@ -1,0 +1,218 @@
+"""Alert rule (debounce, dedup, escalation, resolution), its application through the store, and the
+webhook notifier (a local HTTP server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from skinlesion.monitoring.alerts import (
+    ActionKind,
+    NotifyOutcome,
+    WebhookNotifier,
+    alert_payload,
+    decide,
+    notify_pending,
+    update_alerts,
+)
+from skinlesion.monitoring.policy import Policy, Status
+from skinlesion.store import Alert, HealthSnapshot, SnapshotMetric, Store
+
+G, Y, R, U = Status.GREEN, Status.YELLOW, Status.RED, Status.UNKNOWN
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def alert(status: str = "yellow") -> Alert:
+    return Alert(metric="recall", scope="24h", status=status, opened_at=T0, last_seen_at=T0,
+                 last_event_at=T0, message="recall off green")
+
+
+# --- the pure rule ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("history", "open_status", "kind", "status"), [
+    ([G, Y], None, ActionKind.NONE, None),          # one bad window: debounced
+    ([Y, Y], None, ActionKind.OPEN, Y),             # held for `after` windows: open
+    ([Y, R], None, ActionKind.OPEN, R),             # opens at the newest status
+    ([R, Y], None, ActionKind.OPEN, Y),
+    ([Y, R], "yellow", ActionKind.ESCALATE, R),     # yellow alert, red window: escalate
+    ([R, R], "red", ActionKind.KEEP, R),            # no duplicate while one is open
+    ([Y, Y], "yellow", ActionKind.KEEP, Y),
+    ([R, Y], "red", ActionKind.KEEP, R),            # a red alert does not flap back to yellow
+    ([R, U], "red", ActionKind.KEEP, R),            # no data is not a recovery
+    ([R, G], "red", ActionKind.RESOLVE, None),      # back to green: resolve
+    ([Y, G], "yellow", ActionKind.RESOLVE, None),
+    ([Y, U], None, ActionKind.NONE, None),          # unknown breaks the streak
+    ([U, Y], None, ActionKind.NONE, None),
+    ([G, G], None, ActionKind.NONE, None),
+    ([], None, ActionKind.NONE, None),
+])
+def test_decide_with_two_windows(history, open_status, kind, status) -> None:
+    action = decide(history, alert(open_status) if open_status else None, after=2)
+    assert (action.kind, action.status) == (kind, status)
+    assert action.reason
+
+
+def test_decide_walks_a_degradation_and_recovery() -> None:
+    """green, yellow, yellow, red, red, green over consecutive windows: one alert, opened, escalated,
+    kept, resolved."""
+    sequence = [G, Y, Y, R, R, G]
+    open_alert: Alert | None = None
+    kinds = []
+    for i in range(1, len(sequence) + 1):
+        action = decide(sequence[:i], open_alert, after=2)
+        kinds.append(action.kind)
+        if action.kind in (ActionKind.OPEN, ActionKind.ESCALATE, ActionKind.KEEP):
+            open_alert = alert(action.status.value)
+        elif action.kind is ActionKind.RESOLVE:
+            open_alert = None
+    assert kinds == [ActionKind.NONE, ActionKind.NONE, ActionKind.OPEN, ActionKind.ESCALATE,
+                     ActionKind.KEEP, ActionKind.RESOLVE]
+
+
+def test_decide_after_one_and_three_windows() -> None:
+    assert decide([G, R], None, after=1).kind is ActionKind.OPEN
+    assert decide([G, Y, R], None, after=3).kind is ActionKind.NONE
+    assert decide([Y, Y, R], None, after=3).kind is ActionKind.OPEN
+    with pytest.raises(ValueError, match="after"):
+        decide([R], None, after=0)
+
+
+# --- applied through the store --------------------------------------------------------------------------
+
+
+def snapshot(day: int, recall_status: str, value: float, *, window: str = "24h") -> HealthSnapshot:
+    end = T0 + timedelta(days=day)
+    return HealthSnapshot(ts=end, window_name=window, window_start=end - timedelta(days=1),
+                          window_end=end, model_version="v1", status=recall_status, metrics=[
+                              SnapshotMetric(metric="recall", value=value, status=recall_status, n=40),
+                              SnapshotMetric(metric="accuracy", value=0.95, status="green", n=40)])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "monitor.duckdb")
+
+
+def run_days(store: Store, days: list[tuple[str, float]], policy: Policy, *, window: str = "24h"):
+    changes = []
+    for day, (status, value) in enumerate(days, start=1):
+        snap = snapshot(day, status, value, window=window)
+        store.save_snapshot(snap)
+        changes.append([(c.event, c.alert.metric, c.alert.status)
+                        for c in update_alerts(store, snap, policy)])
+    return changes
+
+
+def test_update_alerts_opens_escalates_and_resolves_one_alert(store: Store) -> None:
+    changes = run_days(store, [("green", 0.9), ("yellow", 0.8), ("yellow", 0.79), ("red", 0.6),
+                               ("red", 0.55), ("green", 0.9)], Policy())
+    assert changes == [[], [], [("opened", "recall", "yellow")], [("escalated", "recall", "red")],
+                       [], [("resolved", "recall", "red")]]
+    alerts = store.query_alerts()
+    assert len(alerts) == 1
+    row = alerts.iloc[0]
+    assert row["key"] == "recall@24h" and row["last_event"] == "resolved"
+    assert row["opened_at"] == T0 + timedelta(days=3)
+    assert row["last_seen_at"] == T0 + timedelta(days=6)
+    assert row["resolved_at"] == T0 + timedelta(days=6)
+    assert "0.9" in row["message"]
+    assert store.open_alerts() == []
+
+
+def test_a_new_episode_opens_a_new_alert_and_keep_updates_last_seen(store: Store) -> None:
+    run_days(store, [("red", 0.6), ("red", 0.6), ("red", 0.6), ("green", 0.9), ("red", 0.6),
+                     ("red", 0.6)], Policy())
+    alerts = store.query_alerts().sort_values("opened_at")
+    assert list(alerts["opened_at"]) == [T0 + timedelta(days=2), T0 + timedelta(days=6)]
+    first, second = alerts.iloc[0], alerts.iloc[1]
+    assert first["last_seen_at"] == T0 + timedelta(days=4)  # kept on day 3, resolved on day 4
+    assert first["resolved_at"] == T0 + timedelta(days=4)
+    assert second["resolved_at"] is None or str(second["resolved_at"]) == "NaT"
+    opened = store.open_alerts()
+    assert [a.status for a in opened] == ["red"]
+    assert opened[0].details["history"] == ["red", "red"]
+    assert opened[0].details["threshold"].startswith("green ≥ 0.85")
+    assert opened[0].details["playbook"]["title"].startswith("Unhealthy")
+
+
+def test_alerts_are_scoped_by_window(store: Store) -> None:
+    run_days(store, [("red", 0.6), ("red", 0.6)], Policy(), window="24h")
+    run_days(store, [("red", 0.6)], Policy(), window="7d")
+    assert [a.key for a in store.open_alerts()] == ["recall@24h"]
+
+
+def test_opening_is_deduplicated_in_the_store(store: Store) -> None:
+    first = store.upsert_alert(alert("yellow"))
+    second = store.upsert_alert(alert("red"))
+    assert second == first
+    assert len(store.query_alerts()) == 1
+
+
+# --- notification ----------------------------------------------------------------------------------------
+
+
+class Recorder(BaseHTTPRequestHandler):
+    bodies: list[dict] = []
+    fail_next = 0
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if Recorder.fail_next:
+            Recorder.fail_next -= 1
+            self.send_response(503)
+        else:
+            Recorder.bodies.append(body)
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    Recorder.bodies, Recorder.fail_next = [], 0
+    server = HTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_gets_each_event_once_and_failures_are_retried(store: Store, webhook: str) -> None:
+    notifier = WebhookNotifier(webhook)
+    run_days(store, [("red", 0.6), ("red", 0.6)], Policy())
+    Recorder.fail_next = 1
+    assert notify_pending(store, notifier) == NotifyOutcome(sent=0, failed=1)  # 503: stays pending
+    assert Recorder.bodies == []
+    assert notify_pending(store, notifier).sent == 1
+    assert notify_pending(store, notifier).sent == 0  # delivered once only
+    (body,) = Recorder.bodies
+    assert body["event"] == "opened" and body["alert"]["key"] == "recall@24h"
+    assert body["alert"]["status"] == "red" and "recall" in body["text"]
+    (opened,) = store.open_alerts()
+    assert opened.notified
+    store.resolve_alert(opened.id, at=T0 + timedelta(days=9))
+    assert notify_pending(store, notifier).sent == 1
+    assert [b["event"] for b in Recorder.bodies] == ["opened", "resolved"]
+
+
+def test_unreachable_webhook_is_logged_not_raised(store: Store, caplog) -> None:
+    store.upsert_alert(alert())
+    notifier = WebhookNotifier("http://127.0.0.1:9/unreachable", timeout_s=1.0)
+    assert notify_pending(store, notifier).failed == 1
+    assert "retrying on the next run" in caplog.text
+    assert len(store.pending_alert_notifications()) == 1
+
+
+def test_payload_is_json_serialisable() -> None:
+    payload = alert_payload(alert())
+    assert json.loads(json.dumps(payload))["alert"]["opened_at"].startswith("2025-03-01")

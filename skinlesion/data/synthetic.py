@@ -31,6 +31,7 @@ few seconds, and is fully determined by the seed.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -226,7 +227,7 @@ class _Frame:
         self.cy = self.h / 2 + rng.normal(0, 0.08) * self.scale
         self.theta = p.angle + rng.normal(0, 0.25)
         self.r, self.e = p.radius, p.elongation
-        self.y, self.x = np.mgrid[0:self.h, 0:self.w].astype(np.float32)
+        self.y, self.x = _grid(self.h, self.w)
         u, v = (self.x - self.cx) / self.scale, (self.y - self.cy) / self.scale
         c, s = math.cos(self.theta), math.sin(self.theta)
         self.A = (c * u + s * v) / self.r
@@ -240,10 +241,35 @@ class _Frame:
         return np.stack([self.cx + self.scale * (c * aa - s * bb),
                          self.cy + self.scale * (s * aa + c * bb)], axis=-1)
 
-    def gauss(self, a: float, b: float, sigma: float) -> np.ndarray:
-        """A Gaussian bump centred at (a, b) in lesion coordinates (float32, peak 1)."""
-        da, db = self.A - np.float32(a), self.B - np.float32(b)
+    def window(self, a: float, b: float, sigma: float) -> tuple[slice, slice]:
+        """The pixels within 3.5 ``sigma`` (lesion units) of (a, b): where a bump is not ~0."""
+        x, y = self.to_pixels(np.array(a), np.array(b))
+        reach = 3.5 * sigma * self.r * self.scale + 2  # a lesion unit is at most r*scale pixels
+        return (slice(min(max(int(y - reach), 0), self.h), min(max(int(y + reach) + 1, 0), self.h)),
+                slice(min(max(int(x - reach), 0), self.w), min(max(int(x + reach) + 1, 0), self.w)))
+
+    def gauss(self, a: float, b: float, sigma: float,
+              where: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
+        """A Gaussian bump centred at (a, b) in lesion coordinates (float32, peak 1), on the
+        pixels ``where``."""
+        da, db = self.A[where] - np.float32(a), self.B[where] - np.float32(b)
         return np.exp((da * da + db * db) * np.float32(-0.5 / (sigma * sigma)))
+
+    def bumps(self, a: np.ndarray, b: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """The sum of Gaussian bumps (one per point), each computed only near its centre."""
+        total = np.zeros((self.h, self.w), dtype=np.float32)
+        for ai, bi, si in zip(a, b, sigma):
+            where = self.window(ai, bi, si)
+            total[where] += self.gauss(ai, bi, si, where)
+        return total
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only pixel row and column coordinates (float32), shared by all images of a size."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    y.flags.writeable = x.flags.writeable = False
+    return y, x
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -290,8 +316,9 @@ def draw_lesion(p: LesionParams, rng: np.random.Generator, width: int = 200) -> 
     for i in range(p.n_blotches if p.accents else 0):
         a, b = _points_in_disc(texture, 1, 0.0, 0.75, sector=sector)
         sigma = texture.uniform(0.15, 0.35) if p.cls != "BCC" else texture.uniform(0.06, 0.12)
-        lesion = _mix(lesion, p.accents[i % len(p.accents)],
-                      texture.uniform(0.7, 1.0) * f.gauss(a[0], b[0], sigma))
+        where = (slice(None), *f.window(a[0], b[0], sigma))
+        lesion[where] = _mix(lesion[where], p.accents[i % len(p.accents)],
+                             texture.uniform(0.7, 1.0) * f.gauss(a[0], b[0], sigma, where[1:]))
     if look.network:
         warp = 0.15 * np.sin(3 * f.B + texture.uniform(0, 6)) if p.cls == "MEL" else 0.0
         freq = 2 * math.pi / (texture.uniform(5, 7) * f.px * f.w / 200)  # a 5-7 px mesh at 200 px
@@ -322,8 +349,7 @@ def _dots(lesion: np.ndarray, f: _Frame, texture: np.random.Generator, inside: n
           ) -> np.ndarray:
     """MEL: black/dark-brown dots and globules, crowded in one half (asymmetry)."""
     a, b = _points_in_disc(texture, int(texture.integers(5, 14)), 0.45, 0.95, sector=math.pi)
-    weight = sum(f.gauss(ai, bi, texture.uniform(0.03, 0.06)) for ai, bi in zip(a, b))
-    return _mix(lesion, BLACK, 0.9 * weight)
+    return _mix(lesion, BLACK, 0.9 * f.bumps(a, b, texture.uniform(0.03, 0.06, len(a))))
 
 
 def _pale_centre(lesion: np.ndarray, f: _Frame, texture: np.random.Generator, inside: np.ndarray
@@ -337,9 +363,10 @@ def _lacunae(lesion: np.ndarray, f: _Frame, texture: np.random.Generator, inside
     """VASC: round dark-red and purple lacunae."""
     n = int(texture.integers(5, 11))
     a, b = _points_in_disc(texture, n, 0.0, 0.75)
-    for ai, bi, colour in zip(a, b, texture.choice([0, 1], n)):
-        blob = f.gauss(ai, bi, texture.uniform(0.1, 0.18))
-        lesion = _mix(lesion, (DARK_RED, PURPLE)[colour], np.clip(2.5 * blob - 0.6, 0, 0.95))
+    sigma, purple = texture.uniform(0.1, 0.18, n), texture.random(n) < 0.5
+    for colour, chosen in ((DARK_RED, ~purple), (PURPLE, purple)):
+        blobs = f.bumps(a[chosen], b[chosen], sigma[chosen])
+        lesion = _mix(lesion, colour, np.clip(2.5 * blobs - 0.6, 0, 0.95))
     return lesion
 
 
@@ -369,16 +396,14 @@ def _milia(lesion: np.ndarray, f: _Frame, texture: np.random.Generator, inside: 
            ) -> np.ndarray:
     """BKL: a few white milia-like cysts."""
     a, b = _points_in_disc(texture, int(texture.integers(2, 7)), 0.0, 0.8)
-    weight = sum(f.gauss(ai, bi, texture.uniform(0.03, 0.05)) for ai, bi in zip(a, b))
-    return _mix(lesion, WHITE, 0.9 * weight)
+    return _mix(lesion, WHITE, 0.9 * f.bumps(a, b, texture.uniform(0.03, 0.05, len(a))))
 
 
 def _dotted_vessels(lesion: np.ndarray, f: _Frame, texture: np.random.Generator,
                     inside: np.ndarray) -> np.ndarray:
     """SCC: dotted/glomerular vessels around the keratin mass."""
     a, b = _points_in_disc(texture, int(texture.integers(10, 25)), 0.4, 0.9)
-    weight = sum(f.gauss(ai, bi, texture.uniform(0.02, 0.035)) for ai, bi in zip(a, b))
-    return _mix(lesion, VESSEL, 0.9 * weight)
+    return _mix(lesion, VESSEL, 0.9 * f.bumps(a, b, texture.uniform(0.02, 0.035, len(a))))
 
 
 _STRUCTURES = {"dots": _dots, "pale_centre": _pale_centre, "lacunae": _lacunae,

@@ -1,0 +1,46 @@
+"""The demo's traffic simulation: clinic hours, weekly pattern, the incident's planted shift."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from PIL import Image
+
+from skinlesion.data.images import image_stats
+from skinlesion.demo import TrafficConfig, class_mix, device_shift, incident_severity, schedule
+from skinlesion.schema import CLASSES
+
+NOW = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
+
+
+def test_schedule_follows_clinic_hours_and_weekdays():
+    times = schedule(NOW, TrafficConfig(days=28), np.random.default_rng(0))
+    assert times == sorted(times) and all(t < NOW for t in times)
+    hours = np.array([t.hour for t in times])
+    assert ((hours >= 7) & (hours <= 19)).all()
+    weekdays = np.array([t.weekday() for t in times])
+    assert (weekdays < 5).sum() > 5 * (weekdays >= 5).sum()
+    assert 28 * 50 < len(times) < 28 * 90
+
+
+def test_incident_ramps_up_in_the_last_week_only():
+    assert incident_severity(datetime(2026, 11, 10, tzinfo=UTC), NOW, 7) == 0
+    early = incident_severity(datetime(2026, 11, 18, tzinfo=UTC), NOW, 7)
+    late = incident_severity(datetime(2026, 11, 24, 12, tzinfo=UTC), NOW, 7)
+    assert 0.4 <= early < late <= 1.0
+
+
+def test_device_shift_darkens_and_tints_blue():
+    img = Image.new("RGB", (80, 60), (200, 140, 120))
+    before, after = image_stats(img), image_stats(device_shift(img, 1.0))
+    assert after["brightness"] < before["brightness"] - 0.1
+    assert after["mean_b"] - after["mean_r"] > before["mean_b"] - before["mean_r"]
+    assert device_shift(img, 0.0) is img
+
+
+def test_older_mix_has_more_keratinocyte_cancers():
+    calm, incident = class_mix(0.0), class_mix(1.0)
+    for cls in ("BCC", "AK", "SCC"):
+        assert incident[CLASSES.index(cls)] > calm[CLASSES.index(cls)]
+    assert np.isclose(incident.sum(), 1.0)

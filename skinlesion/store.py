@@ -968,6 +968,115 @@ class Store:
         with self._connection(write=False) as con:
             return con.execute(sql, params).df()
 
+    # --- monitoring aggregations (for skinlesion.monitoring.health) ---------------------------------
+    # Counts, percentiles and sums run here in DuckDB, so a health window over millions of answers
+    # never loads them into memory; only the labelled minority comes back row by row, and only the
+    # columns the label-based metrics need. A prediction's label is found by request id or image
+    # hash, as in labelled_predictions; labels are aggregated per key before joining, so repeated
+    # images do not multiply rows.
+
+    def window_summary(self, start: datetime, end: datetime, *, model_version: str | None = None,
+                       source: str | None = None, model_role: str | None = None,
+                       simulated: bool | None = None, returned: bool | None = None) -> dict[str, Any]:
+        """Operational numbers of the predictions in ``[start, end)`` (filters as in
+        :meth:`query_predictions`), in one pass: ``n``; ``latency_p50_ms, latency_p95_ms,
+        latency_p99_ms`` (linear interpolation, as numpy's percentile) and ``latency_mean_ms`` (None
+        when empty); ``decisions`` ({decision: count} over :data:`DECISIONS`)."""
+        where, params = _where(start, end, dict(model_version=model_version, source=source,
+                                                model_role=model_role, simulated=simulated,
+                                                returned=returned), "predictions")
+        decisions = ", ".join(f"count(*) FILTER (WHERE decision = '{d}')" for d in DECISIONS)
+        sql = (f"SELECT count(*), quantile_cont(latency_ms, [0.5, 0.95, 0.99]), avg(latency_ms), "
+               f"{decisions} FROM predictions{where}")
+        with self._connection(write=False) as con:
+            n, quantiles, mean, *counts = con.execute(sql, params).fetchone()
+        p50, p95, p99 = quantiles if quantiles is not None else (None, None, None)
+        return {"n": int(n), "latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99,
+                "latency_mean_ms": mean, "decisions": dict(zip(DECISIONS, map(int, counts), strict=True))}
+
+    def hourly_volume(self, start: datetime, end: datetime, *, model_version: str | None = None,
+                      source: str | None = None, model_role: str | None = None,
+                      simulated: bool | None = None, returned: bool | None = None) -> pd.DataFrame:
+        """Predictions per UTC hour: ``hour`` (every hour from the one holding ``start`` up to
+        ``end``, empty hours included with 0) and ``n``, counting predictions in
+        ``[start, end)``."""
+        where, params = _where(start, end, dict(model_version=model_version, source=source,
+                                                model_role=model_role, simulated=simulated,
+                                                returned=returned), "predictions")
+        sql = f"""
+            WITH hours AS (SELECT unnest(range(date_trunc('hour', ?::TIMESTAMPTZ), ?::TIMESTAMPTZ,
+                                               INTERVAL 1 HOUR)) AS hour),
+            counts AS (SELECT date_trunc('hour', ts) AS hour, count(*) AS n FROM predictions{where}
+                       GROUP BY 1)
+            SELECT hours.hour, coalesce(counts.n, 0)::BIGINT AS n
+            FROM hours LEFT JOIN counts USING (hour) ORDER BY hours.hour"""
+        with self._connection(write=False) as con:
+            return con.execute(sql, [_utc(start), _utc(end), *params]).df()
+
+    def score_sums(self, start: datetime, end: datetime, *, decimals: int = 4,
+                   model_version: str | None = None, source: str | None = None,
+                   model_role: str | None = None, simulated: bool | None = None,
+                   returned: bool | None = None) -> tuple[dict[str, float], pd.DataFrame]:
+        """Sums of ``p_malignant`` for confidence-based performance estimation
+        (``skinlesion.monitoring.estimate``) over the predictions in ``[start, end)``.
+
+        Returns ``totals`` — ``n``; ``tp, fp`` (sums of ``p`` and ``1 - p`` over cases called
+        malignant at their own threshold), ``tn, fn`` (sums of ``1 - p`` and ``p`` over the others),
+        ``entropy`` (sum of binary entropies in nats, ``p`` clipped to [1e-15, 1 - 1e-15]) — and a
+        ``histogram`` with ``score`` (``p_malignant`` rounded to ``decimals``), ``pos`` (sum of
+        ``p``) and ``neg`` (sum of ``1 - p``) per score."""
+        where, params = _where(start, end, dict(model_version=model_version, source=source,
+                                                model_role=model_role, simulated=simulated,
+                                                returned=returned), "predictions")
+        called = "FILTER (WHERE p_malignant >= threshold)"
+        benign = "FILTER (WHERE p_malignant < threshold)"
+        totals_sql = f"""
+            SELECT count(*), coalesce(sum(p_malignant) {called}, 0),
+                   coalesce(sum(1 - p_malignant) {called}, 0), coalesce(sum(1 - p_malignant) {benign}, 0),
+                   coalesce(sum(p_malignant) {benign}, 0),
+                   coalesce(sum(-(q * ln(q) + (1 - q) * ln(1 - q))), 0)
+            FROM (SELECT *, greatest(least(p_malignant, 1 - 1e-15), 1e-15) AS q
+                  FROM predictions{where})"""
+        histogram_sql = (f"SELECT round(p_malignant, {int(decimals)}) AS score, sum(p_malignant) AS pos, "
+                         f"sum(1 - p_malignant) AS neg FROM predictions{where} GROUP BY 1 ORDER BY 1")
+        with self._connection(write=False) as con:
+            n, tp, fp, tn, fn, entropy = con.execute(totals_sql, params).fetchone()
+            histogram = con.execute(histogram_sql, params).df()
+        totals = {"n": int(n), "tp": float(tp), "fp": float(fp), "tn": float(tn), "fn": float(fn),
+                  "entropy": float(entropy)}
+        return totals, histogram
+
+    def labelled_scores(self, start: datetime, end: datetime, *, model_version: str | None = None,
+                        source: str | None = None, model_role: str | None = None,
+                        simulated: bool | None = None, returned: bool | None = None) -> pd.DataFrame:
+        """The labelled predictions of ``[start, end)`` with only what label-based metrics need:
+        ``request_id, ts, threshold``, ``p_<CLASS>`` columns, ``p_malignant``, ``diagnosis`` (the
+        latest label by request id or image hash, as :meth:`labelled_predictions`), ``label_ts``
+        (its time) and ``first_label_ts`` (when the first label for it came: for label lag).
+        Coverage is ``len(result) / window_summary()["n"]``."""
+        where, params = _where(start, end, dict(model_version=model_version, source=source,
+                                                model_role=model_role, simulated=simulated,
+                                                returned=returned), "predictions")
+        probabilities = ", ".join(PROBABILITY_COLUMNS)
+        # max() of a (ts, seq, diagnosis) struct is the latest label, ties broken by arrival
+        latest = "max({'ts': ts, 'seq': seq, 'diagnosis': diagnosis}) AS latest, min(ts) AS first_ts"
+        sql = f"""
+            WITH p AS (SELECT request_id, image_sha256, ts, threshold, {probabilities}, p_malignant
+                       FROM predictions{where}),
+            by_request AS (SELECT request_id, {latest} FROM labels
+                           WHERE request_id IN (SELECT request_id FROM p) GROUP BY request_id),
+            by_image AS (SELECT image_sha256, {latest} FROM labels
+                         WHERE image_sha256 IN (SELECT image_sha256 FROM p) GROUP BY image_sha256),
+            j AS (SELECT p.request_id, p.ts, p.threshold, {probabilities}, p.p_malignant,
+                         greatest(r.latest, i.latest) AS latest, least(r.first_ts, i.first_ts) AS first_ts
+                  FROM p LEFT JOIN by_request r USING (request_id) LEFT JOIN by_image i USING (image_sha256)
+                  WHERE r.latest IS NOT NULL OR i.latest IS NOT NULL)
+            SELECT request_id, ts, threshold, {probabilities}, p_malignant,
+                   latest.diagnosis AS diagnosis, latest.ts AS label_ts, first_ts AS first_label_ts
+            FROM j ORDER BY ts, request_id"""
+        with self._connection(write=False) as con:
+            return con.execute(sql, params).df()
+
     # --- serving route ---
 
     def get_route(self) -> ServingRoute:

@@ -189,7 +189,7 @@ class VolumePolicy(BaseModel):
     period_hours: int = Field(24, ge=1)
     baseline_periods: int = Field(7, ge=1)
     min_baseline_periods: int = Field(3, ge=1)
-    min_expected: float = Field(5.0, ge=0.0)
+    min_expected: float = Field(10.0, ge=0.0)
 
     @model_validator(mode="after")
     def _enough_periods(self) -> VolumePolicy:
@@ -250,7 +250,8 @@ class Policy(BaseModel):
     ``metric``. ``windows`` maps a window name to its length (``"24h"``, ``"7d"``, ``"30d"``).
     A label-based metric over fewer than ``min_labels`` labelled cases is shown as "not enough
     labels" instead of a number. An alert needs the same off-green status in
-    ``alert_after_windows`` consecutive windows.
+    ``alert_after_windows`` consecutive windows. A class whose recall falls by ``class_slip`` or
+    more against the previous window is named in the hints.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -259,6 +260,7 @@ class Policy(BaseModel):
     windows: dict[str, timedelta] = Field(default_factory=lambda: dict(DEFAULT_WINDOWS))
     min_labels: int = Field(30, ge=1)
     alert_after_windows: int = Field(2, ge=1)
+    class_slip: float = Field(0.05, gt=0.0, le=1.0)
     malignant: tuple[str, ...] = DEFAULT_MALIGNANT
     volume: VolumePolicy = Field(default_factory=VolumePolicy)
     retraining: RetrainingPolicy = Field(default_factory=RetrainingPolicy)

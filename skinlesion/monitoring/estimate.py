@@ -1,0 +1,154 @@
+"""Performance estimated before labels arrive: confidence-based performance estimation (CBPE).
+
+Biopsy results arrive days or weeks after an answer, so the label-based metrics of a recent
+window rest on few cases or none. CBPE (as in NannyML) estimates them from the model's own
+probabilities instead: if ``p_malignant`` is calibrated, a case answered with ``p`` is malignant
+with probability ``p``, so at the operating threshold ``t`` the *expected* confusion matrix is
+
+* ``E[TP] = sum of p`` over cases called malignant (``p >= t``), ``E[FP] = sum of (1 - p)`` there;
+* ``E[FN] = sum of p`` over cases called benign (``p < t``), ``E[TN] = sum of (1 - p)`` there;
+
+and accuracy, precision, recall, FNR, F1 and specificity follow from it with the usual formulas
+(NannyML's plug-in estimate: a ratio of expectations). The expected binary log loss is the mean
+binary entropy ``-p log p - (1 - p) log(1 - p)``.
+
+Estimated AUROC (NannyML's approach): sweeping the threshold down the distinct scores in
+decreasing order, the expected true positives gained at a score ``s`` are the sum of ``p`` over
+the cases scored ``s`` and the expected false positives the sum of ``1 - p``; normalising their
+running sums by ``sum p`` and ``sum (1 - p)`` gives the expected ROC curve (TPR against FPR, tied
+scores forming one diagonal segment, as in scikit-learn), and the trapezoid area under it is the
+estimated AUROC. The raw partial AUC above 80% sensitivity (the ISIC form) is read off the same
+curve.
+
+Everything here works on *sufficient statistics* (:class:`ScoreStats`): the expected confusion
+sums and, per distinct score, the expected positives and negatives. :func:`score_stats` builds
+them from arrays; the store builds the same sums in SQL (scores rounded to a fixed number of
+decimals), so estimating over a million predictions never loads them into memory.
+
+Pure numpy: no SQL, no streamlit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The assumptions behind every estimated number, in words the dashboard can show next to them.
+ASSUMPTIONS = (
+    "Estimated performance (CBPE) assumes (1) the model's probability of malignancy is "
+    "calibrated on the current cases — among cases answered with p = 0.3, 30% are malignant — "
+    "and (2) no concept shift: the relation between a lesion and its diagnosis, P(diagnosis | "
+    "image, metadata), is unchanged since the model was calibrated. Covariate shift (different "
+    "patients, cameras or sites) is allowed as long as the probabilities stay calibrated on it. "
+    "When either assumption breaks, the estimate can be wrong while looking healthy: trust the "
+    "label-based numbers once enough labels have arrived, and compare both.")
+
+#: Probabilities are clipped to [EPS, 1 - EPS] inside logs (as skinlesion.metrics does).
+EPS = 1e-15
+#: Decimals the store rounds scores to when it groups them for the expected ROC curve.
+SCORE_DECIMALS = 4
+#: The estimated metrics, in display order.
+ESTIMATED_METRICS: tuple[str, ...] = (
+    "accuracy", "precision", "recall", "f1", "fnr", "specificity", "auroc", "pauc_80", "log_loss")
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """Sufficient statistics of a window's calibrated ``p_malignant`` for CBPE.
+
+    ``tp, fp, tn, fn``: the expected confusion matrix at each case's threshold; ``entropy``: the sum
+    of the cases' binary entropies (nats); ``scores``: distinct scores, ascending; ``pos`` and
+    ``neg``: per score, the sum of ``p`` and of ``1 - p`` over the cases with that score."""
+
+    n: int
+    tp: float
+    fp: float
+    tn: float
+    fn: float
+    entropy: float
+    scores: np.ndarray
+    pos: np.ndarray
+    neg: np.ndarray
+
+
+def _binary_entropy(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, EPS, 1 - EPS)
+    return -(q * np.log(q) + (1 - q) * np.log(1 - q))
+
+
+def score_stats(p_malignant: object, threshold: float | object) -> ScoreStats:
+    """:class:`ScoreStats` of the scores ``p_malignant`` (n,) called malignant at ``p >= threshold``
+    (a scalar, or one threshold per case, as logged). ValueError for probabilities outside [0, 1]."""
+    p = np.asarray(p_malignant, dtype=np.float64).ravel()
+    t = np.broadcast_to(np.asarray(threshold, dtype=np.float64), p.shape)
+    if not np.all(np.isfinite(p)) or (p.size and (p.min() < 0 or p.max() > 1)):
+        raise ValueError("p_malignant must hold probabilities in [0, 1]")
+    called = p >= t
+    scores, inverse = np.unique(p, return_inverse=True)
+    pos = np.bincount(inverse, weights=p, minlength=scores.size)
+    neg = np.bincount(inverse, weights=1 - p, minlength=scores.size)
+    return ScoreStats(n=int(p.size), tp=float(p[called].sum()), fp=float((1 - p[called]).sum()),
+                      tn=float((1 - p[~called]).sum()), fn=float(p[~called].sum()),
+                      entropy=float(_binary_entropy(p).sum()), scores=scores, pos=pos, neg=neg)
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else float("nan")
+
+
+def confusion_rates(tp: float, fp: float, tn: float, fn: float) -> dict[str, float]:
+    """``accuracy, precision, recall, f1, fnr, specificity`` of a (possibly expected) confusion
+    matrix, with the formulas of :mod:`skinlesion.metrics`; nan where a denominator is 0."""
+    return {
+        "accuracy": _ratio(tp + tn, tp + fp + tn + fn),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "fnr": _ratio(fn, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+    }
+
+
+def expected_roc(scores: object, pos: object, neg: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(fpr, tpr)`` of the expected ROC curve from per-score expected positives ``pos`` and
+    negatives ``neg`` (any order of ``scores``; equal scores are merged). Starts at (0, 0), ends at
+    (1, 1); empty arrays when either total is 0 (no expected positive or negative)."""
+    s = np.asarray(scores, dtype=np.float64)
+    distinct, inverse = np.unique(s, return_inverse=True)
+    pos_by = np.bincount(inverse, weights=np.asarray(pos, dtype=np.float64), minlength=distinct.size)
+    neg_by = np.bincount(inverse, weights=np.asarray(neg, dtype=np.float64), minlength=distinct.size)
+    total_pos, total_neg = pos_by.sum(), neg_by.sum()
+    if total_pos <= 0 or total_neg <= 0:
+        empty = np.array([], dtype=np.float64)
+        return empty, empty
+    # descending scores: lowering the threshold past a score calls all its cases malignant
+    tpr = np.concatenate([[0.0], np.cumsum(pos_by[::-1]) / total_pos])
+    fpr = np.concatenate([[0.0], np.cumsum(neg_by[::-1]) / total_neg])
+    return np.minimum(fpr, 1.0), np.minimum(tpr, 1.0)
+
+
+def _partial_auc(fpr: np.ndarray, tpr: np.ndarray, min_sensitivity: float) -> float:
+    """Raw partial AUC above ``min_sensitivity`` of a curve, as ``metrics.partial_auc`` cuts it:
+    the area under TPR from the FPR where TPR first reaches the bound up to FPR = 1."""
+    i = int(np.searchsorted(tpr, min_sensitivity, side="left"))
+    fpr_at = float(np.interp(min_sensitivity, tpr[i - 1:i + 1], fpr[i - 1:i + 1]))  # tpr[0] = 0
+    return float(np.trapezoid(np.insert(tpr[i:], 0, min_sensitivity), np.insert(fpr[i:], 0, fpr_at)))
+
+
+def estimate(stats: ScoreStats, *, min_sensitivity: float = 0.80) -> dict[str, float]:
+    """Estimated :data:`ESTIMATED_METRICS` from ``stats`` (nan where undefined, e.g. an empty
+    window, or AUROC when every case has p = 0 or p = 1 on the same side)."""
+    out = confusion_rates(stats.tp, stats.fp, stats.tn, stats.fn)
+    fpr, tpr = expected_roc(stats.scores, stats.pos, stats.neg)
+    out["auroc"] = float(np.trapezoid(tpr, fpr)) if fpr.size else math.nan
+    out["pauc_80"] = _partial_auc(fpr, tpr, min_sensitivity) if fpr.size else math.nan
+    out["log_loss"] = _ratio(stats.entropy, stats.n)
+    return {name: out[name] for name in ESTIMATED_METRICS}
+
+
+def estimate_performance(p_malignant: object, threshold: float | object) -> dict[str, float]:
+    """CBPE estimate of the binary metrics of the cases ``p_malignant`` at ``threshold`` (scalar or
+    per case): :func:`estimate` of :func:`score_stats`."""
+    return estimate(score_stats(p_malignant, threshold))

@@ -1,0 +1,89 @@
+"""CBPE: the expected confusion matrix and the expected ROC, against hand sums and sklearn."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import sklearn.metrics
+
+from skinlesion.monitoring.estimate import (
+    ASSUMPTIONS,
+    ESTIMATED_METRICS,
+    estimate_performance,
+    expected_roc,
+    score_stats,
+)
+
+
+def _realised(y: np.ndarray, p: np.ndarray, t: float) -> dict[str, float]:
+    called = p >= t
+    return {"accuracy": float(np.mean(called == y)), "recall": float(called[y].mean()),
+            "precision": float(y[called].mean()), "auroc": sklearn.metrics.roc_auc_score(y, p),
+            "log_loss": sklearn.metrics.log_loss(y, p)}
+
+
+def test_expected_confusion_is_the_sum_of_probabilities_on_each_side():
+    stats = score_stats([0.9, 0.6, 0.2], 0.5)
+    assert (stats.tp, stats.fp, stats.fn, stats.tn) == pytest.approx((1.5, 0.5, 0.2, 0.8))
+    est = estimate_performance([0.9, 0.6, 0.2], 0.5)
+    assert est["accuracy"] == pytest.approx(2.3 / 3)
+    assert est["recall"] == pytest.approx(1.5 / 1.7)
+    assert est["fnr"] == pytest.approx(0.2 / 1.7)
+    assert est["precision"] == pytest.approx(0.75)
+    assert est["f1"] == pytest.approx(3.0 / (3.0 + 0.5 + 0.2))
+
+
+def test_each_case_is_called_at_its_own_threshold():
+    stats = score_stats([0.6, 0.6], [0.5, 0.7])
+    assert (stats.tp, stats.fp, stats.fn, stats.tn) == pytest.approx((0.6, 0.4, 0.6, 0.4))
+
+
+def test_estimated_auroc_is_the_auc_of_the_probability_weighted_roc():
+    rng = np.random.default_rng(0)
+    p = np.round(rng.beta(0.6, 1.4, 3000), 3)  # rounded: many ties
+    est = estimate_performance(p, 0.5)["auroc"]
+    oracle = sklearn.metrics.roc_auc_score(np.r_[np.ones(p.size), np.zeros(p.size)], np.r_[p, p],
+                                           sample_weight=np.r_[p, 1 - p])
+    assert est == pytest.approx(oracle, abs=1e-9)
+    fpr, tpr = expected_roc(p, p, 1 - p)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == pytest.approx((0, 0, 1, 1))
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+
+
+def test_estimates_track_realised_metrics_on_calibrated_scores():
+    rng = np.random.default_rng(1)
+    p = rng.beta(0.5, 1.2, 5000)
+    y = rng.random(p.size) < p  # labels drawn from the probabilities: calibrated
+    est, real = estimate_performance(p, 0.4), _realised(y, p, 0.4)
+    for name in real:
+        assert abs(est[name] - real[name]) < 0.03, name
+
+
+def test_estimates_diverge_when_calibration_breaks():
+    rng = np.random.default_rng(2)
+    p = rng.beta(0.5, 1.2, 5000)
+    y = rng.random(p.size) < p ** 3  # overconfident model: far fewer malignant than it says
+    est, real = estimate_performance(p, 0.4), _realised(y, p, 0.4)
+    assert est["precision"] - real["precision"] > 0.2  # expects more cancers among calls than there are
+    assert real["recall"] - est["recall"] > 0.2  # and more cancers among the benign calls
+
+
+def test_separable_scores_estimate_perfect_ranking():
+    est = estimate_performance([0.0, 0.0, 1.0, 1.0], 0.5)
+    assert est["auroc"] == 1.0 and est["pauc_80"] == pytest.approx(1.0)
+    assert est["accuracy"] == 1.0 and est["log_loss"] < 1e-9
+
+
+def test_undefined_estimates_are_nan():
+    empty = estimate_performance([], 0.5)
+    assert set(empty) == set(ESTIMATED_METRICS) and all(math.isnan(v) for v in empty.values())
+    benign = estimate_performance([0.0, 0.0], 0.5)  # no expected malignant case
+    assert math.isnan(benign["recall"]) and math.isnan(benign["auroc"])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        score_stats([1.2], 0.5)
+
+
+def test_assumptions_are_stated():
+    assert "calibrated" in ASSUMPTIONS and "concept shift" in ASSUMPTIONS

@@ -397,5 +397,75 @@ def _image_file(folder: Path, name: str) -> Path:
     raise DataError(f"image {name!r} named in the ground truth is not in {folder}", source=str(folder))
 
 
+# --- dashboard and its users --------------------------------------------------------------------------
+
+users_app = typer.Typer(help="Dashboard users (viewer, clinician, ml_lead).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(name: str = typer.Option(..., help="User name (letters, digits, _ . @ -)."),
+              role: str = typer.Option(..., help="viewer (clinical ops) | clinician (predict, "
+                                       "label) | ml_lead (model actions)."),
+              password: str = typer.Option(..., prompt=True, hide_input=True,
+                                           confirmation_prompt=True,
+                                           help="Prompted when not given (never echoed).")) -> None:
+    """Add a dashboard user, or replace a user's role and password (stored as a scrypt hash in
+    users.toml at the home, or SKINLESION_USERS_FILE)."""
+    from skinlesion.auth import add_user
+
+    path = _settings().users_file
+    try:
+        account = add_user(path, name, role, password)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(f"{account.name} ({account.role}) saved in {path}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List the dashboard users and their roles."""
+    from skinlesion.auth import load_users
+
+    path = _settings().users_file
+    try:
+        accounts = load_users(path)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    if not accounts:
+        typer.echo(f"no users in {path}; add one with `skinlesion users add --name N --role R`")
+    for account in accounts.values():
+        typer.echo(f"{account.name}\t{account.role}")
+
+
+#: The Streamlit app, next to the package in a source checkout.
+DASHBOARD_APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+@app.command()
+def dashboard(port: int = typer.Option(8501, min=1, max=65535, help="Port."),
+              host: str = typer.Option("127.0.0.1", help="Interface to listen on.")) -> None:
+    """Run the monitoring cockpit (Streamlit) on http://HOST:PORT; sign in as a user added with
+    `skinlesion users add`."""
+    import os
+    import subprocess
+    import sys
+
+    settings = _settings()
+    if not DASHBOARD_APP.is_file():
+        raise _fail(FileNotFoundError(f"the dashboard app is not at {DASHBOARD_APP}; run from a "
+                                      "source checkout of skinlesion"))
+    if not settings.users_file.is_file():
+        typer.secho(f"note: no users in {settings.users_file} yet; add one with "
+                    "`skinlesion users add --name N --role R` before signing in", err=True,
+                    fg=typer.colors.YELLOW)
+    # the app reads the same settings: pass the resolved home on, run from the project root so
+    # .streamlit/config.toml applies
+    env = {**os.environ, "SKINLESION_HOME": str(settings.home)}
+    command = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.port",
+               str(port), "--server.address", host]
+    raise typer.Exit(subprocess.call(command, env=env, cwd=DASHBOARD_APP.parent.parent))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     db_path: Path | None = None
     thresholds_file: Path | None = None
     cache_dir: Path | None = None
+    #: dashboard users (name, role, scrypt password hash); see skinlesion.auth
+    users_file: Path | None = None
     device: str = "auto"
     #: API: largest accepted upload, and whether images are kept (for the review queue / retraining)
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -39,6 +41,7 @@ class Settings(BaseSettings):
         self.db_path = self.db_path or self.data_dir / "skinlesion.duckdb"
         self.thresholds_file = self.thresholds_file or home / "thresholds.toml"
         self.cache_dir = self.cache_dir or self.data_dir / "cache"
+        self.users_file = self.users_file or home / "users.toml"
         return self
 
     @property

@@ -907,6 +907,17 @@ class Store:
             (count,) = con.execute(f"SELECT count(*) FROM predictions p{where}", params).fetchone()
         return int(count)
 
+    def version_counts(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        """The model versions that answered in ``[start, end)``: ``model_version``, ``n`` answers,
+        ``roles`` (the roles it answered in, comma-separated), ``first_ts``, ``last_ts``; most
+        recent first (the dashboard's model filter)."""
+        where, params = _where(start, end, {}, "p")
+        sql = ("SELECT p.model_version, count(*) AS n, string_agg(DISTINCT p.model_role, ', ' "
+               "ORDER BY p.model_role) AS roles, min(p.ts) AS first_ts, max(p.ts) AS last_ts "
+               f"FROM predictions p{where} GROUP BY 1 ORDER BY last_ts DESC, 1")
+        with self._connection(write=False) as con:
+            return con.execute(sql, params).df()
+
     # --- labels ---
 
     def add_labels(self, labels: Iterable[LabelRecord]) -> int:

@@ -1,0 +1,353 @@
+"""Shared widgets of the dashboard: access to settings, store, policy and models (cached), the
+sign-in gate and roles, the sidebar's window and model filters, status badges, metric tiles and the
+active-model banner.
+
+Pages are thin: they call :func:`page_setup`, fetch through ``skinlesion`` library functions (via
+the cached helpers here) and render. Caching: the store, the policy and loaded models are
+resources (``st.cache_resource``, one per process, keyed on their paths); query results are data
+(``st.cache_data``) kept :data:`QUERY_TTL_S` seconds, so a page refresh within that time does not
+hit DuckDB again. Every cache key includes the database path, so two homes never share entries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from skinlesion.auth import ROLES, User, authenticate, can, load_users
+from skinlesion.monitoring.cockpit import ActiveModel, active_model
+from skinlesion.monitoring.policy import Policy, load_policy
+from skinlesion.registry import ModelVersion, load_version, resolve_version
+from skinlesion.settings import Settings
+from skinlesion.store import Store
+
+#: Seconds a query result is reused before the store is asked again.
+QUERY_TTL_S = 30
+#: Seconds the slower computations (health window, drift) are reused.
+SLOW_TTL_S = 120
+#: Window choices of the sidebar (the policy's windows) plus a custom range.
+WINDOWS: dict[str, timedelta] = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7),
+                                 "30 d": timedelta(days=30)}
+CUSTOM = "custom"
+ALL_VERSIONS = "all returned answers"
+STATUS_COLOURS: dict[str, str] = {"green": "green", "yellow": "orange", "red": "red", "unknown": "gray"}
+STATUS_ICONS: dict[str, str] = {"green": "🟢", "yellow": "🟡", "red": "🔴", "unknown": "⚪"}
+#: Hex colours of the statuses for charts (threshold bands, points).
+STATUS_HEX: dict[str, str] = {"green": "#2e7d32", "yellow": "#f9a825", "red": "#c62828",
+                              "unknown": "#9e9e9e"}
+_USER_KEY = "skinlesion_user"
+_WINDOW_KEY = "filter_window"
+_RANGE_KEY = "filter_range"
+_MODEL_KEY = "filter_model"
+
+
+# --- settings, store, policy, models ----------------------------------------------------------------
+
+
+def settings() -> Settings:
+    """The settings of this run (environment read afresh: cheap, and tests change it)."""
+    return Settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(db_path: str, busy_timeout_s: float) -> Store:
+    return Store(db_path, busy_timeout_s=busy_timeout_s)
+
+
+def store() -> Store:
+    """The store of the current settings (one per database file and process)."""
+    s = settings()
+    return _store(str(s.db_path), s.busy_timeout_s)
+
+
+@st.cache_resource(show_spinner=False)
+def _policy(path: str, mtime: float) -> Policy:
+    return load_policy(path)
+
+
+def policy() -> Policy:
+    """The health policy (thresholds.toml), re-read when the file changes."""
+    path = Path(settings().thresholds_file)
+    return _policy(str(path), path.stat().st_mtime if path.exists() else 0.0)
+
+
+def models_dir() -> Path:
+    return Path(settings().models_dir)
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _loaded_model(models_dir_: str, version_id: str, device: str) -> ModelVersion:
+    return load_version(version_id, Path(models_dir_), device=device)
+
+
+def loaded_model(ref: str) -> ModelVersion:
+    """The model version ``ref`` names, loaded once per process (by resolved id)."""
+    s = settings()
+    return _loaded_model(str(s.models_dir), resolve_version(s.models_dir, ref), s.device)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _store_query(db_path: str, method: str, args: tuple, kwargs: tuple) -> Any:
+    return getattr(store(), method)(*args, **dict(kwargs))
+
+
+def store_query(method: str, *args: Any, **kwargs: Any) -> Any:
+    """``Store.<method>(*args, **kwargs)``, cached for :data:`QUERY_TTL_S` seconds (arguments must
+    be hashable: datetimes, strings, numbers, None)."""
+    return _store_query(str(settings().db_path), method, args, tuple(sorted(kwargs.items())))
+
+
+def clear_caches() -> None:
+    """Forget cached query results (after an action changed the store)."""
+    st.cache_data.clear()
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def _active_model(db_path: str, models_dir_: str) -> ActiveModel:
+    return active_model(store(), Path(models_dir_))
+
+
+def current_model() -> ActiveModel:
+    """The serving route and the card of the version answering now (cached briefly)."""
+    s = settings()
+    return _active_model(str(s.db_path), str(s.models_dir))
+
+
+# --- users and roles ------------------------------------------------------------------------------
+
+
+def current_user() -> User | None:
+    """The person signed in during this browser visit, or None."""
+    return st.session_state.get(_USER_KEY)
+
+
+def sign_in() -> User:
+    """The signed-in user; otherwise render the sign-in form and stop the page.
+
+    A person signs in once per browser visit (the user is kept in ``st.session_state``)."""
+    user = current_user()
+    if user is not None:
+        return user
+    path = Path(settings().users_file)
+    accounts = load_users(path)
+    st.title("skinlesion cockpit")
+    if not accounts:
+        st.error(f"No dashboard users yet ({path}). Add one on the server with "
+                 "`skinlesion users add --name NAME --role viewer|clinician|ml_lead`, then reload.")
+        st.stop()
+    with st.form("sign_in"):
+        st.subheader("Sign in")
+        name = st.text_input("User name", key="sign_in_name")
+        password = st.text_input("Password", type="password", key="sign_in_password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if submitted:
+        user = authenticate(accounts, name, password)
+        if user is None:
+            st.error("Wrong user name or password.")
+        else:
+            st.session_state[_USER_KEY] = user
+            st.session_state.pop("sign_in_password", None)
+            st.rerun()
+    st.stop()
+    raise AssertionError("unreachable: st.stop() ends the script")
+
+
+def sign_out_button(user: User) -> None:
+    """Who is signed in, and a button to sign out (in the sidebar)."""
+    with st.sidebar:
+        st.caption(f"Signed in as **{user.name}** ({user.role})")
+        if st.button("Sign out", key="sign_out"):
+            st.session_state.pop(_USER_KEY, None)
+            st.rerun()
+
+
+def require_role(action: str) -> User:
+    """The signed-in user if their role may take ``action`` (skinlesion.auth.PERMISSIONS); otherwise
+    the sign-in form, or a refusal naming the roles that may, and the page stops."""
+    user = sign_in()
+    if not can(user.role, action):
+        allowed = [r for r in ROLES if can(r, action)]
+        st.error(f"Your role ({user.role}) may not {action.replace('_', ' ')}; this needs "
+                 f"{' or '.join(allowed)}.")
+        st.stop()
+    return user
+
+
+# --- sidebar filters --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The sidebar's choices: the window ``[start, end)`` (UTC), its ``label``, and the model
+    version to look at (None: every answer returned to callers)."""
+
+    start: datetime
+    end: datetime
+    label: str
+    model_version: str | None
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+
+def now_floor() -> datetime:
+    """Now (UTC) rounded down to the minute: the end of the rolling windows, stable across reruns
+    within a minute so cached results are reused."""
+    return datetime.now(UTC).replace(second=0, microsecond=0)
+
+
+def _keep(*keys: str) -> None:
+    """Keep widget values when the person switches pages (Streamlit drops the state of widgets not
+    drawn in a run; re-assigning it marks it as the app's own)."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+def window_selector() -> tuple[datetime, datetime, str]:
+    """The window chosen in the sidebar: 24 h / 7 d / 30 d ending now, or a custom date range."""
+    _keep(_WINDOW_KEY, _RANGE_KEY)
+    choice = st.sidebar.radio("Window", [*WINDOWS, CUSTOM], key=_WINDOW_KEY, horizontal=True)
+    end = now_floor()
+    if choice != CUSTOM:
+        return end - WINDOWS[choice], end, f"last {choice}"
+    today = end.date()
+    picked = st.sidebar.date_input("From – to (UTC days)", value=(today - timedelta(days=7), today),
+                                   max_value=today, key=_RANGE_KEY)
+    first, last = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (today, today)
+    start = datetime.combine(first, time(), UTC)
+    stop = min(datetime.combine(last + timedelta(days=1), time(), UTC), end)
+    if stop <= start:
+        stop = start + timedelta(days=1)
+    return start, stop, f"{first:%d %b %Y} – {last:%d %b %Y}"
+
+
+def model_filter(start: datetime | None = None, end: datetime | None = None) -> str | None:
+    """The model version chosen in the sidebar among those that answered in ``[start, end)``
+    (None: every answer returned to callers)."""
+    _keep(_MODEL_KEY)
+    versions = store_query("version_counts", start, end)
+    options = [ALL_VERSIONS, *versions["model_version"].tolist()] if len(versions) else [ALL_VERSIONS]
+    if st.session_state.get(_MODEL_KEY) not in options:
+        st.session_state.pop(_MODEL_KEY, None)
+    choice = st.sidebar.selectbox("Model version", options, key=_MODEL_KEY,
+                                  help="Answers of one model version (shadow answers included), or "
+                                       "every answer returned to the clinic's apps.")
+    return None if choice == ALL_VERSIONS else choice
+
+
+def sidebar_filters() -> Filters:
+    """The window selector and the model-version filter, drawn in the sidebar."""
+    start, end, label = window_selector()
+    return Filters(start=start, end=end, label=label, model_version=model_filter(start, end))
+
+
+# --- page frame -------------------------------------------------------------------------------------
+
+
+def page_setup(title: str, *, action: str = "view", filters: bool = False,
+               caption: str | None = None) -> tuple[User, Filters | None]:
+    """Start a page: sign-in gate and role check for ``action``, the signed-in user and sign-out in
+    the sidebar, the title, the active-model banner, and (with ``filters``) the sidebar filters."""
+    user = require_role(action)
+    sign_out_button(user)
+    chosen = sidebar_filters() if filters else None
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    active_model_banner()
+    return user, chosen
+
+
+# --- status, tiles, banner --------------------------------------------------------------------------
+
+
+def badge(status: str) -> str:
+    """A coloured markdown badge for a status (green / yellow / red / unknown)."""
+    status = str(status)
+    return f":{STATUS_COLOURS.get(status, 'gray')}-background[**{status.upper()}**]"
+
+
+def fmt(value: float | None, kind: str = "ratio") -> str:
+    """A metric value for display: ratios with 3 decimals, ``ms`` as milliseconds, ``count`` as an
+    integer, ``percent`` as a percentage; an em dash when unknown."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if kind == "ms":
+        return f"{value:,.0f} ms"
+    if kind == "count":
+        return f"{value:,.0f}"
+    if kind == "percent":
+        return f"{value:.0%}"
+    return f"{value:.3f}"
+
+
+def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ratio",
+                change: float | None = None, higher_is_better: bool = True,
+                estimated: float | None = None, estimated_status: str | None = None,
+                coverage: float | None = None, n: int | None = None, note: str = "",
+                help: str | None = None) -> None:
+    """One metric as a tile: its value and status badge, the change against the previous window
+    (green when it improved), the realised value next to the estimated one, and label coverage."""
+    with st.container(border=True):
+        st.markdown(f"{badge(status)}  **{label}**", help=help)
+        delta = None if change is None else (
+            f"{change:+,.0f} ms" if kind == "ms" else f"{change:+,.0f}" if kind == "count"
+            else f"{change:+.3f}")
+        st.metric(label, fmt(value, kind), delta=delta, label_visibility="collapsed",
+                  delta_color="normal" if higher_is_better else "inverse")
+        lines = []
+        if estimated is not None:
+            est = f"estimated {fmt(estimated, kind)}"
+            if estimated_status and estimated_status != "unknown":
+                est += f" {STATUS_ICONS.get(estimated_status, '')}"
+            lines.append(est)
+        if coverage is not None:
+            lines.append(f"labels {coverage:.0%}" + (f" (n={n:,})" if n is not None else ""))
+        if note:
+            lines.append(note)
+        if lines:
+            st.caption(" · ".join(lines))
+
+
+def active_model_banner() -> ActiveModel:
+    """A banner with the model answering now: its version, whether the fallback is engaged or the
+    model is restricted to clear cases, and a clear warning when it is a demo model trained on
+    synthetic data."""
+    active = current_model()
+    route = active.route
+    parts = [f"Active model **{route.active_version}**"]
+    if route.fallback_engaged:
+        parts.append(f"fallback **{route.fallback_version}** engaged — it answers every request")
+    elif route.fallback_version:
+        parts.append(f"fallback {route.fallback_version} ready")
+    if route.restricted_to_clear_cases:
+        parts.append("restricted to clear cases (others are referred)")
+    if route.challenger_version:
+        parts.append(f"challenger {route.challenger_version} ({route.challenger_share:.0%})")
+    if route.shadow_version:
+        parts.append(f"shadow {route.shadow_version}")
+    text = " · ".join(parts)
+    if route.fallback_engaged or route.restricted_to_clear_cases:
+        st.warning(text, icon=":material/warning:")
+    else:
+        st.info(text, icon=":material/model_training:")
+    if active.problem:
+        st.warning(f"The serving version's card cannot be read: {active.problem}")
+    if active.synthetic:
+        st.error("**Demo model trained on synthetic data — not for clinical use.** "
+                 f"Version {active.serving_version} was trained on "
+                 f"“{active.card.data.name if active.card else '?'}”; its answers say nothing about "
+                 "real lesions.", icon=":material/science:")
+    return active
+
+
+def status_text(status: str) -> str:
+    """A status with its coloured dot, for table cells and captions."""
+    return f"{STATUS_ICONS.get(str(status), '⚪')} {status}"

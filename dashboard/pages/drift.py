@@ -1,0 +1,5 @@
+"""Drift."""
+
+import components
+
+components.page_setup("Drift", filters=True)

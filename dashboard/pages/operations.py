@@ -1,0 +1,5 @@
+"""Operations."""
+
+import components
+
+components.page_setup("Operations", filters=True)

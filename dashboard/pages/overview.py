@@ -1,0 +1,5 @@
+"""Overview."""
+
+import components
+
+components.page_setup("Overview", filters=True)

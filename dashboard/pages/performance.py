@@ -1,0 +1,5 @@
+"""Performance."""
+
+import components
+
+components.page_setup("Performance", filters=True)

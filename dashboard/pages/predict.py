@@ -1,0 +1,8 @@
+"""Predict — placeholder page; dashboard B's page replaces this file."""
+
+import streamlit as st
+
+import components
+
+components.page_setup("Predict", action="predict")
+st.info("This page is not available yet.")

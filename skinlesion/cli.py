@@ -397,6 +397,82 @@ def _image_file(folder: Path, name: str) -> Path:
     raise DataError(f"image {name!r} named in the ground truth is not in {folder}", source=str(folder))
 
 
+# --- monitoring ---------------------------------------------------------------------------------------
+
+_STATUS_COLOURS = {"green": typer.colors.GREEN, "yellow": typer.colors.YELLOW, "red": typer.colors.RED}
+
+
+@app.command()
+def monitor(once: bool = typer.Option(False, "--once", help="Run once and exit."),
+            every: str | None = typer.Option(None, help="Run now and then on this cadence until "
+                                             "Ctrl-C: 30s, 15m, 1h, 1d."),
+            window: str = typer.Option("24h", help="Health window ending at each run: one the "
+                                       "policy names (24h, 7d, 30d) or a duration (12h)."),
+            webhook: str | None = typer.Option(None, help="POST a JSON body to this URL for every "
+                                               "alert opened, escalated or resolved (retried on "
+                                               "the next run when it fails)."),
+            metrics_port: int | None = typer.Option(None, min=0, max=65535, help="Serve the health "
+                                                    "gauges for Prometheus on this port (/metrics)."),
+            metrics_host: str = typer.Option("127.0.0.1", help="Interface for --metrics-port."),
+            runs: int | None = typer.Option(None, min=1, help="With --every: stop after this many "
+                                            "runs."),
+            policy_file: Path | None = typer.Option(None, "--policy", help="Thresholds file "
+                                                    "(default: thresholds.toml at the home)."),
+            models_dir: Path | None = typer.Option(None, help="Models folder.")) -> None:
+    """Snapshot the service's health (metrics, drift, worst status), update alerts and notify;
+    prints one line per run. Give --once, or --every to keep monitoring."""
+    from skinlesion.monitoring.alerts import WebhookNotifier
+    from skinlesion.monitoring.exporter import HealthExporter
+    from skinlesion.monitoring.policy import load_policy
+    from skinlesion.monitoring.runner import parse_interval, run_every, run_once, window_length
+
+    if once == (every is not None):
+        raise _fail(ValueError("give either --once or --every INTERVAL (e.g. --every 15m)"))
+    if once and (metrics_port is not None or runs is not None):
+        raise _fail(ValueError("--metrics-port and --runs go with --every, not --once"))
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        raise _fail(ValueError(f"--webhook must be an http(s) URL, got {webhook!r}"))
+    try:
+        interval = parse_interval(every) if every is not None else None
+        policy = load_policy(policy_file)
+        window_length(policy, window)
+        store = _store()
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+    folder = _models_dir(models_dir)
+    notifier = WebhookNotifier(webhook) if webhook else None
+
+    def show(result) -> None:
+        typer.secho(result.summary(), fg=_STATUS_COLOURS.get(result.snapshot.status))
+
+    if interval is None:
+        try:
+            show(run_once(store, folder, policy, window=window, notifier=notifier))
+        except SkinLesionError as err:
+            raise _fail(err) from err
+        return
+    exporter = HealthExporter()
+    callbacks = [show]
+    if metrics_port is not None:
+        try:
+            port = exporter.serve(metrics_port, addr=metrics_host)
+        except OSError as err:
+            raise _fail(OSError(f"cannot serve the gauges on {metrics_host}:{metrics_port} ({err}); "
+                                "choose another --metrics-port")) from err
+        exporter.update(store.latest_snapshot(window), store.open_alerts())
+        callbacks.append(lambda result: exporter.update(result.snapshot, result.open_alerts))
+        typer.echo(f"gauges on http://{metrics_host}:{port}/metrics", err=True)
+    try:
+        run_every(store, folder, policy, every=interval, window=window, notifier=notifier,
+                  on_result=callbacks, runs=runs,
+                  on_error=lambda err: typer.secho(f"run failed: {err}; retrying next run", err=True,
+                                                   fg=typer.colors.RED))
+    except KeyboardInterrupt:
+        typer.echo("monitor stopped", err=True)
+    finally:
+        exporter.close()
+
+
 # --- dashboard and its users --------------------------------------------------------------------------
 
 users_app = typer.Typer(help="Dashboard users (viewer, clinician, ml_lead).", no_args_is_help=True)

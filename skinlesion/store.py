@@ -1184,6 +1184,24 @@ class Store:
             return con.execute("SELECT name, created, revoked, revoked_at FROM api_keys "
                                "ORDER BY created").df()
 
+    # --- a window's sample, for drift ---
+
+    def sample_predictions(self, start: datetime | None = None, end: datetime | None = None, *,
+                           n: int, seed: int = 0, model_version: str | None = None,
+                           returned: bool | None = None,
+                           include_embedding: bool = False) -> pd.DataFrame:
+        """At most ``n`` of the predictions :meth:`query_predictions` would return, drawn uniformly
+        (reservoir sample, repeatable for one ``seed``): drift over a month of traffic never loads
+        the whole month, embeddings included. Oldest first."""
+        if n < 1:
+            raise DataError(f"must be 1 or more, got {n}", field="n")
+        where, params = _where(start, end, dict(model_version=model_version, returned=returned), "p")
+        columns = "p.*" if include_embedding else "p.* EXCLUDE (embedding)"
+        sql = (f"SELECT * FROM (SELECT {columns} FROM predictions p{where}) "
+               f"USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE ({int(seed)}) ORDER BY ts, request_id")
+        with self._connection(write=False) as con:
+            return con.execute(sql, params).df()
+
     # --- health snapshots (written by `skinlesion monitor`, read by the dashboard) ---
 
     def save_snapshot(self, snapshot: HealthSnapshot) -> bool:

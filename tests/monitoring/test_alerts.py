@@ -4,10 +4,8 @@ webhook notifier (a local HTTP server on 127.0.0.1)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from skinlesion.monitoring.alerts import (
 )
 from skinlesion.monitoring.policy import Policy, Status
 from skinlesion.store import Alert, HealthSnapshot, SnapshotMetric, Store
+from tests.monitoring.webhook import Receiver, webhook_receiver
 
 G, Y, R, U = Status.GREEN, Status.YELLOW, Status.RED, Status.UNKNOWN
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -158,51 +157,29 @@ def test_opening_is_deduplicated_in_the_store(store: Store) -> None:
 # --- notification ----------------------------------------------------------------------------------------
 
 
-class Recorder(BaseHTTPRequestHandler):
-    bodies: list[dict] = []
-    fail_next = 0
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if Recorder.fail_next:
-            Recorder.fail_next -= 1
-            self.send_response(503)
-        else:
-            Recorder.bodies.append(body)
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def webhook() -> Iterator[str]:
-    Recorder.bodies, Recorder.fail_next = [], 0
-    server = HTTPServer(("127.0.0.1", 0), Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook"
-    server.shutdown()
-    server.server_close()
+def webhook() -> Iterator[Receiver]:
+    with webhook_receiver() as receiver:
+        yield receiver
 
 
-def test_webhook_gets_each_event_once_and_failures_are_retried(store: Store, webhook: str) -> None:
-    notifier = WebhookNotifier(webhook)
+def test_webhook_gets_each_event_once_and_failures_are_retried(store: Store,
+                                                               webhook: Receiver) -> None:
+    notifier = WebhookNotifier(webhook.url)
     run_days(store, [("red", 0.6), ("red", 0.6)], Policy())
-    Recorder.fail_next = 1
+    webhook.fail_next = 1
     assert notify_pending(store, notifier) == NotifyOutcome(sent=0, failed=1)  # 503: stays pending
-    assert Recorder.bodies == []
+    assert webhook.bodies == []
     assert notify_pending(store, notifier).sent == 1
     assert notify_pending(store, notifier).sent == 0  # delivered once only
-    (body,) = Recorder.bodies
+    (body,) = webhook.bodies
     assert body["event"] == "opened" and body["alert"]["key"] == "recall@24h"
     assert body["alert"]["status"] == "red" and "recall" in body["text"]
     (opened,) = store.open_alerts()
     assert opened.notified
     store.resolve_alert(opened.id, at=T0 + timedelta(days=9))
     assert notify_pending(store, notifier).sent == 1
-    assert [b["event"] for b in Recorder.bodies] == ["opened", "resolved"]
+    assert [b["event"] for b in webhook.bodies] == ["opened", "resolved"]
 
 
 def test_unreachable_webhook_is_logged_not_raised(store: Store, caplog) -> None:

@@ -1,0 +1,244 @@
+"""``skinlesion monitor``: one monitoring run, and the loop that repeats it.
+
+A run (:func:`run_once`) takes the health window ending now (``24h`` by default), computes its
+:class:`~skinlesion.monitoring.health.HealthReport`, adds the data-drift score of the window's
+answers (a uniform sample of at most :data:`DRIFT_SAMPLE_SIZE`) against the active model
+version's reference answers (skipped, with the reason in the snapshot, when the version has no
+reference), stores the result as a health snapshot, updates the
+alerts (:mod:`~skinlesion.monitoring.alerts`) and, given a notifier, delivers the alert events not
+delivered yet. It returns a :class:`SnapshotResult` saying what happened.
+
+:func:`run_every` repeats it on a fixed cadence until stopped, handing each result to callbacks
+(the CLI prints a line and refreshes the Prometheus gauges; later, the retraining triggers).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skinlesion.errors import ModelNotFoundError, SkinLesionError
+from skinlesion.monitoring.alerts import AlertChange, Notifier, NotifyOutcome, notify_pending, update_alerts
+from skinlesion.monitoring.health import DRIFT_METRIC, HealthReport, compute_health
+from skinlesion.monitoring.policy import Policy, Status, parse_duration
+from skinlesion.store import Alert, HealthSnapshot, SnapshotMetric, Store
+
+logger = logging.getLogger(__name__)
+
+#: At most this many answers of a window are compared with the reference (a uniform sample).
+DRIFT_SAMPLE_SIZE = 5000
+_SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec)\s*$")
+
+
+def parse_interval(text: str) -> timedelta:
+    """A run cadence such as ``30s``, ``15m``, ``1h``, ``1d``: the policy's durations (m, h, d, w)
+    plus seconds; ValueError naming the format otherwise."""
+    match = _SECONDS.match(str(text))
+    if match is None:
+        try:
+            return parse_duration(text)
+        except ValueError:
+            raise ValueError(f"an interval is a number and a unit s, m, h, d or w (e.g. '30s', "
+                             f"'15m', '1h'), got {text!r}") from None
+    value = timedelta(seconds=float(match.group(1)))
+    if value <= timedelta(0):
+        raise ValueError(f"an interval must be positive (e.g. '30s', '15m'), got {text!r}")
+    return value
+
+
+def window_length(policy: Policy, window: str) -> timedelta:
+    """The length of ``window``: a window named in the policy (``24h``, ``7d``, ``30d``) or any
+    duration (``12h``)."""
+    if window in policy.windows:
+        return policy.windows[window]
+    try:
+        return parse_duration(window)
+    except ValueError:
+        raise ValueError(f"window must be one the policy names ({', '.join(policy.windows)}) or a "
+                         f"duration such as '12h', got {window!r}") from None
+
+
+# --- one run ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftOutcome:
+    """The window's drift against the reference: the score (share of drifted features), the
+    drifted features (most drifted first) and the per-feature details for the report; or why it
+    was not computed (``skipped``)."""
+
+    score: float | None = None
+    drifted_features: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    skipped: str = ""
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """What one run did: the stored ``snapshot``, the ``report`` behind it, the ``drift`` outcome,
+    the alert ``changes`` (opened, escalated, resolved), the alerts open afterwards, and the
+    delivery of pending alert events (None without a notifier)."""
+
+    snapshot: HealthSnapshot
+    report: HealthReport
+    drift: DriftOutcome
+    changes: list[AlertChange]
+    open_alerts: list[Alert]
+    notified: NotifyOutcome | None = None
+
+    @property
+    def status(self) -> Status:
+        """The worst status of the window."""
+        return Status(self.snapshot.status)
+
+    def summary(self) -> str:
+        """One line for the monitor's log: time, window, worst status, off-green metrics, alert
+        changes, open alerts and delivery."""
+        snap = self.snapshot
+        off = [m.metric for m in snap.metrics if m.effective_status in ("yellow", "red")]
+        parts = [f"{snap.ts:%Y-%m-%d %H:%M:%S}Z {snap.window_name}: {snap.status.upper()}"
+                 + (f" ({', '.join(off)})" if off else ""),
+                 f"{self.report.n_predictions} predictions, {self.report.n_labelled} labelled"]
+        if self.changes:
+            parts.append("alerts " + "; ".join(c.describe() for c in self.changes))
+        parts.append(f"{len(self.open_alerts)} open alert{'s' if len(self.open_alerts) != 1 else ''}")
+        if self.drift.skipped:
+            parts.append(f"drift skipped: {self.drift.skipped}")
+        if self.notified is not None and (self.notified.sent or self.notified.failed):
+            parts.append(f"webhook {self.notified.sent} sent, {self.notified.failed} failed")
+        return " · ".join(parts)
+
+
+def measure_drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftOutcome:
+    """Drift of ``current`` (the window's answers) against ``reference`` (the version's
+    reference answers), through :func:`skinlesion.monitoring.drift.compute_drift`. Skipped (saying
+    why) when the window is empty or no feature could be tested."""
+    if current.empty:
+        return DriftOutcome(skipped="no predictions in the window")
+    from skinlesion.monitoring.drift import compute_drift
+
+    result = compute_drift(reference, current)
+    if math.isnan(result.share_drifted):
+        return DriftOutcome(details=result.as_dict(),
+                            skipped="; ".join(result.notes) or "no feature could be tested")
+    return DriftOutcome(score=result.share_drifted, drifted_features=result.drifted_features(),
+                        details=result.as_dict())
+
+
+def _drift(store: Store, models_dir: Path, version: str, start: datetime,
+           end: datetime) -> DriftOutcome:
+    """The window's drift against the reference answers of ``version``; skipped (saying why) when
+    the version is not in ``models_dir`` or was saved without reference answers."""
+    from skinlesion.registry import read_reference
+
+    try:
+        reference = read_reference(models_dir, version)
+    except ModelNotFoundError:
+        return DriftOutcome(skipped=f"the active model version {version!r} is not in {models_dir}")
+    if reference is None:
+        return DriftOutcome(skipped=f"the active model version {version!r} has no reference data")
+    return measure_drift(reference, store.sample_predictions(
+        start, end, n=DRIFT_SAMPLE_SIZE, returned=True, include_embedding=True))
+
+
+def _extra_metrics(report: HealthReport, policy: Policy) -> list[SnapshotMetric]:
+    """Window-level numbers stored as snapshot metrics too, so they can be plotted over time."""
+    values = {"volume": float(report.n_predictions), "label_coverage": report.label_coverage,
+              "label_lag_hours": report.label_lag_hours, "uncertain_share": report.uncertain_share,
+              **{f"latency_{q}_ms": report.latency_ms.get(q) for q in ("p50", "p99")}}
+    return [SnapshotMetric(metric=name, value=value, status=policy.status(name, value),
+                           n=report.n_predictions)
+            for name, value in values.items() if name not in report.metrics]
+
+
+def snapshot_from_report(report: HealthReport, policy: Policy, *, ts: datetime, window_name: str,
+                         model_version: str | None, drift: DriftOutcome) -> HealthSnapshot:
+    """The snapshot row of ``report``: one :class:`SnapshotMetric` per metric of the report plus
+    volume, label coverage and lag, uncertain share and latency p50/p99; the whole report (and the
+    drift details) as its JSON payload."""
+    rows = [SnapshotMetric(metric=name, value=m.value, status=m.status, n=m.n, note=m.note,
+                           estimated=m.estimated, estimated_status=m.estimated_status,
+                           previous_value=m.previous_value)
+            for name, m in report.metrics.items()]
+    payload = report.model_dump(mode="json")
+    payload["drift"] = {"skipped": drift.skipped, **drift.details}
+    return HealthSnapshot(ts=ts, window_name=window_name, window_start=report.start,
+                          window_end=report.end, model_version=model_version, source=report.source,
+                          status=report.status, metrics=(*rows, *_extra_metrics(report, policy)),
+                          report=payload)
+
+
+def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | None = None,
+             window: str = "24h", notifier: Notifier | None = None) -> SnapshotResult:
+    """One monitoring run over the window ``window`` ending at ``now`` (default: the current time):
+    health report, drift against the active version's reference, stored snapshot, alert updates
+    and (with ``notifier``) delivery of the pending alert events. See the module docstring."""
+    end = now or datetime.now(UTC)
+    end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
+    start = end - window_length(policy, window)
+    version = store.get_route().active_version
+    # the host's resource use only describes a run at the current time, not a recomputed past one
+    report = compute_health(store, start, end, policy=policy, window=window, resources=now is None)
+    previous = store.latest_snapshot(window)
+    previous_drift = previous.metric(DRIFT_METRIC) if previous is not None else None
+    drift = _drift(store, Path(models_dir), version, start, end)
+    report = report.with_drift(drift.score, drift.drifted_features, policy=policy,
+                               previous_value=previous_drift.value if previous_drift else None)
+    if drift.skipped:
+        metrics = dict(report.metrics)
+        metrics[DRIFT_METRIC] = metrics[DRIFT_METRIC].model_copy(update={"note": drift.skipped})
+        report = report.model_copy(update={"metrics": metrics})
+    snapshot = snapshot_from_report(report, policy, ts=end, window_name=window, model_version=version,
+                                    drift=drift)
+    store.save_snapshot(snapshot)
+    changes = update_alerts(store, snapshot, policy)
+    notified = notify_pending(store, notifier) if notifier is not None else None
+    return SnapshotResult(snapshot=snapshot, report=report, drift=drift, changes=changes,
+                          open_alerts=store.open_alerts(), notified=notified)
+
+
+# --- the loop -----------------------------------------------------------------------------------------
+
+
+def run_every(store: Store, models_dir: Path, policy: Policy, *, every: timedelta,
+              window: str = "24h", notifier: Notifier | None = None,
+              on_result: Sequence[Callable[[SnapshotResult], None]] = (),
+              on_error: Callable[[SkinLesionError], None] | None = None,
+              stop: threading.Event | None = None, runs: int | None = None) -> int:
+    """Run :func:`run_once` now and then every ``every`` (on a fixed cadence; a run that overruns
+    skips the slots it missed) until ``stop`` is set or ``runs`` runs are done; returns the number
+    of runs. Each result goes to every ``on_result`` callback. A run failing with a project error
+    (e.g. the store stayed locked) goes to ``on_error`` (default: logged) and the loop carries on."""
+    stop = stop or threading.Event()
+    period = every.total_seconds()
+    done = 0
+    next_at = time.monotonic()
+    while not stop.is_set() and (runs is None or done < runs):
+        try:
+            result = run_once(store, models_dir, policy, window=window, notifier=notifier)
+        except SkinLesionError as err:
+            (on_error or _log_error)(err)
+        else:
+            for callback in on_result:
+                callback(result)
+        done += 1
+        if runs is not None and done >= runs:
+            break
+        next_at += period * max(1, int((time.monotonic() - next_at) // period) + 1)
+        stop.wait(max(0.0, next_at - time.monotonic()))
+    return done
+
+
+def _log_error(err: SkinLesionError) -> None:
+    logger.error("monitoring run failed (%s); retrying on the next run", err)
+

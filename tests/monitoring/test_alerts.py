@@ -141,6 +141,24 @@ def test_a_new_episode_opens_a_new_alert_and_keep_updates_last_seen(store: Store
     assert opened[0].details["playbook"]["title"].startswith("Unhealthy")
 
 
+def test_estimated_status_counts_while_labels_are_missing(store: Store) -> None:
+    """Without enough labels the realised status is unknown: the CBPE estimate drives the alert."""
+    for day in (1, 2):
+        end = T0 + timedelta(days=day)
+        snap = HealthSnapshot(ts=end, window_name="24h", window_start=end - timedelta(days=1),
+                              window_end=end, status="red", metrics=[SnapshotMetric(
+                                  metric="recall", value=None, status="unknown", n=3,
+                                  note="not enough labels (3 of 30)", estimated=0.62,
+                                  estimated_status="red")])
+        store.save_snapshot(snap)
+        changes = update_alerts(store, snap, Policy())
+    assert [(c.event, c.alert.status) for c in changes] == [("opened", "red")]
+    assert "estimated 0.62 (not enough labels (3 of 30))" in changes[0].alert.message
+    history = store.query_snapshots(metric="recall")
+    assert list(history["status"]) == ["unknown"] * 2
+    assert list(history["effective_status"]) == ["red"] * 2
+
+
 def test_alerts_are_scoped_by_window(store: Store) -> None:
     run_days(store, [("red", 0.6), ("red", 0.6)], Policy(), window="24h")
     run_days(store, [("red", 0.6)], Policy(), window="7d")

@@ -17,11 +17,17 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import io
+
+import altair as alt
+import pandas as pd
 import streamlit as st
+from matplotlib.figure import Figure
 
 from skinlesion.auth import ROLES, User, authenticate, can, load_users
-from skinlesion.monitoring.cockpit import ActiveModel, active_model
-from skinlesion.monitoring.policy import Policy, load_policy
+from skinlesion.monitoring import cockpit
+from skinlesion.monitoring.cockpit import ActiveModel, Tile, WindowHealth, active_model
+from skinlesion.monitoring.policy import Policy, Threshold, load_policy
 from skinlesion.registry import ModelVersion, load_version, resolve_version
 from skinlesion.settings import Settings
 from skinlesion.store import Store
@@ -70,10 +76,14 @@ def _policy(path: str, mtime: float) -> Policy:
     return load_policy(path)
 
 
+def _policy_key() -> tuple[str, float]:
+    path = Path(settings().thresholds_file)
+    return str(path), path.stat().st_mtime if path.exists() else 0.0
+
+
 def policy() -> Policy:
     """The health policy (thresholds.toml), re-read when the file changes."""
-    path = Path(settings().thresholds_file)
-    return _policy(str(path), path.stat().st_mtime if path.exists() else 0.0)
+    return _policy(*_policy_key())
 
 
 def models_dir() -> Path:
@@ -105,6 +115,22 @@ def store_query(method: str, *args: Any, **kwargs: Any) -> Any:
 def clear_caches() -> None:
     """Forget cached query results (after an action changed the store)."""
     st.cache_data.clear()
+
+
+@st.cache_data(ttl=SLOW_TTL_S, show_spinner="Computing the window's health and drift…")
+def _window_health(db_path: str, models_dir_: str, policy_key: tuple[str, float], start: datetime,
+                   end: datetime, model_version: str | None, source: str | None,
+                   drift: bool) -> WindowHealth:
+    return cockpit.window_health(store(), Path(models_dir_), policy(), start, end,
+                                 model_version=model_version, source=source, drift=drift)
+
+
+def window_health(filters: Filters, *, drift: bool = True, source: str | None = None) -> WindowHealth:
+    """The health of the sidebar's window (answers of ``source`` only, when given), with its data
+    drift when ``drift``; cached for :data:`SLOW_TTL_S` seconds."""
+    s = settings()
+    return _window_health(str(s.db_path), str(s.models_dir), _policy_key(), filters.start,
+                          filters.end, filters.model_version, source, drift)
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
@@ -268,10 +294,11 @@ def page_setup(title: str, *, action: str = "view", filters: bool = False,
 # --- status, tiles, banner --------------------------------------------------------------------------
 
 
-def badge(status: str) -> str:
-    """A coloured markdown badge for a status (green / yellow / red / unknown)."""
+def badge(status: str, text: str | None = None) -> str:
+    """A coloured markdown badge for a status (green / yellow / red / unknown), reading ``text``
+    (default: the status)."""
     status = str(status)
-    return f":{STATUS_COLOURS.get(status, 'gray')}-background[**{status.upper()}**]"
+    return f":{STATUS_COLOURS.get(status, 'gray')}-background[**{(text or status).upper()}**]"
 
 
 def fmt(value: float | None, kind: str = "ratio") -> str:
@@ -292,11 +319,11 @@ def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ra
                 change: float | None = None, higher_is_better: bool = True,
                 estimated: float | None = None, estimated_status: str | None = None,
                 coverage: float | None = None, n: int | None = None, note: str = "",
-                help: str | None = None) -> None:
+                help: str | None = None, badge_text: str | None = None) -> None:
     """One metric as a tile: its value and status badge, the change against the previous window
     (green when it improved), the realised value next to the estimated one, and label coverage."""
     with st.container(border=True):
-        st.markdown(f"{badge(status)}  **{label}**", help=help)
+        st.markdown(f"{badge(status, badge_text)}  **{label}**", help=help)
         delta = None if change is None else (
             f"{change:+,.0f} ms" if kind == "ms" else f"{change:+,.0f}" if kind == "count"
             else f"{change:+.3f}")
@@ -314,6 +341,18 @@ def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ra
             lines.append(note)
         if lines:
             st.caption(" · ".join(lines))
+
+
+def tile(t: Tile) -> None:
+    """Render a :class:`~skinlesion.monitoring.cockpit.Tile` with :func:`metric_tile`."""
+    note = t.note
+    if t.status_estimated:
+        note = f"{note} · colour from the estimate" if note else "colour from the estimate"
+    metric_tile(t.label, t.value, t.status, kind=t.kind, change=t.change,
+                higher_is_better=t.higher_is_better, estimated=t.estimated,
+                estimated_status=t.estimated_status, coverage=t.coverage, n=t.n, note=note,
+                help=t.bands or None,
+                badge_text="no threshold" if not t.bands and t.metric != "volume" else None)
 
 
 def active_model_banner() -> ActiveModel:
@@ -351,3 +390,54 @@ def active_model_banner() -> ActiveModel:
 def status_text(status: str) -> str:
     """A status with its coloured dot, for table cells and captions."""
     return f"{STATUS_ICONS.get(str(status), '⚪')} {status}"
+
+
+# --- charts -----------------------------------------------------------------------------------------
+
+#: Resolution of the matplotlib figures (skinlesion.plots) shown in the pages: sharp on screen,
+#: quicker to draw than Streamlit's default of 200.
+FIGURE_DPI = 110
+
+
+def figure(fig: Figure, *, dpi: int = FIGURE_DPI) -> None:
+    """Show a matplotlib figure (e.g. from skinlesion.plots) as a PNG drawn at ``dpi``."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    st.image(buffer.getvalue(), width="stretch")
+
+
+def status_scale() -> alt.Scale:
+    """Colour scale of the statuses (for bands and points)."""
+    return alt.Scale(domain=list(STATUS_HEX), range=list(STATUS_HEX.values()))
+
+
+def history_chart(frame: pd.DataFrame, metric: str, threshold: Threshold | None, *, title: str,
+                  kind: str = "ratio", height: int = 220) -> alt.LayerChart:
+    """A metric over time from snapshot rows (``ts``, ``value``, ``estimated``,
+    ``effective_status``): the realised value as a line with points coloured by status, the
+    estimate dashed, over the green / yellow / red bands of its threshold."""
+    frame = frame.sort_values("ts")
+    values = pd.concat([frame["value"], frame["estimated"]])
+    low, high = cockpit.chart_range(values, threshold, ratio=kind == "ratio")
+    y_scale = alt.Scale(domain=[low, high], nice=False, zero=False)
+    layers: list[alt.Chart] = []
+    if threshold is not None:
+        bands = cockpit.threshold_bands(threshold, low, high)
+        layers.append(alt.Chart(bands).mark_rect(opacity=0.13).encode(
+            y=alt.Y("y0:Q", scale=y_scale, title=None), y2="y1:Q",
+            color=alt.Color("status:N", scale=status_scale(), legend=None)))
+    base = alt.Chart(frame).encode(x=alt.X("ts:T", title=None))
+    fmt_ = ",.0f" if kind in ("ms", "count") else ".3f"
+    layers.append(base.mark_line(color="#1b2631").encode(
+        y=alt.Y("value:Q", scale=y_scale, title=None)))
+    layers.append(base.mark_circle(size=60, opacity=1).encode(
+        y=alt.Y("value:Q", scale=y_scale),
+        color=alt.Color("effective_status:N", scale=status_scale(), legend=None),
+        tooltip=[alt.Tooltip("ts:T", title="snapshot"), alt.Tooltip("value:Q", format=fmt_),
+                 alt.Tooltip("estimated:Q", format=fmt_), alt.Tooltip("effective_status:N",
+                                                                       title="status"),
+                 alt.Tooltip("n:Q"), alt.Tooltip("note:N")]))
+    if frame["estimated"].notna().any():
+        layers.append(base.mark_line(strokeDash=[5, 4], color="#5d6d7e").encode(
+            y=alt.Y("estimated:Q", scale=y_scale)))
+    return alt.layer(*layers).properties(title=title, height=height)

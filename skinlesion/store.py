@@ -918,6 +918,26 @@ class Store:
         with self._connection(write=False) as con:
             return con.execute(sql, params).df()
 
+    def hourly_operations(self, start: datetime, end: datetime, *, model_version: str | None = None,
+                          source: str | None = None, returned: bool | None = None,
+                          by_source: bool = False) -> pd.DataFrame:
+        """Operations per UTC hour of ``[start, end)`` (hours without answers left out): ``hour``
+        (and ``source`` with ``by_source``), ``n``, ``latency_p50_ms, latency_p95_ms,
+        latency_p99_ms`` (linear interpolation), ``uncertain``, ``refer`` (answers with that
+        decision), oldest first (the dashboard's Operations page)."""
+        where, params = _where(start, end, dict(model_version=model_version, source=source,
+                                                returned=returned), "p")
+        keys = "date_trunc('hour', p.ts) AS hour" + (", p.source" if by_source else "")
+        groups = "1, 2" if by_source else "1"
+        sql = (f"SELECT {keys}, count(*) AS n, quantile_cont(p.latency_ms, 0.5) AS latency_p50_ms, "
+               "quantile_cont(p.latency_ms, 0.95) AS latency_p95_ms, "
+               "quantile_cont(p.latency_ms, 0.99) AS latency_p99_ms, "
+               "count(*) FILTER (WHERE p.decision = 'uncertain') AS uncertain, "
+               "count(*) FILTER (WHERE p.decision = 'refer') AS refer "
+               f"FROM predictions p{where} GROUP BY {groups} ORDER BY {groups}")
+        with self._connection(write=False) as con:
+            return con.execute(sql, params).df()
+
     # --- labels ---
 
     def add_labels(self, labels: Iterable[LabelRecord]) -> int:

@@ -1,5 +1,91 @@
-"""Performance."""
+"""Performance — how well the model does on labelled cases: each metric over time against its
+threshold bands (realised, and estimated before labels arrive), then, for the sidebar's window,
+estimated vs realised, the per-class table, the confusion matrix, ROC and calibration curves."""
+
+from datetime import timedelta
+
+import altair as alt
+import streamlit as st
 
 import components
+from skinlesion import plots
+from skinlesion.monitoring.cockpit import estimated_vs_realised, labelled_arrays, per_class_table
 
-components.page_setup("Performance", filters=True)
+#: Metrics charted over time, in display order: (metric, title, kind).
+HISTORY_METRICS = (("recall", "Recall (sensitivity)", "ratio"), ("fnr", "False-negative rate", "ratio"),
+                   ("precision", "Precision", "ratio"), ("accuracy", "Accuracy", "ratio"),
+                   ("auroc", "AUROC", "ratio"), ("pauc_80", "Partial AUC (>80% sensitivity)", "ratio"),
+                   ("log_loss", "Log loss", "ratio"), ("f1", "F1", "ratio"),
+                   ("ece", "Calibration error (ECE)", "ratio"),
+                   ("balanced_accuracy", "Balanced multiclass accuracy", "ratio"))
+HISTORY = {"30 d": timedelta(days=30), "90 d": timedelta(days=90), "1 y": timedelta(days=365)}
+FIGURES = {"Confusion matrix": lambda y, p, malignant: plots.confusion_matrix_figure(y, p),
+           "ROC curves": plots.roc_figure, "Calibration": plots.calibration_figure}
+#: Below this many labelled cases the curves say little; they are not drawn.
+MIN_CURVE_CASES = 10
+
+_, filters = components.page_setup("Performance", filters=True)
+policy = components.policy()
+
+# 1. metrics over time, from the monitor's snapshots
+st.subheader("Over time")
+left, right = st.columns([1, 1])
+span = left.radio("History", list(HISTORY), horizontal=True, key="performance_history")
+snapshots = components.store_query("query_snapshots", filters.end - HISTORY[span], filters.end,
+                                   model_version=filters.model_version)
+if snapshots.empty:
+    st.info("No monitoring snapshots in this period yet. They are written by `skinlesion monitor "
+            "--every 1h` (or `--once`).")
+else:
+    windows = sorted(snapshots["window_name"].unique())
+    window = right.selectbox("Health window of each snapshot", windows,
+                             index=windows.index("24h") if "24h" in windows else 0,
+                             key="performance_window")
+    chosen = snapshots[snapshots["window_name"] == window]
+    shown = [m for m in HISTORY_METRICS if m[0] in set(chosen["metric"])]
+    columns = st.columns(2)
+    for i, (metric, title, kind) in enumerate(shown):
+        rows = chosen[chosen["metric"] == metric]
+        columns[i % 2].altair_chart(
+            components.history_chart(rows, metric, policy.thresholds.get(metric), title=title, kind=kind),
+            width="stretch")
+    st.caption("Line and dots: realised (from labels), dots coloured by status; dashed: estimated "
+               "from the calibrated probabilities; background: the policy's green / yellow / red "
+               "bands.")
+
+# 2. the sidebar's window in detail
+health = components.window_health(filters, drift=False)
+report = health.report
+st.subheader(f"Estimated vs realised — {filters.label}")
+table = estimated_vs_realised(report)
+long = table.melt(id_vars=["metric"], value_vars=["realised", "estimated"], var_name="kind").dropna()
+if long.empty:
+    st.info("No performance numbers in this window (no answers).")
+else:
+    dots = alt.Chart(long).mark_point(filled=True, size=120).encode(
+        x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False)), y=alt.Y("metric:N", title=None),
+        color=alt.Color("kind:N", scale=alt.Scale(domain=["realised", "estimated"],
+                                                   range=["#1b2631", "#85929e"])),
+        shape="kind:N", tooltip=["metric:N", "kind:N", alt.Tooltip("value:Q", format=".3f")])
+    st.altair_chart(dots, width="stretch")
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.3f")
+                            for c in ("realised", "estimated", "gap")})
+
+labelled = components.store_query("labelled_predictions", filters.start, filters.end,
+                                  model_version=filters.model_version,
+                                  returned=True if filters.model_version is None else None)
+st.subheader(f"Labelled cases in the window: {len(labelled):,}")
+if len(labelled) < MIN_CURVE_CASES:
+    st.info(f"Fewer than {MIN_CURVE_CASES} labelled cases in this window: no per-class table or "
+            "curves. Choose a longer window, or label the review queue.")
+else:
+    y, probs = labelled_arrays(labelled)
+    st.markdown("**Per class** (one class against the rest; recall change against the window before)")
+    st.dataframe(per_class_table(labelled, report), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in (
+                     "sensitivity", "specificity", "auc", "pauc_80", "ap", "previous_recall",
+                     "recall_change")})
+    # one figure at a time: each takes a second or two to draw
+    figure = st.radio("Figure", list(FIGURES), horizontal=True, key="performance_figure")
+    components.figure(FIGURES[figure](y, probs, malignant=policy.malignant))

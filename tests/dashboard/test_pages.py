@@ -1,0 +1,95 @@
+"""The cockpit's monitoring pages on seeded stores (tests/dashboard/conftest.py): they render without
+an exception and show the planted statuses, drift and traffic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from streamlit.testing.v1 import AppTest
+
+
+def _tile_badges(at: AppTest) -> dict[str, str]:
+    """The status badge of each metric tile, by tile label (``:red-background[**RED**]  **Recall**``)."""
+    badges = {}
+    for md in at.markdown:
+        text = md.value
+        if text.startswith(":") and "-background[**" in text and "  **" in text:
+            badge, label = text.split("  **", 1)
+            badges[label.rstrip("*")] = badge.split("[**", 1)[1].split("**]", 1)[0]
+    return badges
+
+
+def _texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_overview_shows_the_planted_bad_window_in_red(bad_home, run_page: Callable[..., AppTest]):
+    at = run_page("overview")
+    assert not at.exception
+    badges = _tile_badges(at)
+    assert badges["Recall (sensitivity)"] == "RED"
+    assert badges["False-negative rate"] == "RED"
+    assert badges["Latency p95"] == "GREEN"  # the planted fault is in the labels, not the service
+    assert len(badges) == 11
+    errors = _texts(at.error)
+    assert "RED — Unhealthy — act now" in errors
+    assert "Demo model trained on synthetic data" in errors  # the card's data name says synthetic
+    playbook = _texts(at.markdown)
+    assert "Switch serving to the fallback model" in playbook
+    assert "recall" in playbook and "red" in playbook  # the concrete hints name the breach
+    assert any("Open alerts (" in s.value and "(0)" not in s.value for s in at.subheader)
+
+
+def test_overview_shows_a_healthy_window_in_green(good_home, run_page: Callable[..., AppTest]):
+    at = run_page("overview")
+    assert not at.exception
+    badges = _tile_badges(at)
+    assert badges["Recall (sensitivity)"] == "GREEN"
+    assert badges["Accuracy"] == "GREEN"
+    assert "GREEN — Healthy — keep monitoring" in _texts(at.success)
+    assert "synthetic" not in _texts(at.error)  # a model trained on real data gets no demo banner
+    assert any(s.value == "Open alerts (0)" for s in at.subheader)
+
+
+def test_performance_page_draws_history_tables_and_curves(bad_home, run_page: Callable[..., AppTest]):
+    at = run_page("performance")
+    assert not at.exception
+    assert any(s.value == "Labelled cases in the window: 80" for s in at.subheader)
+    assert len(at.get("vega_lite_chart")) >= 5  # metric histories + estimated vs realised
+    per_class = at.dataframe[1].value
+    assert set(per_class["class"]) == {"MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"}
+    assert len(at.get("image")) == 1  # one figure at a time
+    at.radio(key="performance_figure").set_value("ROC curves").run()
+    assert not at.exception
+    assert len(at.get("image")) == 1
+
+
+def test_drift_page_names_the_drifted_feature_and_builds_the_report(bad_home,
+                                                                    run_page: Callable[..., AppTest]):
+    at = run_page("drift")
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("feature")
+    assert bool(table.loc["brightness", "drifted"])  # the planted brighter camera
+    assert not bool(table.loc["sex", "drifted"])
+    at.selectbox(key="drift_feature").set_value("brightness").run()
+    assert not at.exception
+    assert "brightness: K-S p_value" in _texts(at.caption)
+    assert not at.get("download_button")
+    at.button(key="drift_build_report").click().run()  # Evidently's full report, on demand
+    assert not at.exception
+    assert len(at.get("download_button")) == 1
+
+
+def test_operations_page_counts_answers_by_source(bad_home, run_page: Callable[..., AppTest]):
+    at = run_page("operations")
+    assert not at.exception
+    by_source = at.dataframe[0].value.set_index("source")
+    # the current window holds 80 answers: every other one from the API, a quarter each from the
+    # dashboard and batch jobs
+    assert by_source.loc["api", "answers"] == 40
+    assert by_source.loc["dashboard", "answers"] == 20
+    assert by_source.loc["batch", "answers"] == 20
+    assert by_source.loc["demo", "answers"] == 0
+    at.radio(key="operations_source").set_value("batch").run()
+    assert not at.exception
+    assert at.metric[0].value == "20"

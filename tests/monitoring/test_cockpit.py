@@ -1,0 +1,65 @@
+"""skinlesion.monitoring.cockpit: what the dashboard's monitoring pages show, without streamlit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from skinlesion import registry
+from skinlesion.monitoring.cockpit import active_model, chart_range, is_synthetic, threshold_bands
+from skinlesion.monitoring.policy import DEFAULT_THRESHOLDS
+from skinlesion.store import ServingRoute, Store
+from tests.standins import save_standin
+
+
+def test_bands_of_a_higher_is_better_metric_cover_the_range_in_order():
+    bands = threshold_bands(DEFAULT_THRESHOLDS["recall"], 0.6, 1.0)  # green >= 0.85, red < 0.75
+    assert bands.to_dict("records") == [{"status": "red", "y0": 0.6, "y1": 0.75},
+                                        {"status": "yellow", "y0": 0.75, "y1": 0.85},
+                                        {"status": "green", "y0": 0.85, "y1": 1.0}]
+
+
+def test_bands_of_a_lower_is_better_metric_are_clipped_to_the_range():
+    bands = threshold_bands(DEFAULT_THRESHOLDS["log_loss"], 0.0, 0.4)  # green <= 0.3, red > 0.5
+    assert bands["status"].tolist() == ["green", "yellow"]
+    assert bands["y1"].tolist() == [0.3, 0.4]
+
+
+def test_chart_range_holds_the_values_and_both_bounds():
+    low, high = chart_range(pd.Series([0.95, 0.97, None]), DEFAULT_THRESHOLDS["recall"], ratio=True)
+    assert low < 0.75 and 0.97 < high <= 1.0
+    assert chart_range(pd.Series([], dtype=float), None, ratio=True) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(("name", "notes", "extra", "expected"), [
+    ("synthetic ISIC-like lesions", None, {}, True),
+    ("ISIC 2019 training", "demo model: trained on Simulated images", {}, True),
+    ("ISIC 2019 training", None, {"synthetic": True}, True),
+    ("ISIC 2019 training", "validated on HAM10000", {}, False),
+])
+def test_a_card_trained_on_synthetic_data_is_recognised(tmp_path: Path, name, notes, extra, expected):
+    manifest = registry.build_manifest(pd.DataFrame({"image": ["a"], "lesion_id": ["a"],
+                                                     "diagnosis": ["MEL"]}),
+                                       pd.Series(["train"]), pd.Series(["0" * 64]))
+    card = registry.ModelCard(id="v", kind="x", created="2024-01-01", threshold=0.5, model={},
+                              data=registry.data_info(manifest, name=name), notes=notes, **extra)
+    assert is_synthetic(card) is expected
+
+
+def test_active_model_follows_the_route_to_the_engaged_fallback(tmp_path: Path):
+    models = tmp_path / "models"
+    save_standin(models, "v1")
+    save_standin(models, "rules")
+    store = Store(tmp_path / "db.duckdb")
+    missing = active_model(store, models)  # the default route names 'reference', absent here
+    assert missing.card is None and "reference" in missing.problem
+    store.set_route(ServingRoute(active_version="v1", fallback_version="rules"), actor="t", role="ml_lead",
+                    reason="test")
+    assert active_model(store, models).serving_version == "v1"
+    store.set_route(ServingRoute(active_version="v1", fallback_version="rules", fallback_engaged=True),
+                    actor="t", role="ml_lead", reason="test")
+    active = active_model(store, models)
+    assert active.serving_version == "rules" and active.card.id == "rules" and active.fallback_engaged
+    assert not active.synthetic  # the stand-in's data is named "standin"

@@ -1,0 +1,44 @@
+"""Store queries written for the dashboard: the versions that answered, and operations per hour."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from skinlesion.store import Store
+from tests.monitoring.traffic import traffic
+
+T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
+
+
+def _store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "db.duckdb")
+    first, _ = traffic(T0, n=30, seed=1, span=timedelta(hours=3), model_version="v1")
+    second, _ = traffic(T0 + timedelta(hours=2), n=10, seed=2, span=timedelta(hours=1), model_version="v2")
+    second = [p.model_copy(update={"source": "batch", "latency_ms": 900.0, "decision": "uncertain"})
+              for p in second]
+    store.log_predictions([*first, *second])
+    return store
+
+
+def test_version_counts_lists_the_versions_that_answered(tmp_path: Path):
+    store = _store(tmp_path)
+    counts = store.version_counts()
+    assert dict(zip(counts["model_version"], counts["n"], strict=True)) == {"v1": 30, "v2": 10}
+    assert counts.set_index("model_version").loc["v2", "roles"] == "active"
+    early = store.version_counts(T0, T0 + timedelta(hours=2))  # before v2 answered
+    assert early["model_version"].tolist() == ["v1"]
+
+
+def test_hourly_operations_counts_latency_and_decisions_per_hour(tmp_path: Path):
+    store = _store(tmp_path)
+    hourly = store.hourly_operations(T0, T0 + timedelta(hours=3))
+    assert hourly["n"].sum() == 40
+    assert len(hourly) == 3
+    last = hourly.iloc[-1]  # 10:00-11:00 holds every batch answer: slow and uncertain
+    assert last["uncertain"] == 10 and last["latency_p99_ms"] > 800
+    assert hourly.iloc[0]["uncertain"] == 0 and hourly.iloc[0]["latency_p95_ms"] < 100
+    by_source = store.hourly_operations(T0, T0 + timedelta(hours=3), by_source=True)
+    assert by_source.groupby("source")["n"].sum().to_dict() == {"api": 30, "batch": 10}
+    only_batch = store.hourly_operations(T0, T0 + timedelta(hours=3), source="batch")
+    assert only_batch["n"].tolist() == [10]

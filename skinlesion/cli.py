@@ -15,7 +15,7 @@ app = typer.Typer(help="Skin-lesion classifier: data, training, evaluation, serv
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Datasets: download published data.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions and the serving route: list, show, alias, activate, "
-                         "fallback, restrict.", no_args_is_help=True)
+                         "rollback, fallback, restrict.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 
@@ -313,54 +313,61 @@ def apikey_revoke(name: str = typer.Option(..., help="Name of the key to revoke.
     typer.echo(f"revoked {name}")
 
 
-def _change_route(reason: str, **changes) -> None:
-    from skinlesion.registry import resolve_version
+def _route_action(action) -> None:
+    """Run a skinlesion.operations route action as the ml_lead on this server (audited under the
+    login name) and print the new route; project errors exit with code 2."""
+    from skinlesion import operations
 
     store = _store()
-    route = store.get_route()
-    for field in ("active_version", "fallback_version"):
-        if changes.get(field):
-            changes[field] = resolve_version(_settings().models_dir, changes[field])
-    new = route.model_copy(update=changes)
-    new = type(route).model_validate(new.model_dump())  # re-validate the combination
-    store.set_route(new, actor=_actor(), role="ml_lead", reason=reason)
-    typer.echo(new.model_dump_json(indent=2))
+    try:
+        action(operations, store, _settings().models_dir, {"actor": _actor(), "role": "ml_lead"})
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(store.get_route().model_dump_json(indent=2))
+
+
+def _on_off(state: str) -> bool:
+    if state not in ("on", "off"):
+        raise _fail(ValueError(f"state must be 'on' or 'off', got {state!r}"))
+    return state == "on"
 
 
 @models_app.command("activate")
 def models_activate(version: str = typer.Argument(..., help="Version id or alias to serve."),
                     reason: str = typer.Option(..., help="Why (audited).")) -> None:
-    """Make a version the active model (audited; servers follow within seconds)."""
-    try:
-        _change_route(reason, active_version=version)
-    except (SkinLesionError, ValueError) as err:
-        raise _fail(err) from err
+    """Make a version the active model: promote a candidate (audited; servers follow within
+    seconds)."""
+    _route_action(lambda ops, store, models, who: ops.activate(store, models, version,
+                                                              reason=reason, **who))
+
+
+@models_app.command("rollback")
+def models_rollback(reason: str = typer.Option(..., help="Why (audited).")) -> None:
+    """Serve the previously active version again, in one step (audited)."""
+    _route_action(lambda ops, store, models, who: ops.rollback(store, models, reason=reason, **who))
 
 
 @models_app.command("fallback")
 def models_fallback(state: str = typer.Argument(..., help="on | off"),
                     reason: str = typer.Option(..., help="Why (audited)."),
-                    version: str | None = typer.Option(None, help="Fallback version to use (needed "
-                                                       "the first time).")) -> None:
+                    version: str | None = typer.Option(None, help="Fallback version to use "
+                                                       "(default: the route's, else the newest "
+                                                       "fallback version).")) -> None:
     """Switch answers to the rule-based fallback model, or back (audited)."""
-    if state not in ("on", "off"):
-        raise _fail(ValueError(f"state must be 'on' or 'off', got {state!r}"))
-    try:
-        _change_route(reason, fallback_engaged=state == "on", fallback_version=version)
-    except (SkinLesionError, ValueError) as err:
-        raise _fail(err) from err
+    if _on_off(state):
+        _route_action(lambda ops, store, models, who: ops.engage_fallback(
+            store, models, version=version, reason=reason, **who))
+    else:
+        _route_action(lambda ops, store, models, who: ops.release_fallback(store, reason=reason,
+                                                                          **who))
 
 
 @models_app.command("restrict")
 def models_restrict(state: str = typer.Argument(..., help="on | off"),
                     reason: str = typer.Option(..., help="Why (audited).")) -> None:
     """Answer only clear cases (everything else is referred), or lift that (audited)."""
-    if state not in ("on", "off"):
-        raise _fail(ValueError(f"state must be 'on' or 'off', got {state!r}"))
-    try:
-        _change_route(reason, restricted_to_clear_cases=state == "on")
-    except (SkinLesionError, ValueError) as err:
-        raise _fail(err) from err
+    on = _on_off(state)
+    _route_action(lambda ops, store, models, who: ops.restrict(store, on, reason=reason, **who))
 
 
 @labels_app.command("import")
@@ -541,6 +548,37 @@ def dashboard(port: int = typer.Option(8501, min=1, max=65535, help="Port."),
     command = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.port",
                str(port), "--server.address", host]
     raise typer.Exit(subprocess.call(command, env=env, cwd=DASHBOARD_APP.parent.parent))
+
+
+@app.command()
+def demo(data: Path | None = typer.Option(None, help="Real images in the ISIC 2019 layout (served "
+                                          "by the shipped reference model) instead of synthetic."),
+         rebuild: bool = typer.Option(False, help="Rebuild even if a demo exists."),
+         build_only: bool = typer.Option(False, help="Build, do not start the dashboard."),
+         port: int = typer.Option(8501, help="Dashboard port.")) -> None:
+    """The embedded demo: synthetic data, a demo model, the fallback, 30 days of simulated traffic
+    with an incident, monitoring history; then the dashboard over it (everything marked simulated)."""
+    import os
+
+    from skinlesion.demo import DEMO_USERS, build_demo, demo_home, is_built
+
+    settings = _settings()
+    home = demo_home(settings)
+    if rebuild or not is_built(home):
+        try:
+            result = build_demo(settings, data=data)
+        except SkinLesionError as err:
+            raise _fail(err) from err
+        typer.echo(f"demo built in {result.seconds:.0f} s: {result.predictions} simulated "
+                   f"predictions, {result.labels} labels, {result.open_alerts} open alerts "
+                   f"(model {result.model}, fallback {result.fallback}) in {home}")
+    if build_only:
+        return
+    typer.echo("demo sign-ins (demo only): " + ", ".join(f"{n} / {p} ({r})"
+                                                        for n, r, p in DEMO_USERS))
+    os.environ["SKINLESION_HOME"] = str(home)
+    os.environ.pop("SKINLESION_MODELS_DIR", None)
+    dashboard(port=port, host="127.0.0.1")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,24 +10,38 @@ Everything it writes is marked simulated (``simulated = true``, source ``demo``)
 
 from __future__ import annotations
 
+import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
+import pandas as pd
+from PIL import Image, ImageEnhance, ImageFilter
 from tqdm.auto import tqdm
 
-from skinlesion.data.synthetic import render_lesion, sample_metadata
+from skinlesion.auth import add_user
+from skinlesion.data.images import load_image
+from skinlesion.data.readers import read_dataset
+from skinlesion.data.splits import split_dataset
+from skinlesion.data.synthetic import (CLASS_FREQUENCY, render_lesion, sample_metadata,
+                                       write_synthetic_dataset)
+from skinlesion.model.fallback import fit_fallback
+from skinlesion.monitoring.policy import load_policy
+from skinlesion.monitoring.runner import run_once
 from skinlesion.predict import Predictor
+from skinlesion.register import register
+from skinlesion.registry import ModelCard, load_version, read_card, read_manifest, resolve_version
 from skinlesion.schema import CLASSES, Metadata
-from skinlesion.store import LabelRecord, Store
+from skinlesion.settings import Settings
+from skinlesion.store import LabelRecord, ServingRoute, Store
+from skinlesion.train import TrainConfig, fit, training_summary
 
-#: a clinic's patient mix (share of each diagnosis among the lesions sent for an opinion)
-CLINIC_MIX = {"MEL": 0.12, "NV": 0.50, "BCC": 0.10, "AK": 0.05, "BKL": 0.13, "DF": 0.03,
-              "VASC": 0.03, "SCC": 0.04}
+#: the clinic's usual patient mix: the training data's (so quiet days show no drift)
+CLINIC_MIX = CLASS_FREQUENCY
 #: during the incident the clinic sees an older population: more keratinocyte cancers and keratoses
 OLDER_MIX = {"MEL": 0.14, "NV": 0.22, "BCC": 0.22, "AK": 0.12, "BKL": 0.17, "DF": 0.02,
              "VASC": 0.02, "SCC": 0.09}
@@ -39,7 +53,7 @@ WEEKDAY = np.array([1.0, 1.0, 0.95, 1.0, 0.9, 0.3, 0.1])
 @dataclass(frozen=True)
 class TrafficConfig:
     days: int = 30
-    requests_per_weekday: int = 90
+    requests_per_weekday: int = 70
     incident_days: int = 7
     label_share: float = 0.6
     label_delay_days: tuple[float, float] = (1.0, 5.0)
@@ -74,14 +88,16 @@ def incident_severity(t: datetime, now: datetime, incident_days: int) -> float:
 
 
 def device_shift(image: Image.Image, severity: float) -> Image.Image:
-    """The new imaging device: darker, bluish and flatter images (``severity`` 0..1)."""
+    """The new imaging device: darker, bluish, flatter and softer-focus images (``severity`` 0..1).
+    At full severity it costs the demo model about 0.3 of its recall (measured when tuned)."""
     if severity <= 0:
         return image
     img = ImageEnhance.Brightness(image).enhance(1 - 0.35 * severity)
     img = ImageEnhance.Contrast(img).enhance(1 - 0.4 * severity)
     arr = np.asarray(img, dtype=np.float32)
     arr = arr * np.array([1 - 0.25 * severity, 1 - 0.05 * severity, 1 + 0.3 * severity])
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return img.filter(ImageFilter.GaussianBlur(2.5 * severity))
 
 
 def older_patient(metadata: dict, severity: float, rng: np.random.Generator) -> dict:
@@ -99,12 +115,38 @@ def class_mix(severity: float) -> np.ndarray:
     return mix / mix.sum()
 
 
+#: draws one case of a class: (image, metadata as for Metadata.from_raw)
+CaseSource = Callable[[str, np.random.Generator], tuple[Image.Image, dict]]
+
+
+def synthetic_cases(width: int = 200) -> CaseSource:
+    """New synthetic lesions, never seen in training."""
+    def draw(cls: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+        return render_lesion(cls, rng, width), sample_metadata(cls, rng)
+    return draw
+
+
+def dataset_cases(df: pd.DataFrame) -> CaseSource:
+    """Real images of a dataset table (e.g. a model's test split), drawn by class; a class absent
+    from ``df`` is replaced by the nearest available one (NV)."""
+    by_class = {c: rows for c, rows in df.groupby("diagnosis")}
+
+    def draw(cls: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+        rows = by_class.get(cls, by_class.get("NV", df))
+        row = rows.iloc[int(rng.integers(len(rows)))]
+        age = None if pd.isna(row["age_approx"]) else float(row["age_approx"])
+        return load_image(row["path"]), {"age_approx": age, "sex": row["sex"],
+                                         "anatom_site_general": row["anatom_site_general"]}
+    return draw
+
+
 def simulate_traffic(store: Store, predictor: Predictor, now: datetime, config: TrafficConfig, *,
-                     retention_dir: Path | None = None, batch_size: int = 48,
-                     progress: bool = True) -> dict:
+                     cases: CaseSource | None = None, retention_dir: Path | None = None,
+                     batch_size: int = 48, progress: bool = True) -> dict:
     """Send simulated requests through ``predictor`` and log them with their simulated times;
     add the labels that have arrived by ``now``. Returns counts."""
     rng = np.random.default_rng(config.seed)
+    draw = cases or synthetic_cases(config.image_width)
     times = schedule(now, config, rng)
     n_labels = 0
     bar = tqdm(total=len(times), desc="simulated traffic", unit="req", file=sys.stderr,
@@ -115,9 +157,10 @@ def simulate_traffic(store: Store, predictor: Predictor, now: datetime, config: 
         for t in batch_times:
             sev = incident_severity(t, now, config.incident_days)
             cls = CLASSES[rng.choice(len(CLASSES), p=class_mix(sev))]
+            image, meta = draw(cls, rng)
             classes.append(cls)
-            images.append(device_shift(render_lesion(cls, rng, config.image_width), sev))
-            metas.append(Metadata.from_raw(**older_patient(sample_metadata(cls, rng), sev, rng)))
+            images.append(device_shift(image, sev))
+            metas.append(Metadata.from_raw(**older_patient(meta, sev, rng)))
         answers = predictor.predict_batch(images, metas)
         records, labels = [], []
         for t, cls, img, meta, answer in zip(batch_times, classes, images, metas, answers,
@@ -161,3 +204,140 @@ def replay_monitoring(days: int, now: datetime, run: Callable[[datetime], object
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+DEMO_NOTE = ("DEMO MODEL trained on synthetic images (skinlesion synth); its traffic, labels and "
+             "incident are simulated. Not for clinical use.")
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    home: Path
+    model: str
+    fallback: str
+    predictions: int
+    labels: int
+    open_alerts: int
+    seconds: float
+
+
+def demo_home(settings: Settings) -> Path:
+    """The demo lives in its own home (models, DuckDB, retained images) under ``data/demo``, so it
+    never mixes with a real deployment's store."""
+    return settings.data_dir / "demo"
+
+
+def is_built(home: Path) -> bool:
+    return (home / "BUILT").is_file()
+
+
+#: sign-ins of the demo only (written to the demo home's users file, never to a real one)
+DEMO_USERS = (("viewer", "viewer", "demo-viewer"), ("clinician", "clinician", "demo-clinician"),
+              ("lead", "ml_lead", "demo-lead"))
+
+
+def add_demo_users(demo: Settings) -> None:
+    for name, role, password in DEMO_USERS:
+        add_user(demo.users_file, name, role, password)
+
+
+def build_demo(settings: Settings, *, data: Path | None = None, n_images: int = 800,
+               traffic: TrafficConfig | None = None, train_config: TrainConfig | None = None,
+               fallback_images: int = 1500, now: datetime | None = None,
+               progress: bool = True) -> DemoResult:
+    """Build the whole demo into :func:`demo_home` (replacing an earlier one).
+
+    Without ``data``: synthetic images and a demo model trained on them. With ``data`` (a dataset in
+    the ISIC 2019 layout, e.g. ../shared/data/isic2019-ham-train): the shipped ``reference`` version
+    serves images of its own test split (lesions it never saw), the incident applied to them as a
+    device-like transformation; the fallback is fitted on ``fallback_images`` training images."""
+    started = time.perf_counter()
+    traffic = traffic or TrafficConfig()
+    now = now or utc_now()
+    home = demo_home(settings)
+    if home.exists():
+        shutil.rmtree(home)
+    demo = Settings(home=home, cache_dir=settings.cache_dir)
+    say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+
+    if data is None:
+        say(f"[1/5] synthetic dataset ({n_images} images)")
+        df = read_dataset(write_synthetic_dataset(home / "dataset", n=n_images, seed=traffic.seed))
+        split = split_dataset(df, seed=traffic.seed)
+        say("[2/5] demo model (EfficientNet-Lite0 + metadata, head trained on cached embeddings)")
+        model = _train_demo_model(demo, df, split, train_config, traffic.seed, progress)
+        cases, data_name = synthetic_cases(traffic.image_width), "synthetic demo data (simulated)"
+    else:
+        say(f"[1/5] real images from {data}")
+        df = read_dataset(data)
+        say("[2/5] the shipped reference model")
+        model = _copy_version(settings.models_dir, "reference", demo.models_dir)
+        manifest = read_manifest(demo.models_dir, model.id).set_index("image")["split"]
+        split = df["image"].map(manifest).fillna("test")
+        cases, data_name = dataset_cases(df[split == "test"]), f"{data} (traffic simulated)"
+        df, split = _subsample(df, split, fallback_images, traffic.seed)
+
+    say("[3/5] rule-based fallback (ABCD features + metadata)")
+    fallback = _train_fallback(demo, df, split, data_name, traffic.seed, progress)
+    store = Store(demo.db_path)
+    store.set_route(ServingRoute(active_version=model.id, fallback_version=fallback.id),
+                    actor="demo", role="ml_lead", reason="demo set-up (simulated)")
+
+    say(f"[4/5] {traffic.days} days of simulated traffic through the Predictor")
+    predictor = Predictor(load_version(model.id, demo.models_dir, device="cpu"))
+    counts = simulate_traffic(store, predictor, now, traffic, cases=cases,
+                              retention_dir=demo.data_dir / "images", progress=progress)
+
+    say("[5/5] monitoring replay (one 24 h snapshot per day)")
+    policy = load_policy(settings.thresholds_file)
+    replay_monitoring(traffic.days, now, lambda t: run_once(store, demo.models_dir, policy, now=t,
+                                                            window="24h"), progress=progress)
+    add_demo_users(demo)
+    (home / "BUILT").write_text(now.isoformat() + "\n")
+    return DemoResult(home=home, model=model.id, fallback=fallback.id,
+                      predictions=counts["predictions"], labels=counts["labels"],
+                      open_alerts=len(store.open_alerts()),
+                      seconds=time.perf_counter() - started)
+
+
+def _train_demo_model(demo: Settings, df: pd.DataFrame, split: pd.Series,
+                      config: TrainConfig | None, seed: int, progress: bool) -> ModelCard:
+    config = config or TrainConfig(mode="head", epochs=30, width=160, height=120,
+                                   train_views=("identity",), tta=("identity",), seed=seed,
+                                   device="cpu")
+    fitted = fit(df, split, config, demo.cache_dir, progress=progress)
+    return register(demo.models_dir, fitted.classifier, df, split, threshold=fitted.threshold,
+                    val_probs=fitted.val_probs,
+                    test_probs=fitted.predict_proba(df[split == "test"]),
+                    data_name="synthetic demo data (simulated)", history=fitted.history,
+                    training=training_summary(fitted), notes=DEMO_NOTE,
+                    target_sensitivity=config.target_sensitivity, version_id="demo-model",
+                    progress=progress)
+
+
+def _train_fallback(demo: Settings, df: pd.DataFrame, split: pd.Series, data_name: str, seed: int,
+                    progress: bool) -> ModelCard:
+    rules, info = fit_fallback(df, split, seed=seed, progress=progress, n_jobs=1)
+    test = df[split == "test"]
+    return register(demo.models_dir, rules, df, split, threshold=rules.threshold_,
+                    val_probs=info["val_probs"],
+                    test_probs=rules.predict_proba([load_image(p) for p in test["path"]], test),
+                    data_name=data_name, notes="Rule-based fallback of the demo (ABCD rule).",
+                    target_sensitivity=0.95, version_id="demo-fallback", progress=progress)
+
+
+def _copy_version(models_dir: Path, ref: str, target_dir: Path) -> ModelCard:
+    source = Path(models_dir) / resolve_version(models_dir, ref)
+    shutil.copytree(source, Path(target_dir) / source.name)
+    return read_card(Path(target_dir) / source.name)
+
+
+def _subsample(df: pd.DataFrame, split: pd.Series, n: int, seed: int) -> tuple[pd.DataFrame,
+                                                                                pd.Series]:
+    """At most ``n`` rows, keeping whole lesions and each split's share (for a quick fallback fit)."""
+    if len(df) <= n:
+        return df, split
+    lesions = df["lesion_id"].drop_duplicates().sample(frac=1.0, random_state=seed)
+    counts = df["lesion_id"].value_counts().reindex(lesions).cumsum()
+    keep = df["lesion_id"].isin(counts[counts <= n].index)
+    return df[keep], split[keep]

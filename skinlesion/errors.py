@@ -45,5 +45,9 @@ class StoreError(SkinLesionError):
     """The prediction store refused an operation (schema newer than the code, unknown API key name...)."""
 
 
+class PermissionDeniedError(SkinLesionError, PermissionError):
+    """The signed-in role may not take this action (skinlesion.auth.PERMISSIONS); nothing changed."""
+
+
 class StoreBusyError(StoreError, TimeoutError):
     """The DuckDB file stayed locked by other processes past the deadline; retry later (HTTP 503)."""

@@ -938,6 +938,40 @@ class Store:
         with self._connection(write=False) as con:
             return con.execute(sql, params).df()
 
+    def review_cases(self, start: datetime | None = None, end: datetime | None = None, *,
+                     labelled: bool | None = None, order: Literal["risk", "newest"] = "risk",
+                     model_version: str | None = None, source: str | None = None,
+                     simulated: bool | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Returned answers (shadow answers excluded) in ``[start, end)`` for the review screens:
+        :data:`PREDICTION_COLUMNS` without ``embedding``, plus ``diagnosis``, ``labelled_by`` and
+        ``label_ts`` of the latest label by request id or image hash (None when unlabelled).
+
+        ``labelled`` keeps only labelled (True) or unlabelled (False) cases; ``order`` is ``risk``
+        (highest ``p_malignant`` first: the triage list) or ``newest``; ``limit`` caps the rows."""
+        orders = {"risk": "p.p_malignant DESC, p.ts DESC", "newest": "p.ts DESC"}
+        if order not in orders:
+            raise DataError(f"must be one of {', '.join(orders)}, got {order!r}", field="order")
+        where, params = _where(start, end, dict(model_version=model_version, source=source,
+                                                simulated=simulated, returned=True), "predictions")
+        label_filter = {None: "", True: " WHERE latest.id IS NOT NULL",
+                        False: " WHERE latest.id IS NULL"}[labelled]
+        sql = f"""
+            WITH p AS (SELECT * EXCLUDE (embedding) FROM predictions{where}),
+            candidates AS (
+                SELECT p.request_id AS prediction_id, l.* FROM p JOIN labels l ON l.request_id = p.request_id
+                UNION ALL
+                SELECT p.request_id, l.* FROM p JOIN labels l ON l.image_sha256 = p.image_sha256
+            ),
+            latest AS (
+                SELECT * FROM candidates
+                QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY ts DESC, seq DESC) = 1
+            )
+            SELECT p.*, latest.diagnosis, latest.labelled_by, latest.ts AS label_ts
+            FROM p LEFT JOIN latest ON latest.prediction_id = p.request_id{label_filter}
+            ORDER BY {orders[order]}, p.request_id{_limit(limit)}"""
+        with self._connection(write=False) as con:
+            return con.execute(sql, params).df()
+
     # --- labels ---
 
     def add_labels(self, labels: Iterable[LabelRecord]) -> int:
@@ -1115,14 +1149,17 @@ class Store:
         with self._connection(write=False) as con:
             return _current_route(con)
 
-    def set_route(self, route: ServingRoute, *, actor: str, role: str, reason: str) -> AuditEntry:
-        """Make ``route`` current and audit it (with the previous route) in one transaction."""
+    def set_route(self, route: ServingRoute, *, actor: str, role: str, reason: str,
+                  details: Mapping[str, Any] | None = None) -> AuditEntry:
+        """Make ``route`` current and audit it (with the previous route) in one transaction;
+        ``details`` (e.g. ``{"operation": "rollback"}``) are added to the audit row's."""
         fields = tuple(ServingRoute.model_fields)
         with self._connection(write=True) as con:
             previous = _current_route(con)
             entry = AuditEntry(actor=actor, role=role, action="set_route", target=route.active_version,
                                reason=_non_blank(reason, "reason"),
-                               details={"route": route.model_dump(), "previous": previous.model_dump()})
+                               details={**(details or {}), "route": route.model_dump(),
+                                        "previous": previous.model_dump()})
             values = route.model_dump()
             con.execute(f"INSERT INTO serving_route (ts, audit_id, {', '.join(fields)}) "
                         f"VALUES (?, ?, {', '.join('?' for _ in fields)})",

@@ -21,7 +21,7 @@ def test_schedule_follows_clinic_hours_and_weekdays():
     assert ((hours >= 7) & (hours <= 19)).all()
     weekdays = np.array([t.weekday() for t in times])
     assert (weekdays < 5).sum() > 5 * (weekdays >= 5).sum()
-    assert 28 * 50 < len(times) < 28 * 90
+    assert 28 * 35 < len(times) < 28 * 70
 
 
 def test_incident_ramps_up_in_the_last_week_only():

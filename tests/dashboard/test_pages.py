@@ -93,3 +93,19 @@ def test_operations_page_counts_answers_by_source(bad_home, run_page: Callable[.
     at.radio(key="operations_source").set_value("batch").run()
     assert not at.exception
     assert at.metric[0].value == "20"
+
+
+def test_sidebar_filters_change_the_window_and_the_model_version(bad_home,
+                                                                 run_page: Callable[..., AppTest]):
+    at = run_page("operations")
+    assert at.metric[0].value == "80"  # last 24 h
+    assert at.sidebar.selectbox(key="filter_model").options == ["all returned answers", "reference"]
+    at.sidebar.radio(key="filter_window").set_value("7 d").run()
+    assert not at.exception
+    assert at.metric[0].value == "160"  # both seeded days
+    at.sidebar.selectbox(key="filter_model").set_value("reference").run()
+    assert not at.exception
+    assert at.metric[0].value == "160"
+    at.sidebar.radio(key="filter_window").set_value("custom").run()  # today and the 7 days before
+    assert not at.exception
+    assert at.metric[0].value == "160"

@@ -384,6 +384,9 @@ def active_model_banner() -> ActiveModel:
                  f"Version {active.serving_version} was trained on "
                  f"“{active.card.data.name if active.card else '?'}”; its answers say nothing about "
                  "real lesions.", icon=":material/science:")
+    elif active.demo:
+        st.info(f"Demo installation: the traffic, labels and incidents behind these numbers are "
+                f"simulated (version {active.serving_version}).", icon=":material/science:")
     return active
 
 

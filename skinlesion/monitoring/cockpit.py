@@ -30,17 +30,29 @@ if TYPE_CHECKING:  # drift imports evidently (seconds): only when a page compute
     from skinlesion.monitoring.drift import DriftResult, FeatureDrift
 
 #: Words that mark a model card's data as synthetic (a demo model, not for clinical use).
-SYNTHETIC_MARKERS: tuple[str, ...] = ("synthetic", "simulated", "demo")
+SYNTHETIC_MARKERS: tuple[str, ...] = ("synthetic",)
+#: Words that mark a version as part of a demo installation (its traffic and labels simulated),
+#: whatever data it was trained on.
+DEMO_MARKERS: tuple[str, ...] = ("demo", "simulated")
+
+
+def _card_text(card: ModelCard) -> str:
+    return f"{card.data.name} {card.notes or ''}".lower()
 
 
 def is_synthetic(card: ModelCard) -> bool:
-    """Whether ``card`` says its model was trained on synthetic data: its data name or notes
-    mention it, or the card carries ``synthetic: true`` / ``demo: true``."""
-    extra = card.model_extra or {}
-    if extra.get("synthetic") is True or extra.get("demo") is True:
+    """Whether ``card`` says its model was trained on synthetic data: its data name or notes say
+    "synthetic", or the card carries ``synthetic: true``. A model trained on real images whose
+    demo traffic is simulated is not synthetic (see :func:`is_demo`)."""
+    if (card.model_extra or {}).get("synthetic") is True:
         return True
-    text = f"{card.data.name} {card.notes or ''}".lower()
-    return any(marker in text for marker in SYNTHETIC_MARKERS)
+    return any(marker in _card_text(card) for marker in SYNTHETIC_MARKERS)
+
+
+def is_demo(card: ModelCard) -> bool:
+    """Whether ``card`` belongs to a demo installation (``skinlesion demo``): trained on synthetic
+    data, or its data name or notes mention a demo or simulated traffic."""
+    return is_synthetic(card) or any(marker in _card_text(card) for marker in DEMO_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,14 @@ class ActiveModel:
 
     ``serving_version`` is the fallback while it is engaged, else the active version; ``card`` is
     its model card (None when the version is not in the models folder: ``problem`` says so);
-    ``synthetic`` whether that card says it was trained on synthetic data."""
+    ``synthetic`` whether that card says it was trained on synthetic data, ``demo`` whether it is
+    part of a demo installation (simulated traffic)."""
 
     route: ServingRoute
     serving_version: str
     card: ModelCard | None
     synthetic: bool
+    demo: bool = False
     problem: str = ""
 
     @property
@@ -75,7 +89,7 @@ def active_model(store: Store, models_dir: Path) -> ActiveModel:
         card = read_card(Path(models_dir) / resolve_version(models_dir, serving))
     except ModelNotFoundError as err:
         return ActiveModel(route, serving, None, False, problem=str(err))
-    return ActiveModel(route, serving, card, is_synthetic(card))
+    return ActiveModel(route, serving, card, is_synthetic(card), is_demo(card))
 
 
 # --- one window's health, drift included ------------------------------------------------------------

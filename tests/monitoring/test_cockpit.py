@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from skinlesion import registry
-from skinlesion.monitoring.cockpit import active_model, chart_range, is_synthetic, threshold_bands
+from skinlesion.monitoring.cockpit import active_model, chart_range, is_demo, is_synthetic, threshold_bands
 from skinlesion.monitoring.policy import DEFAULT_THRESHOLDS
 from skinlesion.store import ServingRoute, Store
 from tests.standins import save_standin
@@ -33,19 +33,23 @@ def test_chart_range_holds_the_values_and_both_bounds():
     assert chart_range(pd.Series([], dtype=float), None, ratio=True) == (0.0, 1.0)
 
 
-@pytest.mark.parametrize(("name", "notes", "extra", "expected"), [
-    ("synthetic ISIC-like lesions", None, {}, True),
-    ("ISIC 2019 training", "demo model: trained on Simulated images", {}, True),
-    ("ISIC 2019 training", None, {"synthetic": True}, True),
-    ("ISIC 2019 training", "validated on HAM10000", {}, False),
+@pytest.mark.parametrize(("name", "notes", "extra", "synthetic", "demo"), [
+    ("synthetic demo data (simulated)", None, {}, True, True),
+    ("ISIC 2019 training", "DEMO MODEL trained on Synthetic images", {}, True, True),
+    ("ISIC 2019 training", None, {"synthetic": True}, True, True),
+    # the demo built on real images: its fallback was fitted on them, only the traffic is simulated
+    ("/data/isic2019 (traffic simulated)", "Rule-based fallback of the demo (ABCD rule).", {}, False,
+     True),
+    ("ISIC 2019 training", "validated on HAM10000", {}, False, False),
 ])
-def test_a_card_trained_on_synthetic_data_is_recognised(tmp_path: Path, name, notes, extra, expected):
+def test_a_card_trained_on_synthetic_data_is_recognised(name, notes, extra, synthetic, demo):
     manifest = registry.build_manifest(pd.DataFrame({"image": ["a"], "lesion_id": ["a"],
                                                      "diagnosis": ["MEL"]}),
                                        pd.Series(["train"]), pd.Series(["0" * 64]))
     card = registry.ModelCard(id="v", kind="x", created="2024-01-01", threshold=0.5, model={},
                               data=registry.data_info(manifest, name=name), notes=notes, **extra)
-    assert is_synthetic(card) is expected
+    assert is_synthetic(card) is synthetic
+    assert is_demo(card) is demo
 
 
 def test_active_model_follows_the_route_to_the_engaged_fallback(tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +10,14 @@ import pytest
 
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.synthetic import write_synthetic_dataset
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put ``sys.modules["__main__"]`` back after each test: Streamlit's AppTest installs the page it
+    runs there and leaves it, and a later test that spawns processes (multiprocessing re-imports
+    ``__main__`` in the child) would then run a dashboard page instead."""
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
 
 
 @pytest.fixture(scope="session")

@@ -79,12 +79,7 @@ def seed(home: Path) -> dict[str, str]:
 
 @pytest.fixture
 def clinic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """A fresh seeded home as SKINLESION_HOME: ``home``, ``store`` and the seeded request ids.
-
-    Streamlit's script runner installs each page as ``sys.modules["__main__"]`` and leaves it
-    there; it is put back after the test, or later tests that spawn processes (multiprocessing
-    re-imports ``__main__``) would run a page."""
-    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
+    """A fresh seeded home as SKINLESION_HOME: ``home``, ``store`` and the seeded request ids."""
     monkeypatch.setitem(registry.CLASSIFIER_KINDS, STANDIN_KIND, STANDIN_PATH)
     home = tmp_path / "home"
     ids = seed(home)

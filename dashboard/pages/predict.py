@@ -17,6 +17,7 @@ import components
 from skinlesion.data.images import load_image
 from skinlesion.errors import ImageError, SkinLesionError
 from skinlesion.explain import ExplanationUnavailable, explain
+from skinlesion.monitoring.cockpit import is_synthetic
 from skinlesion.monitoring.review import review_queue
 from skinlesion.predict import quality_issues
 from skinlesion.schema import CLASS_NAMES, CLASSES, MISSING, SEXES, SITES, Metadata
@@ -158,6 +159,9 @@ issues = quality_issues({c: getattr(record, c) for c in IMAGE_STAT_COLUMNS}, pre
 if issues:
     st.warning("**Check the image:** " + "; ".join(issues) + ". The answer may not be reliable; "
                "retake the photo if you can.", icon=":material/image_not_supported:")
+if is_synthetic(card):
+    st.error(f"This answer comes from {record.model_version}, a demo model trained on synthetic "
+             "data: it says nothing about a real lesion.", icon=":material/science:")
 st.caption(f"Model {record.model_version} ({record.model_role}) on {record.device} · "
            f"{record.latency_ms:.0f} ms · request {record.request_id} · logged")
 

@@ -31,6 +31,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m skinlesion.bench --out bench/results.json --real-data $(REAL_DATA)
+	$(BIN)/python dashboard/bench.py --out bench/results.json
 
 reference: $(STAMP)
 	$(BIN)/python -m skinlesion.reference --data $(REAL_DATA) --models-dir models

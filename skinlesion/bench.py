@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -131,3 +131,200 @@ def timed(fn: Callable[[], object]) -> tuple[object, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+# --- ML core ---------------------------------------------------------------------------------------
+
+
+def bench_ml(work: Path, *, n_images: int = 240, n_latency: int = 40) -> tuple[dict, Path, str]:
+    """Embedding extraction rate, head-training time and single-image end-to-end latency of a
+    Lite0 model trained in head mode on a small synthetic set. Returns (results, models_dir, id)."""
+    from skinlesion.data.readers import read_dataset
+    from skinlesion.data.splits import split_dataset
+    from skinlesion.data.synthetic import write_synthetic_dataset
+    from skinlesion.register import register
+    from skinlesion.train import TrainConfig, fit
+
+    df = read_dataset(write_synthetic_dataset(work / "synthetic", n=n_images, seed=0))
+    split = split_dataset(df, seed=0)
+    config = TrainConfig(mode="head", epochs=20, train_views=("identity",), tta=("identity",),
+                         device="cpu")
+    cold, cold_s = timed(lambda: fit(df, split, config, work / "cache", progress=False))
+    _, warm_s = timed(lambda: fit(df, split, config, work / "cache", progress=False))
+    models_dir = work / "models"
+    card = register(models_dir, cold.classifier, df, split, threshold=cold.threshold,
+                    val_probs=cold.val_probs, data_name="bench synthetic", progress=False)
+    return ({
+        "what": f"EfficientNet-Lite0 {config.width}x{config.height}, {n_images} synthetic images, "
+                "CPU",
+        "embedding_extraction_images_per_s": n_images / max(cold_s - warm_s, 1e-9),
+        "head_training_s": warm_s,
+        "single_image_latency": single_image_latency(models_dir, card.id, df, n_latency),
+    }, models_dir, card.id)
+
+
+def single_image_latency(models_dir: Path, version: str, df, n: int) -> dict:
+    """Predictor.predict on JPEG bytes: decode, checks, preprocessing, model, statistics."""
+    from skinlesion.predict import Predictor
+    from skinlesion.schema import Metadata
+
+    predictor = Predictor.from_registry(version, models_dir, device="cpu")
+    images = [Path(p).read_bytes() for p in df["path"].iloc[:n]]
+    meta = Metadata.from_raw(50, "female", "posterior torso")
+    predictor.predict(images[0], meta)  # warm-up
+    times = []
+    for image in images:
+        _, seconds = timed(lambda image=image: predictor.predict(image, meta))
+        times.append(seconds * 1000)
+    return percentiles(times)
+
+
+def bench_reference(models_dir: Path, real_data: Path) -> dict:
+    """The shipped reference model on the lesions it never saw (its test split)."""
+    from skinlesion.data.readers import read_dataset
+    from skinlesion.evaluate import evaluate_version, select_rows
+    from skinlesion.registry import load_version
+
+    version = load_version("reference", models_dir, device="cpu")
+    rows, description = select_rows(version, read_dataset(real_data), models_dir, "test")
+    report, seconds = timed(lambda: evaluate_version(
+        version, rows, Path(tempfile.mkdtemp()), description=description, progress=False))
+    s = report.metrics["summary"]
+    return {"data": f"{real_data}: {description}", "auroc": s["auroc"],
+            "balanced_accuracy": s["balanced_accuracy"], "sensitivity": s["recall"],
+            "specificity": s["specificity"], "pauc_80": s["pauc_80"], "n": s["n"],
+            "evaluation_s": seconds}
+
+
+# --- monitoring at scale ---------------------------------------------------------------------------
+
+
+def synthetic_log(n: int, *, days: int = 30, label_share: float = 0.3, seed: int = 0,
+                  end: datetime | None = None):
+    """``n`` logged answers over ``days`` days from a calibrated model (labels drawn from its
+    probabilities), with labels for ``label_share`` of them: vectorised, for benchmarks."""
+    import pandas as pd
+
+    from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, SITES
+    from skinlesion.store import IMAGE_STAT_COLUMNS
+
+    rng = np.random.default_rng(seed)
+    end = end or datetime.now(UTC)
+    ts = pd.to_datetime(end.timestamp() - rng.uniform(0, days * 86400, n), unit="s", utc=True)
+    probs = rng.dirichlet(np.full(len(CLASSES), 0.3), n)
+    y = (probs.cumsum(1) > rng.random((n, 1))).argmax(1)  # calibrated: y ~ probs
+    mal = np.isin(np.arange(len(CLASSES)), [CLASSES.index(c) for c in DEFAULT_MALIGNANT])
+    frame = pd.DataFrame({
+        "request_id": [f"{seed:08x}-0000-4000-8000-{i:012x}" for i in range(n)], "ts": ts,
+        "source": "api", "model_version": "bench", "model_role": "active",
+        "age_approx": rng.choice(np.arange(20, 90, 5), n).astype(float),
+        "sex": rng.choice(["male", "female"], n), "anatom_site_general": rng.choice(SITES[:-1], n),
+        "image_sha256": [f"{i:064x}" for i in range(n)],
+        **{c: rng.normal(0.5, 0.1, n) for c in IMAGE_STAT_COLUMNS},
+        **{f"p_{c}": probs[:, i] for i, c in enumerate(CLASSES)},
+        "p_malignant": probs[:, mal].sum(1), "predicted_class": np.array(CLASSES)[probs.argmax(1)],
+        "decision_reason": "", "threshold": 0.3, "latency_ms": rng.gamma(4, 20, n), "device": "cpu",
+        "embedding": None, "image_path": None, "simulated": True, "returned": True})
+    frame["decision"] = np.where(frame["p_malignant"] >= 0.3, "refer", "no referral")
+    labelled = rng.random(n) < label_share
+    labels = pd.DataFrame({
+        "id": [f"{seed:08x}-0000-4000-9000-{i:012x}" for i in np.flatnonzero(labelled)],
+        "request_id": frame["request_id"][labelled].values, "image_sha256": None,
+        "diagnosis": np.array(CLASSES)[y[labelled]], "source": "bench", "labelled_by": "bench",
+        "ts": ts[labelled] + pd.Timedelta(days=2), "simulated": True})
+    return frame, labels
+
+
+def bench_monitoring(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)) -> dict:
+    """Health (30-day window) and drift times over stores of growing size: DuckDB aggregates."""
+    from skinlesion.monitoring.drift import compute_drift
+    from skinlesion.monitoring.health import compute_health
+    from skinlesion.monitoring.policy import load_policy
+
+    policy = load_policy(None)
+    out = {}
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(Path(tmp) / "bench.duckdb")
+            frame, labels = synthetic_log(n)
+            _, load_s = timed(lambda frame=frame, labels=labels: store.bulk_load(frame, labels))
+            start = frame["ts"].min().to_pydatetime()
+            end = frame["ts"].max().to_pydatetime() + timedelta(seconds=1)
+            report, health_s = timed(lambda start=start, end=end: compute_health(
+                store, start, end, policy=policy, resources=False))
+            reference, _ = synthetic_log(5_000, seed=1)
+            current, current_s = timed(lambda: store.sample_predictions(n=5_000, seed=0))
+            _, drift_s = timed(lambda current=current: compute_drift(reference, current))
+            out[f"{n}"] = {"bulk_load_s": load_s, "health_30d_s": health_s,
+                           "drift_sample_s": current_s, "drift_s": drift_s,
+                           "labelled": int(len(labels)),
+                           "estimate_vs_realised_accuracy": _est_error(report, "accuracy"),
+                           "estimate_vs_realised_recall": _est_error(report, "recall")}
+    return {"what": "compute_health over a 30-day window and drift of a 5,000-row sample "
+                    "against a 5,000-row reference, calibrated synthetic log", "by_size": out}
+
+
+def _est_error(report, metric: str) -> float | None:
+    value = report.metrics.get(metric)
+    if value is None or value.value is None or value.estimated is None:
+        return None
+    return abs(value.value - value.estimated)
+
+
+def bench_demo_estimates(demo_db: Path) -> dict | None:
+    """Estimated (before labels) vs realised metrics on the demo's daily snapshots."""
+    if not demo_db.is_file():
+        return None
+    snaps = Store(demo_db).query_snapshots()
+    out = {}
+    for metric in ("accuracy", "recall", "precision", "auroc", "fnr"):
+        rows = snaps[(snaps["metric"] == metric) & snaps["value"].notna()
+                     & snaps["estimated"].notna()]
+        if len(rows):
+            err = (rows["value"] - rows["estimated"]).abs()
+            out[metric] = {"mean_abs_error": float(err.mean()), "max_abs_error": float(err.max()),
+                           "windows": int(len(rows))}
+    return {"what": "daily 24 h demo snapshots with enough labels", "by_metric": out}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    parser.add_argument("--real-data", type=Path, default=None)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
+                        "ml,api,reference,monitoring,demo")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results |= {"generated": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "ml" not in skip:
+            print("bench: ML core", file=sys.stderr)
+            results["ml"], models_dir, version = bench_ml(Path(tmp))
+        has_reference = (args.models_dir / "reference").is_dir()
+        if "api" not in skip:
+            print("bench: API", file=sys.stderr)
+            api_models, api_version = ((args.models_dir, "reference") if has_reference
+                                       else (models_dir, version))
+            images = [p.read_bytes() for p in sorted(Path(tmp).glob("synthetic/*/*.jpg"))[:40]]
+            results["api"] = bench_api(api_models, api_version, images) | {"model": api_version}
+        if "reference" not in skip and has_reference and args.real_data and args.real_data.is_dir():
+            print("bench: reference model on real data", file=sys.stderr)
+            results["reference"] = bench_reference(args.models_dir, args.real_data)
+    if "monitoring" not in skip:
+        print("bench: monitoring at scale", file=sys.stderr)
+        results["monitoring"] = bench_monitoring()
+    if "demo" not in skip:
+        from skinlesion.settings import Settings
+
+        results["demo_estimates"] = bench_demo_estimates(
+            Settings().data_dir / "demo" / "data" / "skinlesion.duckdb")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(str(args.out))
+
+
+if __name__ == "__main__":
+    main()

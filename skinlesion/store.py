@@ -869,6 +869,24 @@ class Store:
                                       "ON CONFLICT DO NOTHING").fetchone()
         return int(inserted)
 
+    def bulk_load(self, predictions: pd.DataFrame, labels: pd.DataFrame | None = None) -> int:
+        """Load already-validated rows in bulk (backfills of historical logs, benchmarks with a
+        million rows): ``predictions`` with the predictions-table columns, ``labels`` with id,
+        request_id, image_sha256, diagnosis, source, labelled_by, ts, simulated. One transaction;
+        idempotent on the ids like :meth:`log_predictions`. Returns the predictions inserted."""
+        missing = set(PREDICTION_COLUMNS) - set(predictions.columns)
+        if missing:
+            raise DataError(f"bulk load needs the predictions columns; missing: {sorted(missing)}")
+        with self._connection(write=True) as con:
+            con.register("incoming", predictions.loc[:, list(PREDICTION_COLUMNS)])
+            (inserted,) = con.execute("INSERT INTO predictions BY NAME SELECT * FROM incoming "
+                                      "ON CONFLICT DO NOTHING").fetchone()
+            if labels is not None and len(labels):
+                con.register("incoming_labels", labels)
+                con.execute("INSERT INTO labels BY NAME SELECT * FROM incoming_labels "
+                            "ON CONFLICT DO NOTHING")
+        return int(inserted)
+
     def get_prediction(self, request_id: str) -> PredictionRecord | None:
         """The prediction logged under ``request_id``, or None."""
         rid = _canonical_uuid(request_id, "request_id")

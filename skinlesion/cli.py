@@ -553,7 +553,8 @@ def dashboard(port: int = typer.Option(8501, min=1, max=65535, help="Port."),
 @app.command()
 def demo(data: Path | None = typer.Option(None, help="Real images in the ISIC 2019 layout (served "
                                           "by the shipped reference model) instead of synthetic."),
-         rebuild: bool = typer.Option(False, help="Rebuild even if a demo exists."),
+         rebuild: bool = typer.Option(False, help="Rebuild even if a recent demo exists (one older "
+                                      "than 12 h is rebuilt anyway)."),
          build_only: bool = typer.Option(False, help="Build, do not start the dashboard."),
          port: int = typer.Option(8501, help="Dashboard port.")) -> None:
     """The embedded demo: synthetic data, a demo model, the fallback, 30 days of simulated traffic

@@ -227,8 +227,13 @@ def demo_home(settings: Settings) -> Path:
     return settings.data_dir / "demo"
 
 
-def is_built(home: Path) -> bool:
-    return (home / "BUILT").is_file()
+def is_built(home: Path, *, max_age: timedelta = timedelta(hours=12)) -> bool:
+    """A demo exists and is recent: its simulated month ends when it was built, so an old one would
+    show empty 24 h windows."""
+    marker = home / "BUILT"
+    if not marker.is_file():
+        return False
+    return utc_now() - datetime.fromisoformat(marker.read_text().strip()) < max_age
 
 
 #: sign-ins of the demo only (written to the demo home's users file, never to a real one)

@@ -44,3 +44,15 @@ def test_older_mix_has_more_keratinocyte_cancers():
     for cls in ("BCC", "AK", "SCC"):
         assert incident[CLASSES.index(cls)] > calm[CLASSES.index(cls)]
     assert np.isclose(incident.sum(), 1.0)
+
+
+def test_a_stale_demo_counts_as_not_built(tmp_path):
+    from datetime import timedelta
+
+    from skinlesion.demo import is_built, utc_now
+
+    assert not is_built(tmp_path)
+    (tmp_path / "BUILT").write_text(utc_now().isoformat())
+    assert is_built(tmp_path)
+    (tmp_path / "BUILT").write_text((utc_now() - timedelta(days=2)).isoformat())
+    assert not is_built(tmp_path)

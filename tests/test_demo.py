@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from skinlesion.data.images import image_stats
@@ -56,3 +57,27 @@ def test_a_stale_demo_counts_as_not_built(tmp_path):
     assert is_built(tmp_path)
     (tmp_path / "BUILT").write_text((utc_now() - timedelta(days=2)).isoformat())
     assert not is_built(tmp_path)
+
+
+@pytest.mark.slow
+def test_build_demo_end_to_end_small(tmp_path):
+    """The whole demo at a tiny scale: versions, route, simulated traffic, labels, snapshots."""
+    from skinlesion.demo import TrafficConfig, build_demo
+    from skinlesion.settings import Settings
+    from skinlesion.store import Store
+    from skinlesion.train import TrainConfig
+
+    settings = Settings(home=tmp_path)
+    result = build_demo(settings, n_images=96, progress=False,
+                        traffic=TrafficConfig(days=5, requests_per_weekday=30, incident_days=2),
+                        train_config=TrainConfig(mode="head", epochs=3, width=96, height=72,
+                                                 train_views=("identity",), tta=("identity",),
+                                                 device="cpu"))
+    store = Store(result.home / "data" / "skinlesion.duckdb")
+    route = store.get_route()
+    assert (route.active_version, route.fallback_version) == ("demo-model", "demo-fallback")
+    logged = store.query_predictions()
+    assert len(logged) == result.predictions > 0 and logged["simulated"].all()
+    assert (logged["source"] == "demo").all() and result.labels > 0
+    assert store.query_snapshots()["snapshot_id"].nunique() == 5
+    assert (result.home / "users.toml").is_file()

@@ -199,6 +199,46 @@ def _read_data(data: Path, fmt: str):
 
 
 @app.command()
+def train(data: Path = typer.Option(..., help="Dataset folder (ISIC 2019 or HAM10000 layout)."),
+          fmt: str = typer.Option("auto", "--format", help="auto|isic2019|ham10000"),
+          backbone: str = typer.Option("efficientnet_lite0", help="Image backbone (see "
+                                       "skinlesion.model.available_models())."),
+          inputs: str = typer.Option("image+metadata", help="image+metadata|image|metadata"),
+          mode: str = typer.Option("finetune", help="head (frozen backbone, seconds) | finetune "
+                                   "(last blocks trained on cached activations)"),
+          epochs: int | None = typer.Option(None, min=1, help="Epochs (default: 8 finetune, "
+                                            "30 head)."),
+          seed: int = typer.Option(0, help="Seed of the split and of training."),
+          weights: Path | None = typer.Option(None, help="Local ImageNet .pth for torchvision "
+                                              "backbones (nothing is downloaded)."),
+          device: str = typer.Option("auto", help="auto|cpu|cuda"),
+          models_dir: Path | None = typer.Option(None, help="Models folder.")) -> None:
+    """Train a model version on a dataset and register it; prints the new version id last."""
+    from skinlesion.data.splits import split_dataset
+    from skinlesion.register import register
+    from skinlesion.train import TrainConfig, fit, training_summary
+
+    try:
+        config = TrainConfig(backbone=backbone, inputs=inputs, mode=mode, seed=seed, device=device,
+                             epochs=epochs or (30 if mode == "head" else 8),
+                             weights_path=str(weights) if weights else None)
+        df = _read_data(data, fmt)
+        split = split_dataset(df, seed=seed)
+        result = fit(df, split, config, _settings().cache_dir)
+        card = register(_models_dir(models_dir), result.classifier, df, split,
+                        threshold=result.threshold, val_probs=result.val_probs,
+                        data_name=str(data), history=result.history,
+                        training=training_summary(result),
+                        target_sensitivity=config.target_sensitivity)
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+    best = result.history[result.best_epoch - 1]
+    typer.echo(f"validation AUROC {best['val_auroc']:.3f}, balanced accuracy "
+               f"{best['val_balanced_accuracy']:.3f} (epoch {result.best_epoch})", err=True)
+    typer.echo(card.id)
+
+
+@app.command()
 def evaluate(version: str = typer.Argument(..., help="Version id or alias."),
              data: Path = typer.Option(..., help="Dataset folder (ISIC 2019 or HAM10000 layout)."),
              fmt: str = typer.Option("auto", "--format", help="auto|isic2019|ham10000"),

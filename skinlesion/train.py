@@ -1,0 +1,467 @@
+"""Fit a neural model version: ``fit(df, split, config, cache_dir) -> FitResult``.
+
+Two modes:
+
+- ``head``: the ImageNet backbone stays frozen; its pooled embedding of every image (and orientation
+  view) is computed once and cached, and only the fusion head (metadata MLP + linear layer) trains,
+  in seconds.
+- ``finetune``: the backbone's last blocks train too. With ``cut > 0`` (the default on CPU) the first
+  ``cut`` blocks stay frozen and their output is computed once per image and orientation view and
+  cached in float16; each epoch then picks a random view per image and trains the remaining blocks
+  plus the head on the cached activations -- real fine-tuning at a fraction of the cost. With
+  ``cut = 0`` the whole network trains on images with online augmentation (orientation + colour
+  jitter), in mixed precision on CUDA.
+
+Every epoch is scored on the validation split (balanced accuracy, malignant-vs-benign AUROC); the best
+epoch by validation balanced accuracy is kept (early stopping with ``patience``). Then a temperature
+is fitted on the validation logits and the malignant threshold chosen on validation for the target
+sensitivity. Runs are seeded: same data + config + seed -> same model.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, field_validator
+from tqdm.auto import tqdm
+
+from skinlesion import calibration, metrics
+from skinlesion.cache import ActivationCache
+from skinlesion.data.images import file_sha256, load_image
+from skinlesion.data.metadata import MetadataEncoder
+from skinlesion.data.transforms import VIEWS, Augmentation, Preprocessing, apply_view, check_views
+from skinlesion.errors import DataError
+from skinlesion.model.backbones import Backbone
+from skinlesion.model.fusion import INPUTS, FusionNet
+from skinlesion.model.neural import (NeuralClassifier, build_network, freeze_trunk,
+                                     parameter_counts, resolve_device)
+from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index
+
+SPLITS = ("train", "val", "test")
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run (stored in the model card)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = "efficientnet_lite0"
+    inputs: str = "image+metadata"
+    mode: Literal["head", "finetune"] = "finetune"
+    pretrained: bool = True
+    weights_path: str | None = None
+    width: int = 256
+    height: int = 192
+    #: leading backbone blocks kept frozen (and cached) in finetune mode; None = the backbone's default
+    cut: int | None = None
+    epochs: int = 8
+    lr: float = 1e-3  # head and metadata branch
+    backbone_lr: float = 3e-4  # trained backbone blocks
+    weight_decay: float = 1e-2
+    batch_size: int = 64
+    warmup: float = 0.1  # share of steps with rising learning rate (one-cycle schedule)
+    dropout: float = 0.3
+    meta_hidden: int = 32
+    drop_connect_rate: float = 0.2
+    class_weight: Literal["balanced", "sqrt", "none"] = "sqrt"
+    label_smoothing: float = 0.0
+    train_views: tuple[str, ...] = VIEWS  # orientation views seen in training
+    tta: tuple[str, ...] = ("identity", "hflip")  # views averaged at validation and serving
+    color_jitter: float = 0.2  # only with cut=0 (online augmentation)
+    patience: int = 3
+    seed: int = 0
+    target_sensitivity: float = 0.90
+    device: str = "auto"
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, v: str) -> str:
+        if v not in INPUTS:
+            raise ValueError(f"inputs must be one of {', '.join(INPUTS)}")
+        return v
+
+    @field_validator("train_views", "tta")
+    @classmethod
+    def _views(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_views(v)
+
+    @field_validator("epochs", "batch_size", "width", "height")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+
+@dataclass
+class FitResult:
+    """A trained classifier with its validation evidence. ``val_probs`` are calibrated and aligned
+    with ``val_index`` (the df index of the validation rows)."""
+
+    classifier: NeuralClassifier
+    config: TrainConfig
+    history: list[dict]
+    temperature: float
+    threshold: float
+    best_epoch: int
+    val_index: pd.Index
+    val_probs: np.ndarray
+    features: FeatureSource | None = field(default=None, repr=False)
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities for dataset rows, through the activation cache (same numbers as
+        ``classifier.predict_proba`` on the images, up to float16 caching)."""
+        logits = _logits(self.classifier.net, self.features, self.classifier.encoder.transform(
+            _metadata(df)), df, self.config)
+        return calibration.apply_temperature(logits, self.temperature)
+
+
+# --- cached features ------------------------------------------------------------------------------
+
+
+def _weights_id(blocks: Sequence[torch.nn.Module]) -> str:
+    """Fingerprint of the frozen blocks' weights (so a cache entry never outlives its weights)."""
+    h = hashlib.sha256()
+    for block in blocks:
+        for name, t in block.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class FeatureSource:
+    """Frozen-backbone outputs for dataset rows, via the on-disk cache: trunk activations at a cut
+    point (finetune) or pooled embeddings (head), per orientation view."""
+
+    def __init__(self, backbone: Backbone, preprocessing: Preprocessing, cache_dir: Path, *,
+                 device: torch.device, batch_size: int = 32, progress: bool = True):
+        self.backbone, self.preprocessing, self.device = backbone, preprocessing, device
+        self.cache = ActivationCache(cache_dir)
+        self.batch_size, self.progress = batch_size, progress
+        self._folded: dict[int | None, Backbone] = {}
+        self._shas: dict[str, str] = {}
+
+    def shas(self, df: pd.DataFrame) -> list[str]:
+        out = []
+        for path in df["path"].astype(str):
+            if path not in self._shas:
+                self._shas[path] = file_sha256(path)
+            out.append(self._shas[path])
+        return out
+
+    def _trunk(self, stop: int | None) -> Backbone:
+        if stop not in self._folded:
+            self._folded[stop] = self.backbone.folded(stop).to(self.device)
+        return self._folded[stop]
+
+    def _spec(self, what: str, cut: int, view: str) -> dict:
+        return {"what": what, "backbone": self.backbone.name, "cut": cut, "view": view,
+                "weights": _weights_id(self.backbone.blocks[:cut] if what == "trunk"
+                                       else self.backbone.blocks),
+                "backbone_config": self.backbone.config,
+                "preprocessing": self.preprocessing.to_dict()}
+
+    @torch.inference_mode()
+    def trunk(self, df: pd.DataFrame, view: str, cut: int) -> np.ndarray:
+        """Output of backbone blocks [:cut] for each row's image in ``view``: float16 (n, C, h, w)."""
+        paths = df["path"].astype(str).tolist()
+        trunk = self._trunk(cut)
+
+        def compute(idx: list[int]) -> np.ndarray:
+            images = [load_image(paths[i]) for i in idx]
+            x = apply_view(self.preprocessing(images).to(self.device), view)
+            return trunk(x).float().cpu().numpy()
+
+        return self.cache.get(self._spec("trunk", cut, view), self.shas(df), compute,
+                              batch_size=self.batch_size, desc=f"{self.backbone.name} blocks[:{cut}] "
+                              f"{view}", progress=self.progress)
+
+    @torch.inference_mode()
+    def embeddings(self, df: pd.DataFrame, view: str, cut: int) -> np.ndarray:
+        """Pooled frozen-backbone embedding per row and ``view``: float16 (n, num_features),
+        computed from the cached trunk activations at ``cut`` (which are cached too)."""
+        tail = self._trunk(None)
+        n_all = len(self.backbone.blocks)
+
+        def compute(idx: list[int]) -> np.ndarray:
+            if cut == n_all:
+                images = [load_image(p) for p in df["path"].astype(str).iloc[idx]]
+                x = apply_view(self.preprocessing(images).to(self.device), view)
+                return tail.embed(x).float().cpu().numpy()
+            acts = self.trunk(df.iloc[idx], view, cut)
+            x = torch.from_numpy(acts).float().to(self.device).contiguous(
+                memory_format=torch.channels_last)
+            return tail.embed(x, start=cut).float().cpu().numpy()
+
+        return self.cache.get(self._spec("embedding", n_all, view), self.shas(df), compute,
+                              batch_size=256 if cut < n_all else self.batch_size,
+                              desc=f"{self.backbone.name} embeddings {view}",
+                              progress=self.progress and cut == n_all)
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _metadata(df: pd.DataFrame) -> pd.DataFrame:
+    return df.loc[:, list(METADATA_FIELDS)].reset_index(drop=True)
+
+
+def _labels(df: pd.DataFrame, what: str) -> np.ndarray:
+    if df["diagnosis"].isna().any():
+        raise DataError(f"{int(df['diagnosis'].isna().sum())} {what} rows have no diagnosis; training "
+                        "needs ground truth for every train and validation image", field="diagnosis")
+    return np.array([class_index(d) for d in df["diagnosis"]], dtype=np.int64)
+
+
+def _class_weights(y: np.ndarray, how: str) -> torch.Tensor:
+    counts = np.maximum(np.bincount(y, minlength=len(CLASSES)), 1).astype(np.float64)
+    w = {"balanced": counts.max() / counts, "sqrt": np.sqrt(counts.max() / counts),
+         "none": np.ones(len(CLASSES))}[how]
+    return torch.tensor(w / w[np.bincount(y, minlength=len(CLASSES)) > 0].mean(), dtype=torch.float32)
+
+
+def _cut(config: TrainConfig, backbone: Backbone | None) -> int:
+    if backbone is None:
+        return 0
+    if config.mode == "head":
+        return len(backbone.blocks)
+    cut = backbone.default_cut if config.cut is None else config.cut
+    if not 0 <= cut < len(backbone.blocks):
+        raise ValueError(f"cut must be within 0..{len(backbone.blocks) - 1} for {backbone.name} "
+                         f"(blocks to keep frozen), got {cut}")
+    return cut
+
+
+def _scores(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    probs = calibration.apply_temperature(logits, 1.0)
+    out = {"val_loss": float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y))),
+           "val_balanced_accuracy": metrics.balanced_accuracy(y, probs)}
+    is_mal = np.isin(y, [class_index(c) for c in DEFAULT_MALIGNANT])
+    out["val_auroc"] = metrics.auroc(y, probs) if 0 < is_mal.sum() < len(y) else float("nan")
+    return out
+
+
+class _Inputs:
+    """Per-view image inputs of some rows: cached arrays (trunk activations or embeddings) or, for
+    cut=0, uint8 images to augment online. ``batch(rows, views)`` -> float tensor."""
+
+    def __init__(self, arrays: dict[str, np.ndarray] | None = None, images: torch.Tensor | None = None):
+        self.arrays, self.images = arrays, images
+
+    def batch(self, rows: np.ndarray, views: np.ndarray, *, names: Sequence[str],
+              device: torch.device, normalize=None, augment=None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.images is not None:
+            x = self.images[torch.from_numpy(rows)]
+            if augment is not None:
+                x = augment(x, generator)
+            else:
+                x = torch.stack([apply_view(img[None], names[v])[0] for img, v in zip(x, views)])
+            return normalize(x.to(device))
+        x = np.stack([self.arrays[names[v]][r] for r, v in zip(rows, views)])
+        t = torch.from_numpy(x).to(device).float()
+        return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+
+
+def _gather(net: FusionNet, features: FeatureSource | None, df: pd.DataFrame, views: Sequence[str],
+            cut: int, config: TrainConfig) -> _Inputs | None:
+    if not net.uses_image:
+        return None
+    if config.mode == "finetune" and cut == 0:
+        images = [load_image(p) for p in tqdm(df["path"].astype(str), desc="load images",
+                                              file=sys.stderr, disable=not features.progress)]
+        return _Inputs(images=features.preprocessing.to_uint8(images))
+    if config.mode == "head":  # pooled embeddings, derived from the trunk cache at the usual cut
+        source = features.backbone.default_cut if config.cut is None else config.cut
+        return _Inputs({v: features.embeddings(df, v, source) for v in views})
+    return _Inputs({v: features.trunk(df, v, cut) for v in views})
+
+
+def _forward(net: FusionNet, x: torch.Tensor | None, meta: torch.Tensor, config: TrainConfig,
+             cut: int) -> torch.Tensor:
+    if not net.uses_image:
+        return net(None, meta)
+    if config.mode == "head":
+        return net.classify(x, meta)
+    return net(x, meta, start=cut)
+
+
+@torch.inference_mode()
+def _logits(net: FusionNet, features: FeatureSource | None, meta: np.ndarray, df: pd.DataFrame,
+            config: TrainConfig, inputs: _Inputs | None = None) -> np.ndarray:
+    """Logits averaged over the TTA views for ``df`` rows (eval mode)."""
+    net.eval()
+    cut = _cut(config, net.backbone)
+    device = next(net.parameters()).device
+    views = config.tta
+    if inputs is None:
+        inputs = _gather(net, features, df, views, cut, config)
+    m = torch.from_numpy(meta)
+    out = []
+    for s in range(0, len(df), 128):
+        rows = np.arange(s, min(s + 128, len(df)))
+        mb = m[rows].to(device)
+        if inputs is None:
+            out.append(net(None, mb).float().cpu())
+            continue
+        acc = 0
+        for k in range(len(views)):
+            x = inputs.batch(rows, np.full(len(rows), k), names=views, device=device,
+                             normalize=features.preprocessing.normalize if features else None)
+            acc = acc + _forward(net, x, mb, config, cut).float().cpu()
+        out.append(acc / len(views))
+    return torch.cat(out).double().numpy() if out else np.zeros((0, len(CLASSES)))
+
+
+# --- the training loop ----------------------------------------------------------------------------
+
+
+def _optimizer(net: FusionNet, config: TrainConfig, steps: int) -> tuple[torch.optim.Optimizer,
+                                                                         torch.optim.lr_scheduler.LRScheduler]:
+    backbone = [p for p in (net.backbone.parameters() if net.backbone is not None else [])
+                if p.requires_grad]
+    head = [p for n, p in net.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    groups = [{"params": head, "lr": config.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": config.backbone_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[g["lr"] for g in groups], total_steps=max(steps, 1),
+        pct_start=min(max(config.warmup, 1e-3), 0.9))
+    return opt, sched
+
+
+def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path | str, *,
+        progress: bool = True, init_backbone: Backbone | None = None) -> FitResult:
+    """Train on ``split == "train"`` rows, select and calibrate on ``split == "val"`` rows.
+
+    ``df`` is a dataset table (skinlesion.data.readers), ``split`` a Series of train/val/test aligned
+    with it; ``cache_dir`` holds the cached frozen-backbone outputs. ``init_backbone`` (same
+    architecture) starts from its weights instead of ImageNet's, e.g. a parent version's fine-tuned
+    backbone."""
+    split = split.reindex(df.index)
+    if split.isna().any() or not set(split.unique()) <= set(SPLITS):
+        raise DataError(f"split must give every row one of {', '.join(SPLITS)}")
+    train_df, val_df = df[split == "train"], df[split == "val"]
+    if len(train_df) == 0 or len(val_df) == 0:
+        raise DataError(f"training needs train and val rows; got {len(train_df)} train, "
+                        f"{len(val_df)} val")
+    y_tr, y_va = _labels(train_df, "train"), _labels(val_df, "validation")
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(config.device)
+    if device.type == "cpu":
+        torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
+    encoder = MetadataEncoder().fit(train_df)
+    meta_tr = encoder.transform(_metadata(train_df))
+    meta_va = encoder.transform(_metadata(val_df))
+
+    backbone_config = {"drop_connect_rate": config.drop_connect_rate} if config.backbone.startswith(
+        "efficientnet_lite") else {}
+    net = build_network(config.backbone if config.inputs != "metadata" else None,
+                        inputs=config.inputs, n_metadata=meta_tr.shape[1],
+                        pretrained=config.pretrained and init_backbone is None,
+                        backbone_config=backbone_config, meta_hidden=config.meta_hidden,
+                        dropout=config.dropout, weights_path=config.weights_path)
+    if init_backbone is not None and net.backbone is not None:
+        net.backbone.load_state_dict(init_backbone.state_dict())
+    cut = _cut(config, net.backbone)
+    freeze_trunk(net, cut)
+    net.to(device)
+    preprocessing = Preprocessing(width=config.width, height=config.height,
+                                  mean=net.backbone.mean if net.backbone else Preprocessing.mean,
+                                  std=net.backbone.std if net.backbone else Preprocessing.std)
+    features = None
+    if net.uses_image:
+        features = FeatureSource(net.backbone, preprocessing, Path(cache_dir), device=device,
+                                 progress=progress)
+    train_views = config.train_views if not (config.mode == "finetune" and cut == 0) else ("identity",)
+    inputs_tr = _gather(net, features, train_df, train_views, cut, config)
+    inputs_va = _gather(net, features, val_df, config.tta, cut, config)
+    augment = Augmentation(config.train_views, config.color_jitter) if (
+        config.mode == "finetune" and cut == 0) else None
+
+    weights = _class_weights(y_tr, config.class_weight).to(device)
+    n_batches = math.ceil(len(train_df) / config.batch_size)
+    opt, sched = _optimizer(net, config, config.epochs * n_batches)
+    amp = device.type == "cuda"
+    history: list[dict] = []
+    best = (-math.inf, -1, None)
+    bar = tqdm(total=config.epochs * n_batches, desc=f"train {config.mode}", unit="batch",
+               file=sys.stderr, disable=not progress)
+    for epoch in range(1, config.epochs + 1):
+        net.train()
+        freeze_trunk(net, cut)
+        order = rng.permutation(len(train_df))
+        total, seen = 0.0, 0
+        for s in range(0, len(order), config.batch_size):
+            rows = order[s:s + config.batch_size]
+            views = rng.integers(len(train_views), size=len(rows))
+            x = None if inputs_tr is None else inputs_tr.batch(
+                rows, views, names=train_views, device=device,
+                normalize=preprocessing.normalize, augment=augment, generator=generator)
+            meta = torch.from_numpy(meta_tr[rows]).to(device)
+            target = torch.from_numpy(y_tr[rows]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = _forward(net, x, meta, config, cut)
+            loss = F.cross_entropy(logits.float(), target, weight=weights,
+                                   label_smoothing=config.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(rows)
+            seen += len(rows)
+            bar.update(1)
+        val_logits = _logits(net, features, meta_va, val_df, config, inputs_va)
+        row = {"epoch": epoch, "train_loss": total / seen, **_scores(y_va, val_logits)}
+        history.append(row)
+        bar.set_postfix(val_bacc=f"{row['val_balanced_accuracy']:.3f}",
+                        val_auroc=f"{row['val_auroc']:.3f}")
+        if row["val_balanced_accuracy"] > best[0]:
+            best = (row["val_balanced_accuracy"], epoch, copy.deepcopy(net.state_dict()))
+        elif epoch - best[1] >= config.patience:
+            break
+    bar.close()
+
+    net.load_state_dict(best[2])
+    net.eval()
+    val_logits = _logits(net, features, meta_va, val_df, config, inputs_va)
+    temperature = calibration.fit_temperature(val_logits, y_va)
+    val_probs = calibration.apply_temperature(val_logits, temperature)
+    is_mal = np.isin(y_va, [class_index(c) for c in DEFAULT_MALIGNANT])
+    threshold = calibration.threshold_for_sensitivity(
+        is_mal, metrics.p_malignant(val_probs), target=config.target_sensitivity)
+    clf_config = {
+        "architecture": config.backbone if net.uses_image else None, "inputs": config.inputs,
+        "backbone_config": backbone_config, "meta_hidden": config.meta_hidden,
+        "dropout": config.dropout, "cut": cut, "mode": config.mode,
+    }
+    classifier = NeuralClassifier(net.cpu() if device.type != "cpu" else net, config=clf_config,
+                                  preprocessing=preprocessing, encoder=encoder,
+                                  temperature=temperature,
+                                  tta=config.tta if net.uses_image else ("identity",),
+                                  device=config.device)
+    net.to(device)
+    return FitResult(classifier=classifier, config=config, history=history, temperature=temperature,
+                     threshold=threshold, best_epoch=best[1], val_index=val_df.index,
+                     val_probs=val_probs, features=features)
+
+
+def training_summary(result: FitResult) -> dict:
+    """The card's ``training`` section: config, best epoch, parameter counts."""
+    return {"config": result.config.model_dump(mode="json"), "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history), "parameters": parameter_counts(result.classifier.net)}

@@ -1,0 +1,75 @@
+"""NeuralClassifier: the Classifier protocol, save -> load, batching, devices."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from skinlesion.data.images import load_image
+from skinlesion.data.splits import split_dataset
+from skinlesion.model.base import Classifier
+from skinlesion.model.neural import NeuralClassifier, resolve_device
+from skinlesion.schema import METADATA_FIELDS
+from skinlesion.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic_df, tmp_path_factory):
+    config = TrainConfig(mode="finetune", epochs=1, width=64, height=48,
+                         train_views=("identity",), tta=("identity", "hflip"))
+    with warnings.catch_warnings():  # one short epoch: the temperature search hits its bound
+        warnings.filterwarnings("ignore", "fitted temperature")
+        return fit(synthetic_df, split_dataset(synthetic_df, seed=0), config,
+                   tmp_path_factory.mktemp("cache"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def batch(synthetic_df):
+    rows = synthetic_df.iloc[:5]
+    return [load_image(p) for p in rows["path"]], rows.loc[:, list(METADATA_FIELDS)]
+
+
+def test_it_is_a_classifier_with_calibrated_probabilities(fitted, batch):
+    clf = fitted.classifier
+    assert isinstance(clf, Classifier) and clf.kind == "neural"
+    probs = clf.predict_proba(*batch)
+    assert probs.shape == (5, 8)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-9)
+    clf.batch_size = 2  # batching does not change the answer
+    np.testing.assert_allclose(clf.predict_proba(*batch), probs, atol=1e-6)
+
+
+def test_serving_path_matches_the_cached_training_path(fitted, synthetic_df, batch):
+    cached = fitted.predict_proba(synthetic_df.iloc[:5])
+    np.testing.assert_allclose(fitted.classifier.predict_proba(*batch), cached, atol=2e-3)
+
+
+def test_save_then_load_gives_identical_probabilities(fitted, batch, tmp_path):
+    section = fitted.classifier.save(tmp_path)
+    state = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert not any("_fc" in k for k in state)
+    assert section["architecture"] == "efficientnet_lite0" and section["tta"] == ["identity", "hflip"]
+    assert 0 < section["parameters"]["trainable"] < section["parameters"]["total"]
+    assert {"preprocessing", "metadata_encoder", "temperature", "summary", "config"} <= set(section)
+    loaded = NeuralClassifier.load(tmp_path, section | {"device": "cpu"})
+    np.testing.assert_allclose(loaded.predict_proba(*batch), fitted.classifier.predict_proba(*batch),
+                               rtol=1e-5, atol=1e-7)
+    assert loaded.save(tmp_path / "again")["parameters"] == section["parameters"]
+
+
+def test_embeddings_and_input_checks(fitted, batch):
+    emb = fitted.classifier.embed(batch[0])
+    assert emb.shape == (5, 1280) and np.isfinite(emb).all()
+    with pytest.raises(ValueError, match="metadata rows"):
+        fitted.classifier.predict_proba(batch[0], batch[1].iloc[:3])
+
+
+def test_device_choice():
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")

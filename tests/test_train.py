@@ -1,0 +1,114 @@
+"""Training: head and fine-tune modes on the seeded synthetic data (planted signal), cache reuse,
+reproducibility, input checks."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skinlesion.data.splits import split_dataset
+from skinlesion.errors import DataError
+from skinlesion.train import TrainConfig, fit, training_summary
+
+SMALL = {"width": 64, "height": 48, "train_views": ("identity", "rot180"), "tta": ("identity",)}
+
+
+def head_config(**kw) -> TrainConfig:
+    return TrainConfig(**({"mode": "head", "epochs": 20, "lr": 3e-3, "patience": 20} | SMALL | kw))
+
+
+@pytest.fixture(scope="module")
+def split(synthetic_df):
+    return split_dataset(synthetic_df, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_head_mode_learns_the_planted_signal(synthetic_df, split, cache_dir):
+    result = fit(synthetic_df, split, head_config(), cache_dir, progress=False)
+    best = result.history[result.best_epoch - 1]
+    assert best["val_balanced_accuracy"] > 0.3  # chance is 1/8
+    assert best["val_auroc"] > 0.8
+    assert set(result.history[0]) == {"epoch", "train_loss", "val_loss", "val_balanced_accuracy",
+                                      "val_auroc"}
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.temperature > 0 and 0 <= result.threshold <= 1
+    assert result.val_probs.shape == ((split == "val").sum(), 8)
+    np.testing.assert_allclose(result.val_probs.sum(axis=1), 1, atol=1e-6)
+    summary = training_summary(result)
+    assert summary["config"]["mode"] == "head"
+    assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"]
+
+
+def test_second_run_reuses_the_cache_and_is_reproducible(synthetic_df, split, cache_dir):
+    config = head_config(epochs=3)
+    first = fit(synthetic_df, split, config, cache_dir, progress=False)
+    second = fit(synthetic_df, split, config, cache_dir, progress=False)
+    assert second.features.cache.computed_ == 0  # nothing extracted again
+    assert first.history == second.history
+    np.testing.assert_array_equal(first.val_probs, second.val_probs)
+    other = fit(synthetic_df, split, config.model_copy(update={"seed": 1}), cache_dir,
+                progress=False)
+    assert other.history != first.history
+
+
+@pytest.mark.filterwarnings("ignore:fitted temperature")  # 2 short epochs: barely trained
+def test_finetune_on_cached_trunk_trains_the_last_blocks(synthetic_df, split, cache_dir):
+    config = TrainConfig(**({"mode": "finetune", "epochs": 2} | SMALL))
+    result = fit(synthetic_df, split, config, cache_dir, progress=False)
+    net = result.classifier.net
+    cut = result.classifier.config["cut"]
+    assert cut == net.backbone.default_cut
+    assert not any(p.requires_grad for p in net.backbone.blocks[:cut].parameters())
+    assert all(p.requires_grad for p in net.backbone.blocks[cut:].parameters())
+    assert len(result.history) == 2
+
+
+@pytest.mark.filterwarnings("ignore:fitted temperature")
+def test_full_finetune_from_images(synthetic_df, split, tmp_path):
+    config = TrainConfig(mode="finetune", cut=0, epochs=1, width=32, height=24, tta=("identity",))
+    result = fit(synthetic_df, split, config, tmp_path, progress=False)
+    assert result.classifier.config["cut"] == 0
+    assert all(p.requires_grad for p in result.classifier.net.parameters())
+
+
+def test_metadata_only_variant_needs_no_images(synthetic_df, split, tmp_path):
+    result = fit(synthetic_df, split, head_config(inputs="metadata", epochs=3), tmp_path,
+                 progress=False)
+    assert result.classifier.net.backbone is None and result.features is None
+
+
+def test_bad_inputs_are_rejected(synthetic_df, split, tmp_path):
+    unlabelled = synthetic_df.copy()
+    unlabelled.loc[split[split == "train"].index[0], "diagnosis"] = np.nan
+    with pytest.raises(DataError, match="no diagnosis"):
+        fit(unlabelled, split, head_config(), tmp_path, progress=False)
+    with pytest.raises(DataError, match="train and val"):
+        fit(synthetic_df, pd.Series("train", index=synthetic_df.index), head_config(), tmp_path,
+            progress=False)
+    with pytest.raises(ValueError, match="inputs"):
+        TrainConfig(inputs="text")
+    with pytest.raises(ValueError, match="cut"):
+        fit(synthetic_df, split, TrainConfig(mode="finetune", cut=99, **SMALL), tmp_path,
+            progress=False)
+
+
+def test_cli_train_registers_a_version_and_prints_its_id_last(synthetic_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from skinlesion.cli import app
+    from skinlesion.registry import load_version
+
+    monkeypatch.setenv("SKINLESION_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["train", "--data", str(synthetic_dir), "--mode", "head",
+                                      "--inputs", "metadata", "--epochs", "3",
+                                      "--models-dir", str(tmp_path / "models")])
+    assert result.exit_code == 0, result.output
+    version_id = result.stdout.strip().splitlines()[-1]
+    loaded = load_version(version_id, tmp_path / "models")
+    assert loaded.card.training["config"]["inputs"] == "metadata"
+    bad = CliRunner().invoke(app, ["train", "--data", str(synthetic_dir), "--inputs", "text",
+                                   "--models-dir", str(tmp_path / "models")])
+    assert bad.exit_code == 2 and "inputs must be one of" in bad.output

@@ -23,7 +23,7 @@ if TINY not in available_models():
     def _tiny(*, pretrained: bool, weights_path=None) -> Backbone:
         blocks = [nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU()),
                   nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())]
-        return Backbone(TINY, blocks, num_features=16, mean=LITE_MEAN, std=LITE_STD, default_cut=0,
+        return Backbone(TINY, blocks, num_features=16, mean=LITE_MEAN, std=LITE_STD, default_cut=1,
                         config={})
 
 

@@ -51,3 +51,7 @@ class PermissionDeniedError(SkinLesionError, PermissionError):
 
 class StoreBusyError(StoreError, TimeoutError):
     """The DuckDB file stayed locked by other processes past the deadline; retry later (HTTP 503)."""
+
+
+class JobConflictError(SkinLesionError):
+    """A job is already queued or running for this model; wait for it or cancel it first."""

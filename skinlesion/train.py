@@ -24,7 +24,7 @@ import copy
 import hashlib
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -343,13 +343,15 @@ def _optimizer(net: FusionNet, config: TrainConfig, steps: int) -> tuple[torch.o
 
 
 def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path | str, *,
-        progress: bool = True, init_backbone: Backbone | None = None) -> FitResult:
+        progress: bool = True, init_backbone: Backbone | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train on ``split == "train"`` rows, select and calibrate on ``split == "val"`` rows.
 
     ``df`` is a dataset table (skinlesion.data.readers), ``split`` a Series of train/val/test aligned
     with it; ``cache_dir`` holds the cached frozen-backbone outputs. ``init_backbone`` (same
     architecture) starts from its weights instead of ImageNet's, e.g. a parent version's fine-tuned
-    backbone."""
+    backbone. ``on_epoch`` is called with each epoch's history row (``epoch``, ``train_loss``,
+    validation scores) and ``epochs`` (the planned number): progress reports, cancellation."""
     split = split.reindex(df.index)
     if split.isna().any() or not set(split.unique()) <= set(SPLITS):
         raise DataError(f"split must give every row one of {', '.join(SPLITS)}")
@@ -429,6 +431,8 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
         val_logits = _logits(net, features, meta_va, val_df, config, inputs_va)
         row = {"epoch": epoch, "train_loss": total / seen, **_scores(y_va, val_logits)}
         history.append(row)
+        if on_epoch is not None:
+            on_epoch({**row, "epochs": config.epochs})
         bar.set_postfix(val_bacc=f"{row['val_balanced_accuracy']:.3f}",
                         val_auroc=f"{row['val_auroc']:.3f}")
         if row["val_balanced_accuracy"] > best[0]:

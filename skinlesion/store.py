@@ -3,7 +3,8 @@
 What it holds: every prediction the service answered (``predictions``), ground truth arriving later
 (``labels``), the serving route with its history (``serving_route``), an append-only ``audit_log`` of
 operator actions, the hashes of API keys (``api_keys``), the monitor's ``health_snapshots`` (with one
-``health_metrics`` row per metric) and its ``alerts``. The schema is created and migrated by
+``health_metrics`` row per metric) and its ``alerts``, and the model lifecycle's retraining ``jobs``
+(with their ``job_log``), the ``retrain_triggers`` that fired and the ``version_archive``. The schema is created and migrated by
 :data:`MIGRATIONS` (applied once each, in order, recorded in ``schema_version``).
 
 Concurrency. DuckDB lets one process write a file, or many processes read it, never both. So every
@@ -32,7 +33,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from skinlesion.errors import DataError, StoreBusyError, StoreError
+from skinlesion.errors import DataError, JobConflictError, StoreBusyError, StoreError
 from skinlesion.schema import CLASSES, MISSING, class_index, validate_age, validate_sex, validate_site
 
 Source = Literal["api", "dashboard", "batch", "demo"]
@@ -687,9 +688,134 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_key ON alerts (key);
 """
 
+# --- retraining jobs, retraining triggers and archived versions (skinlesion.jobs, skinlesion.retrain) ---
+
+JobTrigger = Literal["manual", "scheduled", "event", "active_learning"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_TRIGGERS: tuple[str, ...] = get_args(JobTrigger)
+JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
+#: statuses of a job that may still be working (at most one such job per model)
+UNFINISHED_JOB_STATUSES: tuple[str, ...] = ("queued", "running")
+
+
+class JobRecord(BaseModel):
+    """A background job (a retraining run): a row of ``jobs``.
+
+    ``model`` is the model version the job works on; at most one unfinished (queued or running) job
+    per model is stored (:meth:`Store.create_job`). ``pid`` is the job's process once launched;
+    ``progress`` (0..1) and ``message`` say how far it got; ``cancel_requested`` asks it to stop at
+    its next check; ``result`` holds what it produced (e.g. the new version id and the
+    champion/challenger comparison), ``error`` why it failed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=_new_id)
+    kind: str = "retrain"
+    model: str
+    trigger: JobTrigger
+    status: JobStatus = "queued"
+    reason: str = ""
+    requested_by: str
+    role: str
+    created_at: datetime = Field(default_factory=_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    pid: int | None = None
+    progress: float = Field(0.0, ge=0.0, le=1.0)
+    message: str = ""
+    cancel_requested: bool = False
+    config: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: str = ""
+
+    @field_validator("model", "requested_by", "role", "kind")
+    @classmethod
+    def _required_text(cls, value: str, info: Any) -> str:
+        return _non_blank(value, info.field_name)
+
+    @field_validator("created_at")
+    @classmethod
+    def _ts(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+    @field_validator("started_at", "finished_at")
+    @classmethod
+    def _optional_ts(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
+
+    @field_validator("config", "result")
+    @classmethod
+    def _json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _json_safe(value)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in UNFINISHED_JOB_STATUSES
+
+
+#: The columns of ``jobs``, in the order of the :class:`JobRecord` fields.
+JOB_COLUMNS: tuple[str, ...] = tuple(JobRecord.model_fields)
+_JOB_JSON_COLUMNS = ("config", "result")
+
+#: Retraining jobs with their log lines; retraining triggers that fired (one row per incident key,
+#: so an event fires at most once); versions archived (the latest row per version wins).
+_JOBS_SCHEMA = """
+CREATE SEQUENCE jobs_seq;
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL DEFAULT nextval('jobs_seq'),
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    trigger TEXT NOT NULL CHECK (trigger IN ('manual', 'scheduled', 'event', 'active_learning')),
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    reason TEXT NOT NULL DEFAULT '',
+    requested_by TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    pid BIGINT,
+    progress DOUBLE NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    cancel_requested BOOLEAN NOT NULL DEFAULT false,
+    config JSON,
+    result JSON,
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX jobs_model ON jobs (model);
+
+CREATE SEQUENCE job_log_seq;
+CREATE TABLE job_log (
+    seq BIGINT PRIMARY KEY DEFAULT nextval('job_log_seq'),
+    job_id TEXT NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX job_log_job ON job_log (job_id);
+
+CREATE TABLE retrain_triggers (
+    key TEXT PRIMARY KEY,
+    trigger TEXT NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    job_id TEXT,
+    outcome TEXT NOT NULL DEFAULT '',
+    details JSON
+);
+
+CREATE SEQUENCE version_archive_seq;
+CREATE TABLE version_archive (
+    seq BIGINT PRIMARY KEY DEFAULT nextval('version_archive_seq'),
+    version TEXT NOT NULL,
+    archived BOOLEAN NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    audit_id TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("initial schema: predictions, labels, audit_log, serving_route, api_keys", _INITIAL_SCHEMA),
     ("monitoring: health_snapshots, health_metrics, alerts", _MONITORING_SCHEMA),
+    ("retraining: jobs, job_log, retrain_triggers, version_archive", _JOBS_SCHEMA),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1465,6 +1591,201 @@ class Store:
                                      [alert_id, _utc(event_at)]).fetchone()
         return bool(changed)
 
+    # --- retraining jobs (skinlesion.jobs), their triggers and archived versions ---
+
+    def create_job(self, job: JobRecord, *, is_live: Callable[[JobRecord], bool]) -> JobRecord:
+        """Store the new ``job`` unless another unfinished job of the same model is live.
+
+        In one write transaction (so two launchers racing cannot both pass): the unfinished jobs of
+        ``job.model`` that ``is_live`` says are gone (their process died) are marked failed; if one
+        is still live, :class:`~skinlesion.errors.JobConflictError` names it and nothing is stored."""
+        job = JobRecord.model_validate(job.model_dump())
+        with self._connection(write=True) as con:
+            unfinished = _read_jobs(con, "WHERE model = ? AND status IN ('queued', 'running') "
+                                    "ORDER BY seq", [job.model])
+            for other in unfinished:
+                if is_live(other):
+                    raise JobConflictError(
+                        f"a {other.kind} job for {other.model} is already {other.status} (job "
+                        f"{other.id}, started by {other.requested_by} at "
+                        f"{other.created_at:%Y-%m-%d %H:%M} UTC); wait for it or cancel it "
+                        f"(`skinlesion jobs cancel {other.id}`)")
+                gone = other.model_copy(update=dict(
+                    status="failed", finished_at=_now(),
+                    error=f"its process{f' (pid {other.pid})' if other.pid else ''} is gone; "
+                          f"marked failed when job {job.id} was launched"))
+                _write_job(con, gone)
+            values = _job_values(job)
+            con.execute(f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' for _ in JOB_COLUMNS)})",
+                        [values[c] for c in JOB_COLUMNS])
+        return job
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The job stored under ``job_id`` (or a unique prefix of it, as printed), or None."""
+        with self._connection(write=False) as con:
+            found = _read_jobs(con, "WHERE id = ? OR id LIKE ? ORDER BY seq", [job_id, f"{job_id}%"])
+        exact = [j for j in found if j.id == job_id]
+        return exact[0] if exact else (found[0] if len(found) == 1 else None)
+
+    def list_jobs(self, *, model: str | None = None, status: str | None = None,
+                  limit: int | None = None) -> list[JobRecord]:
+        """Jobs, newest first, of ``model`` and in ``status`` when given."""
+        where, params = _alert_where(dict(model=model, status=status), open_only=False)
+        with self._connection(write=False) as con:
+            return _read_jobs(con, f"{where} ORDER BY seq DESC{_limit(limit)}", params)
+
+    def update_job(self, job_id: str, *, expect: Iterable[str] | None = None,
+                   **changes: Any) -> JobRecord | None:
+        """Change fields of the job ``job_id`` (validated as a :class:`JobRecord`); with ``expect``
+        only while its status is one of them (returns None and changes nothing otherwise, e.g. a
+        job cancelled meanwhile is not marked succeeded). StoreError for an unknown id."""
+        if {"id", "model", "created_at"} & set(changes):
+            raise DataError("a job's id, model and creation time never change", field="changes")
+        with self._connection(write=True) as con:
+            found = _read_jobs(con, "WHERE id = ?", [job_id])
+            if not found:
+                raise StoreError(f"no job with id {job_id!r}; list them with `skinlesion jobs list`")
+            if expect is not None and found[0].status not in tuple(expect):
+                return None
+            job = JobRecord.model_validate({**found[0].model_dump(), **changes})
+            _write_job(con, job)
+        return job
+
+    def append_job_log(self, job_id: str, lines: Iterable[str]) -> int:
+        """Append ``lines`` to the job's log; returns how many were stored."""
+        rows = [[job_id, _now(), str(line)] for line in lines]
+        if rows:
+            with self._connection(write=True) as con:
+                con.executemany("INSERT INTO job_log (job_id, ts, line) VALUES (?, ?, ?)", rows)
+        return len(rows)
+
+    def job_log(self, job_id: str, *, tail: int | None = None) -> pd.DataFrame:
+        """The job's log lines (``ts``, ``line``), oldest first; only the last ``tail`` when given."""
+        sql = ("SELECT ts, line FROM (SELECT seq, ts, line FROM job_log WHERE job_id = ? "
+               f"ORDER BY seq DESC{_limit(tail)}) ORDER BY seq")
+        with self._connection(write=False) as con:
+            return con.execute(sql, [job_id]).df()
+
+    def claim_trigger(self, key: str, trigger: str, *, details: Mapping[str, Any] | None = None,
+                      at: datetime | None = None) -> bool:
+        """Record that the retraining trigger ``key`` (e.g. ``alert:<id>``) fired; False when it
+        had fired before (then nothing changes), so each incident launches at most once."""
+        with self._connection(write=True) as con:
+            (inserted,) = con.execute(
+                "INSERT INTO retrain_triggers (key, trigger, ts, details) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [_non_blank(key, "key"), trigger, _utc(at or _now()),
+                 json.dumps(_json_safe(dict(details or {})))]).fetchone()
+        return bool(inserted)
+
+    def settle_trigger(self, key: str, *, job_id: str | None, outcome: str) -> None:
+        """Record what a claimed trigger led to: the job it launched, or why none was."""
+        with self._connection(write=True) as con:
+            con.execute("UPDATE retrain_triggers SET job_id = ?, outcome = ? WHERE key = ?",
+                        [job_id, outcome, key])
+
+    def list_triggers(self, *, trigger: str | None = None) -> pd.DataFrame:
+        """The retraining triggers that fired, newest first: ``key, trigger, ts, job_id, outcome,
+        details`` (dicts)."""
+        where, params = _alert_where(dict(trigger=trigger), open_only=False)
+        with self._connection(write=False) as con:
+            frame = con.execute("SELECT key, trigger, ts, job_id, outcome, details FROM "
+                                f"retrain_triggers{where} ORDER BY ts DESC, key", params).df()
+        frame["details"] = [json.loads(d) if isinstance(d, str) else {} for d in frame["details"]]
+        return frame
+
+    def count_labels(self, *, source: str | None = None, since: datetime | None = None) -> int:
+        """How many labels (from ``source``, e.g. ``review``) arrived after ``since``."""
+        clauses, params = [], []
+        if source is not None:
+            clauses.append("source = ?")
+            params.append(source)
+        if since is not None:
+            clauses.append("ts > ?")
+            params.append(_utc(since))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        with self._connection(write=False) as con:
+            (count,) = con.execute(f"SELECT count(*) FROM labels{where}", params).fetchone()
+        return int(count)
+
+    def retained_labelled_cases(self) -> pd.DataFrame:
+        """Production cases usable for retraining: one row per image whose file was kept
+        (``image_path``) and that has a label, with the metadata of its latest answer and its
+        latest label. Columns: ``image_sha256, image_path, request_id, ts`` (of that answer),
+        ``age_approx, sex, anatom_site_general, diagnosis, label_source, labelled_by, label_ts``;
+        oldest answer first. Simulated answers count (the demo's traffic)."""
+        sql = """
+            WITH kept AS (
+                SELECT request_id, ts, image_sha256, image_path, age_approx, sex, anatom_site_general
+                FROM predictions WHERE image_path IS NOT NULL
+                QUALIFY row_number() OVER (PARTITION BY image_sha256 ORDER BY ts DESC, request_id) = 1
+            ),
+            candidates AS (
+                SELECT k.image_sha256, l.* EXCLUDE (image_sha256) FROM kept k
+                JOIN predictions p ON p.image_sha256 = k.image_sha256
+                JOIN labels l ON l.request_id = p.request_id
+                UNION ALL
+                SELECT k.image_sha256, l.* EXCLUDE (image_sha256) FROM kept k
+                JOIN labels l ON l.image_sha256 = k.image_sha256
+            ),
+            latest AS (
+                SELECT * FROM candidates
+                QUALIFY row_number() OVER (PARTITION BY image_sha256 ORDER BY ts DESC, seq DESC) = 1
+            )
+            SELECT k.image_sha256, k.image_path, k.request_id, k.ts, k.age_approx, k.sex,
+                   k.anatom_site_general, latest.diagnosis, latest.source AS label_source,
+                   latest.labelled_by, latest.ts AS label_ts
+            FROM kept k JOIN latest USING (image_sha256) ORDER BY k.ts, k.image_sha256"""
+        with self._connection(write=False) as con:
+            return con.execute(sql).df()
+
+    def set_archived(self, version: str, archived: bool, *, actor: str, role: str, reason: str,
+                     details: Mapping[str, Any] | None = None) -> AuditEntry:
+        """Archive (or restore) the model version ``version`` and audit it in one transaction."""
+        entry = AuditEntry(actor=actor, role=role, action="archive" if archived else "unarchive",
+                           target=_non_blank(version, "version"), reason=_non_blank(reason, "reason"),
+                           details=dict(details or {}))
+        with self._connection(write=True) as con:
+            con.execute("INSERT INTO version_archive (version, archived, ts, audit_id) "
+                        "VALUES (?, ?, ?, ?)", [version, archived, entry.ts, entry.id])
+            _insert_audit(con, entry)
+        return entry
+
+    def archived_versions(self) -> list[str]:
+        """The model versions archived now (the latest archive/restore of each wins), sorted."""
+        with self._connection(write=False) as con:
+            rows = con.execute("SELECT version FROM version_archive QUALIFY row_number() OVER "
+                               "(PARTITION BY version ORDER BY seq DESC) = 1 AND archived "
+                               "ORDER BY version").fetchall()
+        return [version for (version,) in rows]
+
+
+def _job_values(job: JobRecord) -> dict[str, Any]:
+    values = job.model_dump()
+    for column in _JOB_JSON_COLUMNS:
+        values[column] = json.dumps(values[column])
+    return values
+
+
+def _write_job(con: duckdb.DuckDBPyConnection, job: JobRecord) -> None:
+    """Overwrite the stored row of ``job`` (every column but the id, model and creation time)."""
+    values = _job_values(job)
+    columns = [c for c in JOB_COLUMNS if c not in ("id", "model", "created_at")]
+    con.execute(f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+                [*(values[c] for c in columns), job.id])
+
+
+def _read_jobs(con: duckdb.DuckDBPyConnection, tail: str, params: list[object]) -> list[JobRecord]:
+    """The jobs ``SELECT ... FROM jobs {tail}`` finds, as records."""
+    rows = con.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs {tail}", params).fetchall()
+    jobs = []
+    for row in rows:
+        values = dict(zip(JOB_COLUMNS, row, strict=True))
+        for column in _JOB_JSON_COLUMNS:
+            values[column] = json.loads(values[column]) if values[column] else {}
+        jobs.append(JobRecord(**values))
+    return jobs
 
 def _current_route(con: duckdb.DuckDBPyConnection) -> ServingRoute:
     fields = tuple(ServingRoute.model_fields)

@@ -283,7 +283,12 @@ class LabelRecord(BaseModel):
 class ServingRoute(BaseModel):
     """Which model versions answer: the active one, the fallback (and whether it is engaged), an
     optional challenger taking ``challenger_share`` of the traffic, and an optional shadow that
-    answers every request without its answer being returned."""
+    answers every request without its answer being returned.
+
+    ``threshold_overrides`` holds the serving configuration of versions whose operating threshold
+    was tuned after training (version id -> threshold); a version without an entry decides at its
+    model card's threshold. The card itself is never edited: a change is a new route, audited,
+    and the route history keeps every earlier value."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -294,11 +299,26 @@ class ServingRoute(BaseModel):
     challenger_version: str | None = None
     challenger_share: float = Field(0.0, ge=0.0, le=1.0)
     shadow_version: str | None = None
+    threshold_overrides: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("active_version")
     @classmethod
     def _active(cls, value: str) -> str:
         return _non_blank(value, "active_version")
+
+    @field_validator("threshold_overrides")
+    @classmethod
+    def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        for version, threshold in value.items():
+            _non_blank(version, "threshold_overrides")
+            if not 0.0 <= threshold <= 1.0:
+                raise DataError(f"the threshold of {version!r} must lie in [0, 1] (it is compared "
+                                f"with p_malignant), got {threshold}", field="threshold_overrides")
+        return dict(sorted(value.items()))
+
+    def threshold_for(self, version: str) -> float | None:
+        """The tuned threshold of ``version``, or None (it decides at its card's threshold)."""
+        return self.threshold_overrides.get(version)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingRoute:
@@ -816,6 +836,8 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("initial schema: predictions, labels, audit_log, serving_route, api_keys", _INITIAL_SCHEMA),
     ("monitoring: health_snapshots, health_metrics, alerts", _MONITORING_SCHEMA),
     ("retraining: jobs, job_log, retrain_triggers, version_archive", _JOBS_SCHEMA),
+    ("serving route: per-version threshold overrides",
+     "ALTER TABLE serving_route ADD COLUMN threshold_overrides JSON DEFAULT '{}'"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1304,7 +1326,7 @@ class Store:
                                reason=_non_blank(reason, "reason"),
                                details={**(details or {}), "route": route.model_dump(),
                                         "previous": previous.model_dump()})
-            values = route.model_dump()
+            values = _route_values(route)
             con.execute(f"INSERT INTO serving_route (ts, audit_id, {', '.join(fields)}) "
                         f"VALUES (?, ?, {', '.join('?' for _ in fields)})",
                         [entry.ts, entry.id, *(values[f] for f in fields)])
@@ -1312,11 +1334,14 @@ class Store:
         return entry
 
     def route_history(self, limit: int | None = None) -> pd.DataFrame:
-        """Every route set, newest first, with who set it and why."""
+        """Every route set, newest first, with who set it and why (``threshold_overrides`` as
+        dicts)."""
         with self._connection(write=False) as con:
-            return con.execute(
+            frame = con.execute(
                 "SELECT r.* EXCLUDE (audit_id), a.actor, a.role, a.reason FROM serving_route r "
                 f"JOIN audit_log a ON a.id = r.audit_id ORDER BY r.id DESC{_limit(limit)}").df()
+        frame["threshold_overrides"] = [_json_dict(v) for v in frame["threshold_overrides"]]
+        return frame
 
     # --- audit log (append-only: there is deliberately no update or delete) ---
 
@@ -1787,10 +1812,26 @@ def _read_jobs(con: duckdb.DuckDBPyConnection, tail: str, params: list[object]) 
         jobs.append(JobRecord(**values))
     return jobs
 
+def _json_dict(value: object) -> dict[str, Any]:
+    """A JSON column's object as a dict (NULL or a non-string as an empty dict)."""
+    return json.loads(value) if isinstance(value, str) else {}
+
+
+def _route_values(route: ServingRoute) -> dict[str, Any]:
+    """The ``serving_route`` column values of ``route`` (the threshold overrides as JSON)."""
+    values = route.model_dump()
+    values["threshold_overrides"] = json.dumps(values["threshold_overrides"])
+    return values
+
+
 def _current_route(con: duckdb.DuckDBPyConnection) -> ServingRoute:
     fields = tuple(ServingRoute.model_fields)
     row = con.execute(f"SELECT {', '.join(fields)} FROM serving_route ORDER BY id DESC LIMIT 1").fetchone()
-    return ServingRoute() if row is None else ServingRoute(**dict(zip(fields, row, strict=True)))
+    if row is None:
+        return ServingRoute()
+    values = dict(zip(fields, row, strict=True))
+    values["threshold_overrides"] = _json_dict(values["threshold_overrides"])
+    return ServingRoute(**values)
 
 
 def _insert_audit(con: duckdb.DuckDBPyConnection, entry: AuditEntry) -> None:

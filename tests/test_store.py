@@ -219,6 +219,19 @@ def test_inconsistent_route_is_rejected() -> None:
         ServingRoute(challenger_share=0.2)
     with pytest.raises(ValidationError, match="fallback_version"):
         ServingRoute(fallback_engaged=True)
+    with pytest.raises(ValidationError, match="threshold of 'v1' must lie in"):
+        ServingRoute(threshold_overrides={"v1": 1.5})
+
+
+def test_threshold_overrides_round_trip_with_their_history(store: Store) -> None:
+    tuned = ServingRoute(active_version="v1", threshold_overrides={"v1": 0.31})
+    store.set_route(ServingRoute(active_version="v1"), actor="ana", role="ml_lead", reason="deploy")
+    store.set_route(tuned, actor="ana", role="ml_lead", reason="sensitivity 0.95")
+    assert store.get_route() == tuned and store.get_route().threshold_for("v1") == 0.31
+    assert store.get_route().threshold_for("v2") is None
+    history = store.route_history()
+    assert history["threshold_overrides"].tolist() == [{"v1": 0.31}, {}]
+    assert store.query_audit(limit=1)["details"].iloc[0]["previous"]["threshold_overrides"] == {}
 
 
 def test_audit_log_is_append_only(store: Store) -> None:

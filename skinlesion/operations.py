@@ -9,6 +9,8 @@ transaction. Servers follow the route within seconds (ServingService re-reads it
 - :func:`rollback`: back to the active version before the current one, in one action.
 - :func:`activate`: serve a version (promote a candidate; a challenger or shadow it was is cleared).
 - :func:`restrict`: answer only clear cases (the monitoring plan's red measure), or lift that.
+- :func:`archive` / :func:`unarchive`: retire a version that holds no role in the route (it stays on
+  disk, listed as archived, and cannot be activated until restored), or restore it.
 
 Also here, for the same screens: :func:`versions_table` (the versions side by side with their roles
 in the route) and :func:`resolve_alert` (an operator closing an alert, audited).
@@ -16,6 +18,7 @@ in the route) and :func:`resolve_alert` (an operator closing an alert, audited).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -130,6 +133,9 @@ def activate(store: Store, models_dir: Path, version: str, *, actor: str, role: 
     route = store.get_route()
     if route.active_version == vid:
         raise OperationError(f"{vid} is already the active version")
+    if vid in store.archived_versions():
+        raise OperationError(f"{vid} is archived; restore it first (`skinlesion models unarchive "
+                             f"{vid}`)")
     return _set(store, _promoted(route, vid), operation="activate", actor=actor, role=role,
                 reason=reason)
 
@@ -144,6 +150,37 @@ def restrict(store: Store, on: bool, *, actor: str, role: str, reason: str) -> A
     return _set(store, route.model_copy(update={"restricted_to_clear_cases": on}),
                 operation="restrict" if on else "lift_restriction", actor=actor, role=role,
                 reason=reason)
+
+
+def archive(store: Store, models_dir: Path, version: str, *, actor: str, role: str,
+            reason: str) -> AuditEntry:
+    """Archive ``version``: a candidate that was not promoted, or a retired model. Refused while
+    the version holds a role in the serving route (active, fallback, challenger, shadow)."""
+    require(role, ROUTE_ACTION)
+    if not reason.strip():
+        raise OperationError("give a reason: archiving a version is audited with why")
+    vid = resolve_version(models_dir, version)
+    roles = route_roles(store.get_route()).get(vid)
+    if roles:
+        raise OperationError(f"{vid} is {' and '.join(roles)} in the serving route; change the "
+                             "route first")
+    if vid in store.archived_versions():
+        raise OperationError(f"{vid} is already archived")
+    return store.set_archived(vid, True, actor=actor, role=role, reason=reason.strip(),
+                              details={"operation": "archive"})
+
+
+def unarchive(store: Store, models_dir: Path, version: str, *, actor: str, role: str,
+              reason: str) -> AuditEntry:
+    """Restore an archived ``version`` (it may be activated again)."""
+    require(role, ROUTE_ACTION)
+    if not reason.strip():
+        raise OperationError("give a reason: restoring a version is audited with why")
+    vid = resolve_version(models_dir, version)
+    if vid not in store.archived_versions():
+        raise OperationError(f"{vid} is not archived")
+    return store.set_archived(vid, False, actor=actor, role=role, reason=reason.strip(),
+                              details={"operation": "unarchive"})
 
 
 #: the card metrics compared side by side (per split), in display order
@@ -166,12 +203,16 @@ def route_roles(route: ServingRoute) -> dict[str, list[str]]:
     return roles
 
 
-def versions_table(cards: list[ModelCard], route: ServingRoute) -> pd.DataFrame:
-    """One row per version, newest first: ``id``, ``role`` (in the route), ``kind``,
-    ``architecture``, ``created``, ``parent``, ``data`` (its name), ``fingerprint`` (first 12 hex
-    digits), ``n_images``, ``threshold`` and ``val_<metric>`` / ``test_<metric>`` for
+def versions_table(cards: list[ModelCard], route: ServingRoute,
+                   archived: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per version, newest first: ``id``, ``role`` (in the route; ``archived`` for the
+    ``archived`` versions), ``kind``, ``architecture``, ``created``, ``parent``, ``data`` (its
+    name), ``fingerprint`` (first 12 hex digits), ``n_images``, ``threshold`` and
+    ``val_<metric>`` / ``test_<metric>`` for
     :data:`COMPARED_METRICS` (NaN where the card lacks it)."""
     roles = route_roles(route)
+    for vid in archived:
+        roles.setdefault(vid, []).append("archived")
     rows = []
     for card in reversed(cards):
         row = {"id": card.id, "role": ", ".join(roles.get(card.id, [])), "kind": card.kind,

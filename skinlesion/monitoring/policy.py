@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -204,16 +204,37 @@ class VolumePolicy(BaseModel):
         return timedelta(hours=self.period_hours * self.baseline_periods)
 
 
+#: Metrics whose alerts launch retraining (model quality and input drift; not latency or volume,
+#: which retraining does not fix).
+RETRAIN_EVENT_METRICS: tuple[str, ...] = (
+    "accuracy", "precision", "recall", "f1", "auroc", "log_loss", "fnr", "drift_score")
+
+
 class RetrainingPolicy(BaseModel):
-    """When retraining is launched: on a schedule, and on events (a status held for
-    ``Policy.alert_after_windows`` windows at or past ``on_status``)."""
+    """When retraining is launched and how it trains and judges the candidate.
+
+    Triggers (checked by ``skinlesion monitor``, see skinlesion.monitoring.triggers): on a
+    ``schedule``; on events — an alert (a status held for ``Policy.alert_after_windows`` windows)
+    at or past ``on_status`` on one of ``event_metrics``, or a red drift-score alert; and on
+    active learning — ``review_labels`` new labels from the review queue (0 switches it off).
+    Training: ``mode`` (head: frozen backbone, fast; finetune) for ``epochs``. The gate: the
+    newest ``holdout_share`` of the labelled production cases is held out of training, and the
+    candidate is compared with the active model on it (and on the original test split) with a
+    paired bootstrap of ``bootstrap_resamples`` resamples (seeded with ``seed``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schedule: str = "quarterly"
     on_status: Status = Status.YELLOW
+    event_metrics: tuple[str, ...] = RETRAIN_EVENT_METRICS
     #: pull the uncertain cases labelled through the review queue into the training data
     include_review_queue: bool = True
+    review_labels: int = Field(50, ge=0)
+    mode: Literal["head", "finetune"] = "head"
+    epochs: int = Field(30, ge=1)
+    holdout_share: float = Field(0.3, ge=0.0, lt=1.0)
+    bootstrap_resamples: int = Field(1000, ge=100)
+    seed: int = 0
 
     @field_validator("schedule")
     @classmethod

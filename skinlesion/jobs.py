@@ -1,0 +1,265 @@
+"""Retraining jobs: each runs in its own background process and reports through the store.
+
+:func:`launch_retrain` (an ML lead: role-checked, reasoned, audited) or :func:`submit_retrain` (the
+monitor's triggers) stores a queued job — refused with :class:`~skinlesion.errors.JobConflictError`
+while another job of the same model is queued or running — and starts
+``python -m skinlesion jobs run JOB_ID --db STORE`` in a new session, detached from its launcher
+(no shared terminal, pipes or process group), so it survives the dashboard or CLI that launched it.
+Its output goes to ``jobs/<id>.log`` beside the store.
+
+The job process (:func:`run_job`) marks the job running with its pid, runs
+:func:`skinlesion.retrain.retrain`, and writes progress (0..1 and a message) and log lines to the
+store as it goes (at most about once a second), then the result (the candidate version and the gate)
+or the error. It is cancelled by :func:`cancel_job`: the cancel flag, checked at every progress
+report (between steps and epochs), and SIGTERM to the process, whose handler stops the run at once.
+
+A job whose process is gone (killed, machine restarted) is not counted as running: launching
+another marks it failed, and :func:`refresh` does the same for the listings. Processes are
+identified by pid and command line (which names the job id), so a recycled pid is not mistaken
+for the job. Jobs run on the machine that holds the store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+
+import psutil
+
+from skinlesion.errors import SkinLesionError
+from skinlesion.operations import OperationError, require
+from skinlesion.retrain import RetrainSpec, retrain
+from skinlesion.store import JobRecord, Store
+
+#: the skinlesion.auth action launching and cancelling retraining needs
+JOB_ACTION = "manage_models"
+#: a queued job whose launcher has not yet recorded its process counts as live this long
+QUEUE_GRACE = timedelta(seconds=60)
+#: at most one progress write to the store per this many seconds (the last one always goes)
+REPORT_INTERVAL_S = 1.0
+
+
+class JobCancelled(SkinLesionError):  # noqa: N818 (a signal to stop, not a failure)
+    """Raised inside a job process when its job is cancelled; the job ends as ``cancelled``."""
+
+
+# --- which jobs are live ----------------------------------------------------------------------------
+
+
+def process_alive(job: JobRecord) -> bool:
+    """Whether ``job`` may still be working: its process exists, is not a zombie and runs this
+    job (its command line names the job id); a job without a process yet counts for
+    :data:`QUEUE_GRACE` after it was queued."""
+    if job.pid is None:
+        return job.status == "queued" and datetime.now(UTC) - job.created_at < QUEUE_GRACE
+    try:
+        process = psutil.Process(job.pid)
+        return (process.status() != psutil.STATUS_ZOMBIE
+                and any(job.id in part for part in process.cmdline()))
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's process with this pid: not ours
+        return False
+
+
+def refresh(store: Store, job: JobRecord) -> JobRecord:
+    """``job`` as it stands: an unfinished job whose process is gone is marked failed (or
+    cancelled, when a cancel was asked for) and returned so."""
+    if job.is_finished or process_alive(job):
+        return job
+    gone = "cancelled" if job.cancel_requested else "failed"
+    updated = store.update_job(job.id, expect=("queued", "running"), status=gone,
+                               finished_at=datetime.now(UTC),
+                               error="" if gone == "cancelled" else
+                               "its process ended without reporting (killed, or the machine "
+                               "restarted); see its log")
+    return updated or store.get_job(job.id) or job
+
+
+def find_job(store: Store, job_id: str) -> JobRecord:
+    """The job ``job_id`` names (an id or a unique prefix), refreshed; OperationError otherwise."""
+    job = store.get_job(job_id)
+    if job is None:
+        raise OperationError(f"no job {job_id!r}; list them with `skinlesion jobs list`")
+    return refresh(store, job)
+
+
+def log_file(store: Store, job_id: str) -> Path:
+    """Where the job process's own output (stdout and stderr) goes."""
+    return store.path.parent / "jobs" / f"{job_id}.log"
+
+
+# --- launching ---------------------------------------------------------------------------------------
+
+
+def _spawn(store: Store, job: JobRecord) -> JobRecord:
+    """Start the job's process, detached from this one, and record its pid."""
+    path = log_file(store, job.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "skinlesion", "jobs", "run", job.id, "--db", str(store.path)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            close_fds=True, cwd=str(store.path.parent))
+    return store.update_job(job.id, expect=("queued",), pid=process.pid) or store.get_job(job.id)
+
+
+def submit_retrain(store: Store, spec: RetrainSpec, *, trigger: str, requested_by: str,
+                   role: str, reason: str) -> JobRecord:
+    """Queue a retraining job of ``spec.base_version`` and start its process (no role check: the
+    monitor's triggers use it; people go through :func:`launch_retrain`). JobConflictError while
+    another job of that model is live."""
+    job = store.create_job(JobRecord(model=spec.base_version, trigger=trigger, reason=reason,
+                                     requested_by=requested_by, role=role,
+                                     config=spec.model_dump(mode="json"),
+                                     message="waiting for its process to start"),
+                           is_live=process_alive)
+    store.append_audit(requested_by, role, "launch_retraining", target=spec.base_version,
+                       reason=reason, details={"job_id": job.id, "trigger": trigger})
+    return _spawn(store, job)
+
+
+def launch_retrain(store: Store, spec: RetrainSpec, *, actor: str, role: str, reason: str,
+                   trigger: str = "manual") -> JobRecord:
+    """An ML lead launches retraining: role-checked, needs a reason, audited; see
+    :func:`submit_retrain`."""
+    require(role, JOB_ACTION)
+    if not reason.strip():
+        raise OperationError("give a reason: launching retraining is audited with why")
+    return submit_retrain(store, spec, trigger=trigger, requested_by=actor, role=role,
+                          reason=reason.strip())
+
+
+def cancel_job(store: Store, job_id: str, *, actor: str, role: str, reason: str) -> JobRecord:
+    """Cancel a queued or running job (role-checked, audited): its cancel flag is set and its
+    process gets SIGTERM; a job without a live process is marked cancelled at once."""
+    require(role, JOB_ACTION)
+    if not reason.strip():
+        raise OperationError("give a reason: cancelling a job is audited with why")
+    job = find_job(store, job_id)
+    if job.is_finished:
+        raise OperationError(f"job {job.id} has already {job.status}; nothing to cancel")
+    job = store.update_job(job.id, expect=("queued", "running"), cancel_requested=True,
+                           message="cancelling") or store.get_job(job.id)
+    store.append_audit(actor, role, "cancel_job", target=job.model, reason=reason.strip(),
+                       details={"job_id": job.id})
+    if job.pid is not None and process_alive(job):
+        os.kill(job.pid, signal.SIGTERM)
+        return job
+    return store.update_job(job.id, expect=("queued", "running"), status="cancelled",
+                            finished_at=datetime.now(UTC), message="cancelled") or store.get_job(job.id)
+
+
+def wait(store: Store, job_id: str, *, poll_s: float = 1.0, timeout_s: float | None = None,
+         on_update: Callable[[JobRecord], None] | None = None) -> JobRecord:
+    """Poll the job until it has finished (or ``timeout_s`` passed); ``on_update`` sees each
+    change of progress or status. Returns the job as last read."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    seen: tuple | None = None
+    while True:
+        job = find_job(store, job_id)
+        state = (job.status, job.progress, job.message)
+        if state != seen and on_update is not None:
+            on_update(job)
+        seen = state
+        if job.is_finished or (deadline is not None and time.monotonic() >= deadline):
+            return job
+        time.sleep(poll_s)
+
+
+# --- inside the job process ----------------------------------------------------------------------------
+
+
+class JobReporter:
+    """The retrain's :class:`~skinlesion.retrain.Reporter` inside a job: buffers log lines and the
+    latest progress and writes them at most every ``interval_s`` seconds; each write reads back
+    the cancel flag and raises :class:`JobCancelled` when it is set."""
+
+    def __init__(self, store: Store, job_id: str, *, interval_s: float = REPORT_INTERVAL_S):
+        self.store, self.job_id, self.interval_s = store, job_id, interval_s
+        self._lines: list[str] = []
+        self._state: tuple[float, str] | None = None
+        self._written: tuple[float, str] | None = None
+        self._last = 0.0
+        self.finishing = False
+
+    def log(self, line: str) -> None:
+        self._lines.append(line)
+        self._flush_if_due()
+
+    def progress(self, fraction: float, message: str) -> None:
+        self._state = (min(max(fraction, 0.0), 1.0), message)
+        self._flush_if_due()
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._last >= self.interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered log lines and the latest progress (also as a log line, when it
+        changed); JobCancelled when the job was cancelled meanwhile."""
+        self._last = time.monotonic()
+        lines, self._lines = self._lines, []
+        if self._state is not None and self._state != self._written:
+            lines.append(f"{self._state[0]:4.0%} {self._state[1]}")
+            self._written = self._state
+        self.store.append_job_log(self.job_id, lines)
+        changes = {} if self._state is None else {"progress": self._state[0],
+                                                  "message": self._state[1]}
+        job = self.store.update_job(self.job_id, expect=("running",), **changes)
+        if (job is None or job.cancel_requested) and not self.finishing:
+            raise JobCancelled("the job was cancelled")
+
+
+def run_job(store: Store, job_id: str) -> JobRecord:
+    """Run the queued job ``job_id`` in this process (what ``skinlesion jobs run`` does) and
+    return it finished. SIGTERM cancels it (see the module docstring)."""
+    job = store.update_job(job_id, expect=("queued",), status="running", pid=os.getpid(),
+                           started_at=datetime.now(UTC), message="started")
+    if job is None:
+        raise OperationError(f"job {job_id} is not queued (it is {find_job(store, job_id).status}); "
+                             "a job runs once")
+    reporter = JobReporter(store, job_id)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if not reporter.finishing:
+            raise JobCancelled("the job's process received SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        if job.cancel_requested:
+            raise JobCancelled("the job was cancelled before it started")
+        result = retrain(store, RetrainSpec.model_validate(job.config), reporter)
+        reporter.finishing = True
+        reporter.progress(1.0, f"done: candidate {result.version}")
+        reporter.flush()
+        finished = store.update_job(job_id, expect=("running",), status="succeeded",
+                                    finished_at=datetime.now(UTC),
+                                    result=result.model_dump(mode="json"))
+    except JobCancelled as err:
+        reporter.finishing = True
+        reporter.log(f"cancelled: {err}")
+        reporter.flush()
+        finished = store.update_job(job_id, expect=("running",), status="cancelled",
+                                    finished_at=datetime.now(UTC), message="cancelled")
+    # Whatever stops the run (bad data, a bug, out of memory), the job's row must say it failed
+    # and why; the error is then re-raised so the process exits non-zero with its traceback.
+    except Exception as err:
+        reporter.finishing = True
+        reporter.log("".join(traceback.format_exception_only(err)).strip())
+        reporter.flush()
+        store.update_job(job_id, expect=("running",), status="failed",
+                         finished_at=datetime.now(UTC), error=str(err) or type(err).__name__,
+                         message="failed")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return finished or store.get_job(job_id)

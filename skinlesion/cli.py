@@ -15,7 +15,7 @@ app = typer.Typer(help="Skin-lesion classifier: data, training, evaluation, serv
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Datasets: download published data.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions and the serving route: list, show, alias, activate, "
-                         "rollback, fallback, restrict.", no_args_is_help=True)
+                         "rollback, fallback, restrict, archive.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 
@@ -444,6 +444,152 @@ def _image_file(folder: Path, name: str) -> Path:
     raise DataError(f"image {name!r} named in the ground truth is not in {folder}", source=str(folder))
 
 
+# --- model lifecycle: retraining jobs, archiving ------------------------------------------------------
+
+jobs_app = typer.Typer(help="Background retraining jobs: list, show, cancel.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+
+def _print_job(job, *, log_tail: int = 0) -> None:
+    from skinlesion.retrain import gate_table
+
+    typer.echo(f"job {job.id}  {job.status}  {job.progress:.0%}  {job.message}")
+    typer.echo(f"  {job.kind} of {job.model} · trigger {job.trigger} · by {job.requested_by} "
+               f"({job.role}) · queued {job.created_at:%Y-%m-%d %H:%M:%S} UTC"
+               + (f" · reason: {job.reason}" if job.reason else ""))
+    if job.error:
+        typer.echo(f"  error: {job.error}")
+    if job.result.get("version"):
+        typer.echo(f"  candidate {job.result['version']} (not active: promote it with `skinlesion "
+                   f"models activate {job.result['version']} --reason ...`)")
+        typer.echo(gate_table(job.result["gate"]).to_string(index=False, float_format="%.3f"))
+    if log_tail:
+        for line in _store().job_log(job.id, tail=log_tail)["line"]:
+            typer.echo(f"  | {line}")
+
+
+@app.command()
+def retrain(reason: str = typer.Option(..., help="Why (audited)."),
+            trigger: str = typer.Option("manual", help="manual | scheduled | event | "
+                                        "active_learning"),
+            data: Path | None = typer.Option(None, help="The active version's original dataset "
+                                             "folder (default: the folder its card names)."),
+            mode: str | None = typer.Option(None, help="head | finetune (default: the policy's)."),
+            epochs: int | None = typer.Option(None, min=1, help="Epochs (default: the policy's)."),
+            wait: bool = typer.Option(False, "--wait", help="Follow the job until it ends; exit 1 "
+                                      "unless it succeeded."),
+            policy_file: Path | None = typer.Option(None, "--policy", help="Thresholds file "
+                                                    "(default: thresholds.toml at the home).")
+            ) -> None:
+    """Retrain the active model in a background job (its original data + labelled production
+    cases with kept images); the new version is a candidate, compared with the active one. Prints
+    the job id last (with --wait: the candidate's id)."""
+    from skinlesion import jobs
+    from skinlesion.monitoring.policy import load_policy
+    from skinlesion.retrain import active_spec
+
+    settings = _settings()
+    store = _store()
+    overrides = {k: v for k, v in {"mode": mode, "epochs": epochs}.items() if v is not None}
+    try:
+        spec = active_spec(store, load_policy(policy_file).retraining,
+                           models_dir=settings.models_dir, cache_dir=settings.cache_dir,
+                           data_dir=str(data.resolve()) if data else None, **overrides)
+        job = jobs.launch_retrain(store, spec, actor=_actor(), role="ml_lead", reason=reason,
+                                  trigger=trigger)
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+    typer.echo(f"retraining {spec.base_version} in job {job.id} (pid {job.pid}); follow it with "
+               f"`skinlesion jobs show {job.id[:8]}`", err=True)
+    if not wait:
+        typer.echo(job.id)
+        return
+    job = jobs.wait(store, job.id, on_update=lambda j: typer.echo(
+        f"{j.status:9} {j.progress:5.0%} {j.message}", err=True))
+    _print_job(job)
+    if job.status != "succeeded":
+        raise typer.Exit(code=1)
+    typer.echo(job.result["version"])
+
+
+@jobs_app.command("list")
+def jobs_list(limit: int = typer.Option(20, min=1, help="Newest jobs shown.")) -> None:
+    """Retraining jobs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from skinlesion.jobs import refresh
+
+    store = _store()
+    table = Table("id", "model", "trigger", "status", "progress", "message", "queued (UTC)", "by",
+                  "candidate")
+    for job in store.list_jobs(limit=limit):
+        job = refresh(store, job)
+        table.add_row(job.id[:8], job.model, job.trigger, job.status, f"{job.progress:.0%}",
+                      job.error or job.message, f"{job.created_at:%Y-%m-%d %H:%M}",
+                      job.requested_by, job.result.get("version", ""))
+    Console().print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str = typer.Argument(..., help="Job id (or its first characters)."),
+              log: int = typer.Option(20, min=0, help="Last log lines shown.")) -> None:
+    """A job's status, progress, result (the candidate and its comparison with the active model)
+    and log tail."""
+    from skinlesion.jobs import find_job
+
+    try:
+        job = find_job(_store(), job_id)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    _print_job(job, log_tail=log)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str = typer.Argument(..., help="Job id (or its first characters)."),
+                reason: str = typer.Option(..., help="Why (audited).")) -> None:
+    """Cancel a queued or running job (it stops at its next step or epoch)."""
+    from skinlesion.jobs import cancel_job
+
+    try:
+        job = cancel_job(_store(), job_id, actor=_actor(), role="ml_lead", reason=reason)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(f"job {job.id}: {job.status}" + (" (stopping)" if not job.is_finished else ""))
+
+
+@jobs_app.command("run", hidden=True)
+def jobs_run(job_id: str = typer.Argument(..., help="Job id."),
+             db: Path = typer.Option(..., help="The store holding the job.")) -> None:
+    """Run a queued job in this process (what a launched job's background process does)."""
+    from skinlesion.jobs import run_job
+    from skinlesion.store import Store
+
+    try:
+        job = run_job(Store(db, busy_timeout_s=_settings().busy_timeout_s), job_id)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    typer.echo(f"job {job.id}: {job.status}")
+    if job.status != "succeeded":
+        raise typer.Exit(code=1)
+
+
+@models_app.command("archive")
+def models_archive(version: str = typer.Argument(..., help="Version id or alias to archive."),
+                   reason: str = typer.Option(..., help="Why (audited).")) -> None:
+    """Archive a version that serves no role (e.g. a candidate not promoted); audited."""
+    _route_action(lambda ops, store, models, who: ops.archive(store, models, version,
+                                                             reason=reason, **who))
+
+
+@models_app.command("unarchive")
+def models_unarchive(version: str = typer.Argument(..., help="Version id or alias to restore."),
+                     reason: str = typer.Option(..., help="Why (audited).")) -> None:
+    """Restore an archived version; audited."""
+    _route_action(lambda ops, store, models, who: ops.unarchive(store, models, version,
+                                                               reason=reason, **who))
+
+
 # --- monitoring ---------------------------------------------------------------------------------------
 
 _STATUS_COLOURS = {"green": typer.colors.GREEN, "yellow": typer.colors.YELLOW, "red": typer.colors.RED}
@@ -465,9 +611,13 @@ def monitor(once: bool = typer.Option(False, "--once", help="Run once and exit."
                                             "runs."),
             policy_file: Path | None = typer.Option(None, "--policy", help="Thresholds file "
                                                     "(default: thresholds.toml at the home)."),
-            models_dir: Path | None = typer.Option(None, help="Models folder.")) -> None:
+            models_dir: Path | None = typer.Option(None, help="Models folder."),
+            retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="Launch retraining "
+                                         "jobs on the policy's triggers (schedule, events, active "
+                                         "learning) after each run.")) -> None:
     """Snapshot the service's health (metrics, drift, worst status), update alerts and notify;
-    prints one line per run. Give --once, or --every to keep monitoring."""
+    prints one line per run; then launches retraining when a trigger of the policy is due. Give
+    --once, or --every to keep monitoring."""
     from skinlesion.monitoring.alerts import WebhookNotifier
     from skinlesion.monitoring.exporter import HealthExporter
     from skinlesion.monitoring.policy import load_policy
@@ -491,6 +641,16 @@ def monitor(once: bool = typer.Option(False, "--once", help="Run once and exit."
 
     def show(result) -> None:
         typer.secho(result.summary(), fg=_STATUS_COLOURS.get(result.snapshot.status))
+        if retrain:
+            from skinlesion.monitoring.triggers import check_retraining
+
+            for outcome in check_retraining(store, folder, policy, cache_dir=_settings().cache_dir):
+                typer.echo(outcome.describe())
+        if retrain:
+            from skinlesion.monitoring.triggers import check_retraining
+
+            for outcome in check_retraining(store, folder, policy, cache_dir=_settings().cache_dir):
+                typer.echo(outcome.describe())
 
     if interval is None:
         try:

@@ -50,6 +50,12 @@ class DecisionPolicy(BaseModel):
         return self
 
 
+def image_sha256(image: bytes | Image.Image) -> str:
+    """The content hash an answer is logged (and labelled, and routed) under: sha256 of the file's
+    bytes, or of the pixels of an already decoded image."""
+    return bytes_sha256(image if isinstance(image, bytes) else image.tobytes())
+
+
 def normalised_entropy(probs: np.ndarray) -> float:
     p = np.clip(np.asarray(probs, dtype=float), 1e-12, 1.0)
     return float(-(p * np.log(p)).sum() / math.log(len(p)))
@@ -158,42 +164,42 @@ class Predictor:
 
     @property
     def threshold(self) -> float:
+        """The operating threshold of the model card (a serving configuration may override it:
+        the ``threshold`` argument of :meth:`predict`)."""
         return self.version.card.threshold
 
     def predict(self, image: bytes | Image.Image, metadata: Metadata, *,
-                restricted: bool = False) -> Prediction:
-        return self.predict_batch([image], [metadata], restricted=restricted)[0]
+                restricted: bool = False, threshold: float | None = None) -> Prediction:
+        return self.predict_batch([image], [metadata], restricted=restricted,
+                                  threshold=threshold)[0]
 
     def predict_batch(self, images: Sequence[bytes | Image.Image], metadata: Sequence[Metadata], *,
-                      restricted: bool = False) -> list[Prediction]:
-        """Answer a batch in one model call; latency is the batch's wall time per image."""
+                      restricted: bool = False, threshold: float | None = None) -> list[Prediction]:
+        """Answer a batch in one model call; latency is the batch's wall time per image. Decisions
+        are taken at ``threshold`` (the route's override for this version) or else the card's."""
         if len(images) != len(metadata):
             raise ValueError(f"{len(images)} images but {len(metadata)} metadata rows")
         start = time.perf_counter()
-        decoded, hashes = [], []
-        for image in images:
-            if isinstance(image, bytes):
-                hashes.append(bytes_sha256(image))
-                decoded.append(load_image(image, name="uploaded image"))
-            else:
-                hashes.append(bytes_sha256(image.tobytes()))
-                decoded.append(image.convert("RGB"))
+        hashes = [image_sha256(image) for image in images]
+        decoded = [load_image(image, name="uploaded image") if isinstance(image, bytes)
+                   else image.convert("RGB") for image in images]
         meta = pd.DataFrame([m.as_dict() for m in metadata]).astype({"age_approx": float})
         probs = self.version.classifier.predict_proba(decoded, meta)
         latency_ms = (time.perf_counter() - start) * 1000 / max(len(images), 1)
-        return [self._answer(p, img, sha, latency_ms, restricted)
+        at = self.threshold if threshold is None else threshold
+        return [self._answer(p, img, sha, latency_ms, restricted, at)
                 for p, img, sha in zip(probs, decoded, hashes, strict=True)]
 
     def _answer(self, probs: np.ndarray, image: Image.Image, sha: str, latency_ms: float,
-                restricted: bool) -> Prediction:
+                restricted: bool, threshold: float) -> Prediction:
         stats = image_stats(image)
         p_mal = float(probs[self._mask].sum())
-        decision, reason = decide(probs, p_mal, self.threshold,
+        decision, reason = decide(probs, p_mal, threshold,
                                   quality_issues(stats, self.policy, self._reference),
                                   self.policy, restricted=restricted)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs, strict=True)},
             p_malignant=min(max(p_mal, 0.0), 1.0), predicted_class=CLASSES[int(np.argmax(probs))],
-            decision=decision, decision_reason=reason, threshold=self.threshold,
+            decision=decision, decision_reason=reason, threshold=threshold,
             model_version=self.version.id, model_role=self.role, latency_ms=latency_ms,
             device=self.device, image_sha256=sha, image_stats={k: float(v) for k, v in stats.items()})

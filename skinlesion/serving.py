@@ -1,16 +1,27 @@
 """Serving: answer one request with the model the store's route names, and log it durably.
 
 Used by the API and the dashboard's Predict page alike. The route (active version, fallback engaged,
-restricted to clear cases) is re-read from the store at most every ``route_ttl_s`` seconds, so a change
-made by another process (CLI, dashboard) takes effect within seconds and without a restart. Loaded
-versions are cached by id; a request never waits for a model to load twice.
+restricted to clear cases, challenger and its share, shadow, tuned thresholds) is re-read from the
+store at most every ``route_ttl_s`` seconds, so a change made by another process (CLI, dashboard)
+takes effect within seconds and without a restart. Loaded versions are cached by id; a request never
+waits for a model to load twice.
+
+A/B: a challenger answers the requests whose image falls in its share of the traffic
+(:func:`traffic_bucket` of the image's content hash below ``challenger_share``), so the same image
+always goes to the same arm. Shadow: the shadow version answers every request too, in a worker
+thread after the caller's answer is on its way; its answer is logged (role ``shadow``,
+``returned=False``) and never returned. :meth:`ServingService.close` (and :meth:`~ServingService.drain`)
+waits for the pending shadow answers, so none is lost on an orderly shutdown.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +31,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from skinlesion.data.images import load_image
-from skinlesion.errors import SkinLesionError
-from skinlesion.predict import DecisionPolicy, Predictor
+from skinlesion.errors import SkinLesionError, StoreError
+from skinlesion.predict import DecisionPolicy, Predictor, image_sha256
 from skinlesion.schema import CLASSES, Metadata
 from skinlesion.store import PredictionRecord, PredictionWriter, ServingRoute, Store
+
+
+log = logging.getLogger("skinlesion.serving")
 
 
 class RouteError(SkinLesionError):
@@ -32,19 +46,48 @@ class RouteError(SkinLesionError):
 
 @dataclass(frozen=True)
 class Choice:
+    """A version answering in a role, restricted to clear cases or not, at the route's tuned
+    ``threshold`` for it (None: its card's threshold)."""
+
     version: str
     role: str
     restricted: bool
+    threshold: float | None = None
 
 
-def choose(route: ServingRoute) -> Choice:
-    """Which version answers, in which role, under the current route (pure)."""
+def traffic_bucket(key: str, salt: str = "") -> float:
+    """A deterministic, uniform position in [0, 1) for ``key`` (e.g. an image's content hash):
+    the first 8 bytes of sha256(salt:key) as a fraction of 2**64. The same key (and salt) always
+    gets the same bucket, in every process."""
+    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _choice(route: ServingRoute, version: str, role: str) -> Choice:
+    return Choice(version, role, route.restricted_to_clear_cases, route.threshold_for(version))
+
+
+def choose(route: ServingRoute, key: str | None = None) -> Choice:
+    """Which version answers, in which role, under the current route (pure).
+
+    The engaged fallback answers everything. Otherwise a request with a ``key`` (its image's
+    content hash) goes to the challenger when its :func:`traffic_bucket`, salted with the
+    challenger's id (so each experiment draws its own arms), is below ``challenger_share``; the
+    rest, and requests without a key, go to the active version."""
     if route.fallback_engaged:
         if not route.fallback_version:
             raise RouteError("the fallback is engaged but no fallback version is set; "
                              "run `skinlesion models fallback on --version VERSION`")
-        return Choice(route.fallback_version, "fallback", route.restricted_to_clear_cases)
-    return Choice(route.active_version, "active", route.restricted_to_clear_cases)
+        return _choice(route, route.fallback_version, "fallback")
+    if (key is not None and route.challenger_version and route.challenger_share > 0
+            and traffic_bucket(key, route.challenger_version) < route.challenger_share):
+        return _choice(route, route.challenger_version, "challenger")
+    return _choice(route, route.active_version, "active")
+
+
+def shadow_choice(route: ServingRoute) -> Choice | None:
+    """The shadow version that also answers every request (never returned), or None (pure)."""
+    return _choice(route, route.shadow_version, "shadow") if route.shadow_version else None
 
 
 class ServingService:
@@ -52,7 +95,8 @@ class ServingService:
 
     def __init__(self, store: Store, models_dir: Path, *, device: str = "auto",
                  route_ttl_s: float = 2.0, policy: DecisionPolicy | None = None,
-                 retention_dir: Path | None = None, writer: PredictionWriter | None = None):
+                 retention_dir: Path | None = None, writer: PredictionWriter | None = None,
+                 max_pending_shadow: int = 32):
         self.store = store
         self.models_dir = Path(models_dir)
         self.device = device
@@ -64,6 +108,13 @@ class ServingService:
         self._lock = threading.Lock()
         self._route: ServingRoute | None = None
         self._route_read_at = -float("inf")
+        # Shadow answers run one at a time off the request path; at most ``max_pending_shadow``
+        # wait (a request blocks rather than a shadow answer being dropped or memory growing).
+        self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._shadow_slots = threading.BoundedSemaphore(max_pending_shadow)
+        self._shadow_pending: set[Future[None]] = set()
+        self._shadow_lock = threading.Lock()
+        self.shadow_failures = 0
 
     def route(self, *, fresh: bool = False) -> ServingRoute:
         now = time.monotonic()
@@ -85,9 +136,13 @@ class ServingService:
 
     def answer(self, image: bytes | Image.Image, metadata: Metadata, *, source: str,
                request_id: str | None = None, simulated: bool = False) -> PredictionRecord:
-        """The answer of the model the route names, as the row to log (not yet logged)."""
-        predictor, choice = self.current_predictor()
-        answer = predictor.predict(image, metadata, restricted=choice.restricted)
+        """The answer of the model the route names for this image (the active version, the
+        challenger for its share of images, or the engaged fallback), as the row to log (not yet
+        logged)."""
+        choice = choose(self.route(), image_sha256(image))
+        predictor = self.predictor(choice.version, choice.role)
+        answer = predictor.predict(image, metadata, restricted=choice.restricted,
+                                   threshold=choice.threshold)
         image_path = self._retain(image, answer.image_sha256)
         return answer.to_record(source=source, metadata=metadata, request_id=request_id,
                                 image_path=image_path, simulated=simulated)
@@ -96,12 +151,63 @@ class ServingService:
         """Log durably: returns once the row's (group) commit is done."""
         self.writer.submit(record)
 
+    def shadow(self, image: bytes | Image.Image, metadata: Metadata, *, source: str,
+               simulated: bool = False) -> Future[None] | None:
+        """Have the route's shadow version (if any) answer this request in the background and log
+        its answer (role ``shadow``, not returned); returns at once with the pending work's future,
+        or None without a shadow. Failures are logged and counted in ``shadow_failures``, never
+        raised into the caller's request (whose answer is already logged)."""
+        try:
+            choice = shadow_choice(self.route())
+        except StoreError as err:
+            self._shadow_failed(err)
+            return None
+        if choice is None:
+            return None
+        self._shadow_slots.acquire()
+        future = self._shadow_pool.submit(self._answer_shadow, choice, image, metadata, source,
+                                          simulated)
+        with self._shadow_lock:
+            self._shadow_pending.add(future)
+        future.add_done_callback(self._shadow_done)
+        return future
+
+    def _answer_shadow(self, choice: Choice, image: bytes | Image.Image, metadata: Metadata,
+                       source: str, simulated: bool) -> None:
+        answer = self.predictor(choice.version, choice.role).predict(
+            image, metadata, restricted=choice.restricted, threshold=choice.threshold)
+        self.log(answer.to_record(source=source, metadata=metadata, simulated=simulated,
+                                  returned=False))
+
+    def _shadow_done(self, future: Future[None]) -> None:
+        with self._shadow_lock:
+            self._shadow_pending.discard(future)
+        self._shadow_slots.release()
+        error = future.exception()
+        if error is not None:
+            self._shadow_failed(error)
+
+    def _shadow_failed(self, error: BaseException) -> None:
+        with self._shadow_lock:
+            self.shadow_failures += 1
+        log.error("a shadow answer failed (the caller's answer was not affected): %s", error,
+                  exc_info=error)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until every shadow answer submitted so far is logged (or has failed)."""
+        with self._shadow_lock:
+            pending = list(self._shadow_pending)
+        for future in pending:
+            future.exception(timeout)
+
     def predict(self, image: bytes | Image.Image, metadata: Metadata, *, source: str,
                 request_id: str | None = None, simulated: bool = False) -> PredictionRecord:
-        """Answer and log; returns only once the log row is durable."""
+        """Answer and log; returns only once the log row is durable. The shadow, if any, answers
+        the same request in the background."""
         record = self.answer(image, metadata, source=source, request_id=request_id,
                              simulated=simulated)
         self.log(record)
+        self.shadow(image, metadata, source=source, simulated=simulated)
         return record
 
     def _retain(self, image: bytes | Image.Image, sha: str) -> str | None:
@@ -116,6 +222,8 @@ class ServingService:
         return str(path)
 
     def close(self) -> None:
+        """Finish the pending shadow answers, then write every queued row and stop."""
+        self._shadow_pool.shutdown(wait=True)
         self.writer.close()
 
 

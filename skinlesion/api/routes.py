@@ -127,6 +127,7 @@ def create_prediction(
     logging_start = time.perf_counter()
     service.log(record)  # the client gets its answer only once the log row is durable
     metrics.log_wait.observe(time.perf_counter() - logging_start)
+    service.shadow(data, metadata, source="api")  # in the background: logged, never returned
     metrics.requests.labels("predictions", record.model_version, "ok").inc()
     metrics.latency.labels(record.model_version).observe(time.perf_counter() - start)
     metrics.decisions.labels(record.model_version, record.decision, record.predicted_class).inc()

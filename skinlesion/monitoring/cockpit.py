@@ -163,6 +163,53 @@ def window_health(store: Store, models_dir: Path, policy: Policy, start: datetim
     return WindowHealth(report, result, skipped, version, previous_volume)
 
 
+# --- versions side by side (A/B, shadow) --------------------------------------------------------------
+
+#: The measures of :func:`compare_versions`, in display order: (metric of the health report, label).
+COMPARED_MEASURES: tuple[tuple[str, str], ...] = (
+    ("recall", "Recall (sensitivity)"), ("specificity", "Specificity"), ("precision", "Precision"),
+    ("fnr", "False-negative rate"), ("auroc", "AUROC"), ("log_loss", "Log loss"),
+    ("ece", "Calibration error (ECE)"), (DRIFT_METRIC, "Data drift (share of features)"),
+    (LATENCY_METRIC, "Latency p95 (ms)"))
+
+
+def comparison_versions(route: ServingRoute) -> list[str]:
+    """The versions an A/B or shadow comparison sets side by side: the active version, then the
+    challenger and the shadow where the route has them."""
+    versions = [route.active_version, route.challenger_version, route.shadow_version]
+    return list(dict.fromkeys(v for v in versions if v))
+
+
+def compare_versions(store: Store, models_dir: Path, policy: Policy, start: datetime, end: datetime,
+                     versions: list[str], *, drift: bool = False) -> pd.DataFrame:
+    """The health of each version's answers in ``[start, end)`` side by side (every answer of the
+    version, shadow answers included, as :func:`window_health` with ``model_version``): one row per
+    measure — ``answers``, ``labelled``, ``label coverage``, the realised
+    :data:`COMPARED_MEASURES` and, before labels arrive, the estimated recall and AUROC (CBPE) —
+    with columns ``measure``, then per version its value (column named by the version) and its
+    status (``<version> status``: green / yellow / red / unknown). With ``drift``, each version's
+    answers are compared with its own reference answers (seconds per version)."""
+    columns: dict[str, list[object]] = {"measure": []}
+    for version in versions:
+        health = window_health(store, models_dir, policy, start, end, model_version=version,
+                               drift=drift)
+        report = health.report
+        rows: list[tuple[str, float | None, str]] = [
+            ("answers", float(report.n_predictions), "unknown"),
+            ("labelled", float(report.n_labelled), "unknown"),
+            ("label coverage", report.label_coverage, "unknown")]
+        for metric, label in COMPARED_MEASURES:
+            m = report.metrics.get(metric)
+            rows.append((label, m.value if m else None, m.status.value if m else "unknown"))
+        for metric, label in (("recall", "Recall (estimated)"), ("auroc", "AUROC (estimated)")):
+            m = report.metrics[metric]
+            rows.append((label, m.estimated, m.estimated_status.value))
+        columns["measure"] = [label for label, _, _ in rows]
+        columns[version] = [value for _, value, _ in rows]
+        columns[f"{version} status"] = [status for _, _, status in rows]
+    return pd.DataFrame(columns)
+
+
 # --- metric tiles ---------------------------------------------------------------------------------
 
 #: The Overview's tiles in reading order: (metric, label, kind of value).

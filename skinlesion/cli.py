@@ -198,8 +198,30 @@ def _read_data(data: Path, fmt: str):
     return read_dataset(data, format=fmt)
 
 
+_CONFIG_HELP = ("A TrainConfig JSON, e.g. the best config of `skinlesion tune`; options typed on "
+                "the command line override its fields.")
+
+
+def _train_config(ctx: typer.Context, config_file: Path | None, *, epochs: int | None,
+                  weights: Path | None, **fields):
+    """The run's TrainConfig: the ``--config`` file's, with the options typed on the command line on
+    top; without a file, the options (epochs defaulting to 30 in head mode, 8 in finetune)."""
+    from skinlesion.train import TrainConfig
+
+    options = fields | {"epochs": epochs, "weights_path": str(weights) if weights else None}
+    if config_file is None:
+        return TrainConfig(**options | {"epochs": epochs or (30 if fields["mode"] == "head" else 8)})
+    typed = {name for name in ctx.params  # typer vendors click: compare the source by name
+             if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+    overrides = {k: v for k, v in options.items()
+                 if {"weights_path": "weights"}.get(k, k) in typed}
+    base = TrainConfig.model_validate_json(config_file.read_text())
+    return TrainConfig.model_validate(base.model_dump() | overrides)
+
+
 @app.command()
-def train(data: Path = typer.Option(..., help="Dataset folder (ISIC 2019 or HAM10000 layout)."),
+def train(ctx: typer.Context,
+          data: Path = typer.Option(..., help="Dataset folder (ISIC 2019 or HAM10000 layout)."),
           fmt: str = typer.Option("auto", "--format", help="auto|isic2019|ham10000"),
           backbone: str = typer.Option("efficientnet_lite0", help="Image backbone (see "
                                        "skinlesion.model.available_models())."),
@@ -212,18 +234,19 @@ def train(data: Path = typer.Option(..., help="Dataset folder (ISIC 2019 or HAM1
           weights: Path | None = typer.Option(None, help="Local ImageNet .pth for torchvision "
                                               "backbones (nothing is downloaded)."),
           device: str = typer.Option("auto", help="auto|cpu|cuda"),
+          config_file: Path | None = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                                  help=_CONFIG_HELP),
           models_dir: Path | None = typer.Option(None, help="Models folder.")) -> None:
     """Train a model version on a dataset and register it; prints the new version id last."""
     from skinlesion.data.splits import split_dataset
     from skinlesion.register import register
-    from skinlesion.train import TrainConfig, fit, training_summary
+    from skinlesion.train import fit, training_summary
 
     try:
-        config = TrainConfig(backbone=backbone, inputs=inputs, mode=mode, seed=seed, device=device,
-                             epochs=epochs or (30 if mode == "head" else 8),
-                             weights_path=str(weights) if weights else None)
+        config = _train_config(ctx, config_file, epochs=epochs, weights=weights, backbone=backbone,
+                               inputs=inputs, mode=mode, seed=seed, device=device)
         df = _read_data(data, fmt)
-        split = split_dataset(df, seed=seed)
+        split = split_dataset(df, seed=config.seed)
         result = fit(df, split, config, _settings().cache_dir)
         card = register(_models_dir(models_dir), result.classifier, df, split,
                         threshold=result.threshold, val_probs=result.val_probs,
@@ -298,6 +321,106 @@ def predict(version: str = typer.Argument(..., help="Version id or alias."),
         raise _fail(err) from err
     write_predictions_csv(out, df["image"].tolist(), probs)
     typer.echo(str(out))
+
+
+# --- tuning and distillation ---------------------------------------------------------------------------
+
+
+@app.command()
+def tune(ctx: typer.Context,
+         data: Path = typer.Option(..., help="Dataset folder (ISIC 2019 or HAM10000 layout)."),
+         fmt: str = typer.Option("auto", "--format", help="auto|isic2019|ham10000"),
+         trials: int = typer.Option(20, min=1, help="Trials at most."),
+         timeout: float | None = typer.Option(None, min=1, help="Start no new trial after this "
+                                              "many seconds."),
+         metric: str = typer.Option("val_balanced_accuracy", help="Validation score to maximise: "
+                                    "val_balanced_accuracy | val_auroc."),
+         backbone: str = typer.Option("efficientnet_lite0", help="Image backbone."),
+         inputs: str = typer.Option("image+metadata", help="image+metadata|image|metadata"),
+         mode: str = typer.Option("head", help="head (frozen backbone, cached embeddings) | "
+                                  "finetune"),
+         epochs: int | None = typer.Option(None, min=1, help="Epochs per trial (default: 30 head, "
+                                           "8 finetune)."),
+         seed: int = typer.Option(0, help="Seed of the split, the sampler and training."),
+         weights: Path | None = typer.Option(None, help="Local ImageNet .pth for torchvision "
+                                             "backbones."),
+         device: str = typer.Option("auto", help="auto|cpu|cuda"),
+         config_file: Path | None = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                                 help="Base TrainConfig JSON (fields not searched "
+                                                 "come from it); typed options override it."),
+         out: Path = typer.Option(Path("best.json"), help="Where to write the best config "
+                                  "(trials beside it as <name>.trials.json).")) -> None:
+    """Search learning rate, weight decay, head width, dropout and class weighting with Optuna
+    (pruning, lesion-grouped validation); write the best TrainConfig for `train --config`. Prints
+    its path last."""
+    from skinlesion.data.splits import split_dataset
+    from skinlesion.tune import tune as search
+
+    try:
+        base = _train_config(ctx, config_file, epochs=epochs, weights=weights, backbone=backbone,
+                             inputs=inputs, mode=mode, seed=seed, device=device)
+        df = _read_data(data, fmt)
+        result = search(df, split_dataset(df, seed=base.seed), base, _settings().cache_dir,
+                        trials=trials, timeout=timeout, seed=seed, metric=metric)
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.best_config.model_dump_json(indent=2) + "\n")
+    out.with_suffix(".trials.json").write_text(result.model_dump_json(indent=2) + "\n")
+    base_text = "" if result.base_value is None else f"; base config {result.base_value:.4f}"
+    typer.echo(f"best {result.metric} {result.best_value:.4f} (trial {result.best_trial}"
+               f"{base_text}); {result.n_pruned} of {len(result.trials)} trials pruned; "
+               f"{result.seconds:.0f} s", err=True)
+    typer.echo(str(out))
+
+
+@app.command()
+def distill(ctx: typer.Context,
+            teacher: list[str] = typer.Option(..., help="Teacher version id or alias; repeat for "
+                                              "an ensemble."),
+            data: Path = typer.Option(..., help="Dataset folder (ISIC 2019 or HAM10000 layout)."),
+            fmt: str = typer.Option("auto", "--format", help="auto|isic2019|ham10000"),
+            alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Weight of the teacher's soft "
+                                        "targets (1 - alpha: the true labels)."),
+            temperature: float = typer.Option(4.0, min=0.05, help="Softening temperature T."),
+            backbone: str = typer.Option("efficientnet_lite0", help="The student's backbone."),
+            inputs: str = typer.Option("image+metadata", help="image+metadata|image|metadata"),
+            mode: str = typer.Option("head", help="head | finetune"),
+            epochs: int | None = typer.Option(None, min=1, help="Epochs (default: 30 head, 8 "
+                                              "finetune)."),
+            seed: int = typer.Option(0, help="Seed of the split and of training (use the "
+                                     "teacher's split seed)."),
+            weights: Path | None = typer.Option(None, help="Local ImageNet .pth for torchvision "
+                                                "backbones."),
+            device: str = typer.Option("auto", help="auto|cpu|cuda"),
+            config_file: Path | None = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                                    help="The student's " + _CONFIG_HELP),
+            models_dir: Path | None = typer.Option(None, help="Models folder.")) -> None:
+    """Distil a registered teacher (or an ensemble) into a small student and register the student
+    (its card records the teachers, alpha and T); prints the new version id last."""
+    from skinlesion.data.splits import split_dataset
+    from skinlesion.distill import distill as run_distillation
+    from skinlesion.distill import register_student
+    from skinlesion.registry import load_version
+
+    folder = _models_dir(models_dir)
+    try:
+        teachers = [load_version(t, folder, device=device) for t in teacher]
+        config = _train_config(ctx, config_file, epochs=epochs, weights=weights, backbone=backbone,
+                               inputs=inputs, mode=mode, seed=seed, device=device)
+        df = _read_data(data, fmt)
+        split = split_dataset(df, seed=config.seed)
+        student = run_distillation(df, split, teachers, config, _settings().cache_dir,
+                                   alpha=alpha, temperature=temperature)
+        card = register_student(folder, student, df, split, data_name=str(data))
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+    result = student.fit
+    best = result.history[result.best_epoch - 1]
+    typer.echo(f"validation AUROC {best['val_auroc']:.3f}, balanced accuracy "
+               f"{best['val_balanced_accuracy']:.3f} (epoch {result.best_epoch}); teachers "
+               f"{', '.join(student.info.teachers)}", err=True)
+    typer.echo(card.id)
 
 
 # --- serving: API, keys, route, labels ----------------------------------------------------------------

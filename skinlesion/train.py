@@ -127,6 +127,45 @@ class FitResult:
         return calibration.apply_temperature(logits, self.temperature)
 
 
+@dataclass(frozen=True)
+class SoftTargets:
+    """Knowledge distillation: a teacher's temperature-softened class probabilities for the training
+    rows (``probs``: index = the dataset table's index, columns = CLASSES). With them the training
+    loss is ``alpha * T^2 * KL(probs || softmax(student_logits / T)) + (1 - alpha) * CE(labels)``."""
+
+    probs: pd.DataFrame
+    alpha: float = 0.5
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"distillation alpha must be within 0..1, got {self.alpha}")
+        if not self.temperature > 0:
+            raise ValueError(f"distillation temperature must be positive, got {self.temperature}")
+        if list(self.probs.columns) != list(CLASSES):
+            raise ValueError(f"soft targets need the columns {', '.join(CLASSES)}")
+
+    def for_rows(self, index: pd.Index) -> np.ndarray:
+        """The soft targets of ``index`` rows, (len(index), 8); every row must have one."""
+        missing = index.difference(self.probs.index)
+        if len(missing):
+            raise DataError(f"the teacher gave no soft targets for {len(missing)} training rows "
+                            f"(e.g. row {missing[0]!r})")
+        probs = self.probs.loc[index].to_numpy(dtype=np.float32)
+        if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+            raise ValueError("soft targets must be probabilities (each row sums to 1)")
+        return probs
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
+                      hard_loss: torch.Tensor, *, alpha: float, temperature: float) -> torch.Tensor:
+    """``alpha * T^2 * KL(teacher_probs || softmax(student_logits / T)) + (1 - alpha) * hard_loss``
+    (Hinton et al. 2015: T^2 keeps the soft term's gradients on the scale of the hard one's)."""
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), teacher_probs,
+                    reduction="batchmean")
+    return alpha * temperature ** 2 * soft + (1.0 - alpha) * hard_loss
+
+
 # --- cached features ------------------------------------------------------------------------------
 
 
@@ -344,14 +383,17 @@ def _optimizer(net: FusionNet, config: TrainConfig, steps: int) -> tuple[torch.o
 
 def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path | str, *,
         progress: bool = True, init_backbone: Backbone | None = None,
-        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+        on_epoch: Callable[[dict], None] | None = None,
+        soft_targets: SoftTargets | None = None) -> FitResult:
     """Train on ``split == "train"`` rows, select and calibrate on ``split == "val"`` rows.
 
     ``df`` is a dataset table (skinlesion.data.readers), ``split`` a Series of train/val/test aligned
     with it; ``cache_dir`` holds the cached frozen-backbone outputs. ``init_backbone`` (same
     architecture) starts from its weights instead of ImageNet's, e.g. a parent version's fine-tuned
     backbone. ``on_epoch`` is called with each epoch's history row (``epoch``, ``train_loss``,
-    validation scores) and ``epochs`` (the planned number): progress reports, cancellation."""
+    validation scores) and ``epochs`` (the planned number): progress reports, cancellation, pruning
+    of hyperparameter trials. ``soft_targets`` (a teacher's answers on the train rows) turn the loss
+    into knowledge distillation; selection and calibration still use the true validation labels."""
     split = split.reindex(df.index)
     if split.isna().any() or not set(split.unique()) <= set(SPLITS):
         raise DataError(f"split must give every row one of {', '.join(SPLITS)}")
@@ -360,6 +402,8 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
         raise DataError(f"training needs train and val rows; got {len(train_df)} train, "
                         f"{len(val_df)} val")
     y_tr, y_va = _labels(train_df, "train"), _labels(val_df, "validation")
+    soft_tr = None if soft_targets is None else torch.from_numpy(
+        soft_targets.for_rows(train_df.index))
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -421,6 +465,10 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
                 logits = _forward(net, x, meta, config, cut)
             loss = F.cross_entropy(logits.float(), target, weight=weights,
                                    label_smoothing=config.label_smoothing)
+            if soft_tr is not None:
+                loss = distillation_loss(logits.float(), soft_tr[torch.from_numpy(rows)].to(device),
+                                         loss, alpha=soft_targets.alpha,
+                                         temperature=soft_targets.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -463,6 +511,21 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
     return FitResult(classifier=classifier, config=config, history=history, temperature=temperature,
                      threshold=threshold, best_epoch=best[1], val_index=val_df.index,
                      val_probs=val_probs, features=features)
+
+
+def cached_logits(classifier: NeuralClassifier, df: pd.DataFrame, cache_dir: Path | str, *,
+                  progress: bool = True) -> np.ndarray:
+    """Uncalibrated logits (len(df), 8) of a trained classifier for dataset rows, averaged over its
+    test-time views, with its frozen backbone part read from (or added to) the activation cache --
+    e.g. a teacher's answers for distillation without running its whole backbone again."""
+    net = classifier.net
+    mode = classifier.config.get("mode", "finetune")
+    config = TrainConfig(mode=mode, cut=None if mode == "head" else classifier.config.get("cut"),
+                         tta=classifier.tta)
+    device = next(net.parameters()).device
+    features = None if net.backbone is None else FeatureSource(
+        net.backbone, classifier.preprocessing, Path(cache_dir), device=device, progress=progress)
+    return _logits(net, features, classifier.encoder.transform(_metadata(df)), df, config)
 
 
 def training_summary(result: FitResult) -> dict:

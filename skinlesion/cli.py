@@ -15,7 +15,8 @@ app = typer.Typer(help="Skin-lesion classifier: data, training, evaluation, serv
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Datasets: download published data.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions and the serving route: list, show, alias, activate, "
-                         "rollback, fallback, restrict, archive.", no_args_is_help=True)
+                         "rollback, fallback, restrict, archive, challenger, shadow, threshold.",
+                         no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 
@@ -533,6 +534,100 @@ def models_restrict(state: str = typer.Argument(..., help="on | off"),
     _route_action(lambda ops, store, models, who: ops.restrict(store, on, reason=reason, **who))
 
 
+@models_app.command("challenger")
+def models_challenger(version: str = typer.Argument(..., help="Version id or alias, or 'off'."),
+                      reason: str = typer.Option(..., help="Why (audited)."),
+                      share: float | None = typer.Option(None, help="Share of the requests it "
+                                                         "answers, between 0 and 1 (e.g. 0.1).")
+                      ) -> None:
+    """A/B test: a challenger answers a share of the requests, the same image always by the same
+    arm; 'off' ends it (audited; servers follow within seconds)."""
+    if version == "off":
+        _route_action(lambda ops, store, models, who: ops.stop_challenger(store, reason=reason,
+                                                                         **who))
+        return
+    if share is None:
+        raise _fail(ValueError("give --share, e.g. --share 0.1 for 10% of the requests"))
+    _route_action(lambda ops, store, models, who: ops.start_challenger(
+        store, models, version, share, reason=reason, **who))
+
+
+@models_app.command("shadow")
+def models_shadow(version: str = typer.Argument(..., help="Version id or alias, or 'off'."),
+                  reason: str = typer.Option(..., help="Why (audited).")) -> None:
+    """Shadow: a version answers every request in the background, its answers logged (role
+    shadow) and never returned; 'off' stops it (audited)."""
+    if version == "off":
+        _route_action(lambda ops, store, models, who: ops.stop_shadow(store, reason=reason, **who))
+    else:
+        _route_action(lambda ops, store, models, who: ops.start_shadow(store, models, version,
+                                                                      reason=reason, **who))
+
+
+def _point(label: str, point) -> str:
+    return (f"{label} {point.threshold:.4f}: sensitivity {point.sensitivity:.3f}, specificity "
+            f"{point.specificity:.3f}")
+
+
+@models_app.command("threshold")
+def models_threshold(
+        version: str = typer.Argument(..., help="Version id or alias."),
+        sensitivity: float | None = typer.Option(None, help="Target sensitivity: the largest "
+                                                 "threshold reaching it on the labelled answers."),
+        value: float | None = typer.Option(None, help="A threshold to serve at (0-1)."),
+        revert: bool = typer.Option(False, "--revert", help="Back to the threshold before the "
+                                    "current one."),
+        card: bool = typer.Option(False, "--card", help="Back to the model card's threshold."),
+        days: float = typer.Option(30.0, min=0.01, help="Labelled answers of the last DAYS days."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Show the trade-off (and the "
+                                     "proposal); change nothing."),
+        reason: str | None = typer.Option(None, help="Why (audited); needed unless --dry-run.")
+        ) -> None:
+    """The operating threshold of a version: its sensitivity/specificity on recent labelled
+    answers, and a new threshold served from now on (a serving configuration in the route,
+    audited and reversible; the model card is not edited)."""
+    from datetime import UTC, datetime, timedelta
+
+    from skinlesion import operations
+
+    chosen = [flag for flag, on in (("--sensitivity", sensitivity is not None),
+                                    ("--value", value is not None), ("--revert", revert),
+                                    ("--card", card)) if on]
+    if len(chosen) > 1 or (not chosen and not dry_run):
+        raise _fail(ValueError("give one of --sensitivity, --value, --revert or --card (or "
+                               "--dry-run to only look)"))
+    if not dry_run and not (reason or "").strip():
+        raise _fail(ValueError("give --reason: every threshold change is audited with why"))
+    store, models = _store(), _settings().models_dir
+    end = datetime.now(UTC)
+    study = None
+    try:
+        if sensitivity is not None or dry_run:
+            study = operations.threshold_study(store, models, version, end - timedelta(days=days),
+                                               end, target_sensitivity=sensitivity)
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    if study is not None:
+        typer.echo(f"{study.version}: {study.n} labelled answers ({study.current.n_malignant} "
+                   f"malignant) in the last {days:g} days")
+        typer.echo(_point("serving threshold" + (" (tuned)" if study.tuned else " (card)"),
+                          study.current))
+        if study.proposed is not None:
+            typer.echo(_point(f"proposed for sensitivity ≥ {sensitivity:g}", study.proposed))
+    if dry_run:
+        return
+    if study is not None and study.proposed is not None:
+        _route_action(lambda ops, s, m, who: ops.set_threshold(
+            s, m, version, study.proposed.threshold, reason=reason, evidence=study.evidence(),
+            **who))
+    elif value is not None or card:
+        _route_action(lambda ops, s, m, who: ops.set_threshold(s, m, version, value, reason=reason,
+                                                               **who))
+    else:
+        _route_action(lambda ops, s, m, who: ops.revert_threshold(s, m, version, reason=reason,
+                                                                  **who))
+
+
 @labels_app.command("import")
 def labels_import(truth: Path = typer.Argument(..., help="Ground truth CSV in ISIC format."),
                   images: Path | None = typer.Option(None, help="Folder of the images it names "
@@ -764,11 +859,6 @@ def monitor(once: bool = typer.Option(False, "--once", help="Run once and exit."
 
     def show(result) -> None:
         typer.secho(result.summary(), fg=_STATUS_COLOURS.get(result.snapshot.status))
-        if retrain:
-            from skinlesion.monitoring.triggers import check_retraining
-
-            for outcome in check_retraining(store, folder, policy, cache_dir=_settings().cache_dir):
-                typer.echo(outcome.describe())
         if retrain:
             from skinlesion.monitoring.triggers import check_retraining
 

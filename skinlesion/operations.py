@@ -309,6 +309,9 @@ def threshold_study(store: Store, models_dir: Path, version: str, start: datetim
     """The trade-off of ``version`` (an id or alias) on its labelled answers in ``[start, end)``
     (every role it answered in, shadow included: a candidate can be tuned before it serves),
     malignant as its card defines it; with ``target_sensitivity``, the threshold proposed for it."""
+    if target_sensitivity is not None and not 0.0 < target_sensitivity <= 1.0:
+        raise OperationError(f"the target sensitivity must lie in (0, 1], e.g. 0.95, got "
+                             f"{target_sensitivity}")
     vid = resolve_version(models_dir, version)
     card = read_card(Path(models_dir) / vid)
     labelled = store.labelled_predictions(start, end, model_version=vid)

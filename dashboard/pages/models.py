@@ -1,11 +1,14 @@
 """Models — for ML leads: the versions side by side with their cards, and the route actions
-(fallback, restrict, rollback, activate/promote) through skinlesion.operations, each confirmed,
-reasoned and audited. Everyone may look; the actions need the ml_lead role."""
+(fallback, restrict, rollback, activate/promote, A/B challenger and shadow, operating threshold)
+through skinlesion.operations, each confirmed, reasoned and audited. Everyone may look; the actions
+need the ml_lead role."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -13,7 +16,7 @@ import components
 from skinlesion import operations
 from skinlesion.auth import can
 from skinlesion.errors import SkinLesionError
-from skinlesion.monitoring.cockpit import is_synthetic
+from skinlesion.monitoring.cockpit import compare_versions, comparison_versions, is_synthetic
 from skinlesion.registry import list_versions
 
 _FLASH = "models_flash"
@@ -189,6 +192,179 @@ with st.container(border=True):
                f"then train on the server (`skinlesion train --data DIR`); the new version appears "
                f"above as a candidate to promote. Schedule: {schedule}"
                + (f", next due {due:%Y-%m-%d} for {route.active_version}." if due else "."))
+
+# --- A/B test and shadow ----------------------------------------------------------------------------
+
+COMPARE_WINDOWS = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
+
+
+@st.cache_data(ttl=components.SLOW_TTL_S, show_spinner="Comparing the versions…")
+def version_comparison(db_path: str, models_dir_: str, start: datetime, end: datetime,
+                       versions: tuple[str, ...], drift: bool) -> pd.DataFrame:
+    return compare_versions(components.store(), Path(models_dir_), components.policy(), start, end,
+                            list(versions), drift=drift)
+
+
+st.subheader("A/B test and shadow")
+st.caption("A challenger answers a share of the requests (the same image always by the same "
+           "model); a shadow answers every request in the background, logged but never returned. "
+           "Compare them with the active version below before promoting one.")
+archived = set(components.store().archived_versions())
+others = [c.id for c in reversed(cards) if c.id != route.active_version and c.id not in archived]
+ab_left, ab_right = st.columns(2)
+with ab_left:
+    if route.challenger_version:
+        st.markdown(f"Challenger **{route.challenger_version}** answers "
+                    f"**{route.challenger_share:.0%}** of the requests.")
+        action_form("stop_challenger", "Stop the A/B test",
+                    f"Answer every request with {route.active_version} again",
+                    lambda reason: operations.stop_challenger(components.store(), reason=reason,
+                                                              **who()))
+    challengers = [v for v in others if v != route.shadow_version]
+    action_form(
+        "start_challenger", "Start or change the A/B test",
+        "Send the chosen share of the requests to the challenger",
+        lambda reason, version, share: operations.start_challenger(
+            components.store(), models_dir, version, share, reason=reason, **who()),
+        extra=lambda: {
+            "version": st.selectbox("Challenger", challengers or ["none"],
+                                    key="start_challenger_version"),
+            "share": st.slider("Share of the requests", 0.01, 0.99,
+                               value=route.challenger_share or 0.1, step=0.01,
+                               key="start_challenger_share")},
+        disabled=not challengers)
+with ab_right:
+    if route.shadow_version:
+        st.markdown(f"Shadow **{route.shadow_version}** answers every request (not returned).")
+        action_form("stop_shadow", "Stop the shadow", f"Stop {route.shadow_version}'s shadow answers",
+                    lambda reason: operations.stop_shadow(components.store(), reason=reason,
+                                                          **who()))
+    shadows = [v for v in others if v not in (route.challenger_version, route.shadow_version)]
+    action_form(
+        "start_shadow", "Start the shadow", "Answer every request with it too, logged only",
+        lambda reason, version: operations.start_shadow(components.store(), models_dir, version,
+                                                        reason=reason, **who()),
+        extra=lambda: {"version": st.selectbox("Shadow", shadows or ["none"],
+                                               key="start_shadow_version")},
+        disabled=not shadows)
+
+compared = comparison_versions(route)
+if len(compared) < 2:
+    st.info("No challenger or shadow: start one above to compare it with the active version here.")
+else:
+    left, right = st.columns([2, 1])
+    span = left.radio("Compare over the last", list(COMPARE_WINDOWS), index=1, horizontal=True,
+                      key="models_compare_window")
+    with_drift = right.checkbox("With data drift (slower)", key="models_compare_drift")
+    end = components.now_floor()
+    comparison = version_comparison(str(components.settings().db_path), str(models_dir),
+                                    end - COMPARE_WINDOWS[span], end, tuple(compared), with_drift)
+    roles = operations.route_roles(route)
+    st.dataframe(comparison, hide_index=True, width="stretch",
+                 column_config={v: st.column_config.NumberColumn(
+                     f"{v} ({', '.join(roles.get(v, []))})", format="%.3f") for v in compared})
+    st.caption("Each version's own answers in the window (a shadow's included), judged against "
+               "the policy's bands. The estimated rows use the calibrated probabilities only "
+               "(before labels arrive); a challenger sees a different share of the traffic than the "
+               "active version, a shadow the same requests.")
+
+# --- operating threshold ----------------------------------------------------------------------------
+
+THRESHOLD_WINDOWS = {"7 d": 7, "30 d": 30, "90 d": 90}
+
+
+@st.cache_data(ttl=components.QUERY_TTL_S, show_spinner=False)
+def study_for(db_path: str, models_dir_: str, version: str, start: datetime, end: datetime,
+              target: float) -> operations.ThresholdStudy:
+    return operations.threshold_study(components.store(), Path(models_dir_), version, start, end,
+                                      target_sensitivity=target)
+
+
+def tradeoff_chart(study: operations.ThresholdStudy) -> alt.LayerChart:
+    """Sensitivity and specificity over the threshold, with the serving (solid) and proposed
+    (dashed) thresholds."""
+    curve = study.curve.melt(id_vars="threshold", var_name="measure", value_name="value")
+    lines = alt.Chart(curve).mark_line(interpolate="step-after").encode(
+        x=alt.X("threshold:Q", scale=alt.Scale(domain=[0, 1]), title="threshold on p_malignant"),
+        y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title=None),
+        color=alt.Color("measure:N", scale=alt.Scale(domain=["sensitivity", "specificity"],
+                                                     range=["#c62828", "#1f5f8b"]), title=None),
+        tooltip=[alt.Tooltip("threshold:Q", format=".3f"), "measure:N",
+                 alt.Tooltip("value:Q", format=".3f")])
+    marks = pd.DataFrame([{"which": "serving", "threshold": study.current.threshold},
+                          *([{"which": "proposed", "threshold": study.proposed.threshold}]
+                            if study.proposed else [])])
+    rules = alt.Chart(marks).mark_rule(strokeWidth=2, color="#1b2631").encode(
+        x="threshold:Q", strokeDash=alt.StrokeDash("which:N", scale=alt.Scale(
+            domain=["serving", "proposed"], range=[[1, 0], [5, 3]]), title=None),
+        tooltip=["which:N", alt.Tooltip("threshold:Q", format=".3f")])
+    return (lines + rules).properties(height=260)
+
+
+st.subheader("Operating threshold")
+st.caption("Sensitivity against specificity on each version's recent labelled answers. A new "
+           "threshold is a serving configuration of the version (audited, reversible); its model "
+           "card stays as trained.")
+t_version, t_window, t_target = st.columns(3)
+versions = [c.id for c in reversed(cards)]
+tuned_version = t_version.selectbox("Version", versions, index=versions.index(route.active_version)
+                                    if route.active_version in versions else 0,
+                                    key="threshold_version")
+days = THRESHOLD_WINDOWS[t_window.radio("Labelled answers of the last", list(THRESHOLD_WINDOWS),
+                                        index=1, horizontal=True, key="threshold_window")]
+target = t_target.number_input("Target sensitivity", 0.5, 1.0, 0.95, step=0.01, format="%.2f",
+                               key="threshold_target")
+end = components.now_floor()
+try:
+    study = study_for(str(components.settings().db_path), str(models_dir), tuned_version,
+                      end - timedelta(days=days), end, target)
+except SkinLesionError as err:
+    study = None
+    st.info(str(err))
+if study is not None:
+    serving_label = "tuned" if study.tuned else "card"
+    c1, c2, c3 = st.columns(3)
+    c1.metric(f"Serving threshold ({serving_label})", f"{study.current.threshold:.3f}",
+              help=f"The model card's threshold is {study.card_threshold:.3f}.")
+    c2.metric("Sensitivity → proposed", f"{study.current.sensitivity:.3f}",
+              delta=f"{study.proposed.sensitivity - study.current.sensitivity:+.3f}")
+    c3.metric("Specificity → proposed", f"{study.current.specificity:.3f}",
+              delta=f"{study.proposed.specificity - study.current.specificity:+.3f}")
+    st.altair_chart(tradeoff_chart(study), width="stretch")
+    st.caption(f"{study.n:,} labelled answers of {study.version} ({study.current.n_malignant} "
+               f"malignant). Proposed: threshold {study.proposed.threshold:.3f}, the largest "
+               f"reaching sensitivity {target:.2f} on them.")
+th_left, th_mid, th_right = st.columns(3)
+with th_left:
+    action_form(
+        "apply_threshold", "Apply the proposed threshold",
+        f"Serve {tuned_version} at the proposed threshold",
+        lambda reason: operations.set_threshold(
+            components.store(), models_dir, tuned_version, study.proposed.threshold,
+            reason=reason, evidence=study.evidence(), **who()),
+        help_text=(f"Threshold {study.proposed.threshold:.3f} for sensitivity ≥ {target:.2f}."
+                   if study else "Needs enough labelled answers of this version."),
+        disabled=study is None)
+with th_mid:
+    action_form(
+        "set_threshold", "Set a threshold by hand", f"Serve {tuned_version} at this threshold",
+        lambda reason, value: operations.set_threshold(components.store(), models_dir,
+                                                       tuned_version, value, reason=reason,
+                                                       **who()),
+        extra=lambda: {"value": st.number_input("Threshold", 0.0, 1.0, 0.5, step=0.01,
+                                                format="%.3f", key="set_threshold_value")})
+with th_right:
+    history = operations.threshold_history(components.store(), tuned_version)
+    action_form(
+        "revert_threshold", "Revert the threshold",
+        f"Serve {tuned_version} at its previous threshold again",
+        lambda reason: operations.revert_threshold(components.store(), models_dir, tuned_version,
+                                                   reason=reason, **who()),
+        help_text="Back to the threshold before the current one (the card's if it was tuned once).",
+        disabled=history.empty)
+if not history.empty:
+    st.caption("Threshold changes of this version (empty threshold: the model card's)")
+    st.dataframe(history, hide_index=True, width="stretch")
 
 with st.expander("Route history"):
     history = components.store_query("route_history", limit=50)

@@ -5,7 +5,7 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 REAL_DATA ?= ../shared/data/isic2019-ham-train
 
-.PHONY: install run test test-slow bench reference clean
+.PHONY: install run test test-slow test-browser browser screenshots bench reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,11 +23,30 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/skinlesion demo
 
-test: $(STAMP)
+# the default (fast) suite, then the browser end-to-end test (slow, but part of CI)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m browser
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow"
+
+test-browser: $(STAMP) browser
+	$(BIN)/python -m pytest -m browser
+
+# headless Chromium and its driver (the system's): installed with apt-get where they are missing and
+# that is possible (root); otherwise the browser test is skipped and says why
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	          chromium-driver; } \
+	  || echo "chromium/chromedriver missing and not installable here: the browser test is skipped"
+
+# a screenshot of each page over the embedded demo (built first if absent or stale) -> docs/screenshots
+screenshots: $(STAMP) browser
+	$(BIN)/skinlesion demo --build-only
+	$(BIN)/python dashboard/screenshots.py --out docs/screenshots
 
 bench: $(STAMP)
 	$(BIN)/python -m skinlesion.bench --out bench/results.json --real-data $(REAL_DATA)

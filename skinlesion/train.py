@@ -131,7 +131,9 @@ class FitResult:
 class SoftTargets:
     """Knowledge distillation: a teacher's temperature-softened class probabilities for the training
     rows (``probs``: index = the dataset table's index, columns = CLASSES). With them the training
-    loss is ``alpha * T^2 * KL(probs || softmax(student_logits / T)) + (1 - alpha) * CE(labels)``."""
+    loss is ``alpha * T^2 * KL(probs || softmax(student_logits / T)) + (1 - alpha) * CE(labels)``,
+    both terms weighted per image by the class weight of its true label (see
+    :func:`distillation_loss`)."""
 
     probs: pd.DataFrame
     alpha: float = 0.5
@@ -158,11 +160,15 @@ class SoftTargets:
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
-                      hard_loss: torch.Tensor, *, alpha: float, temperature: float) -> torch.Tensor:
+                      hard_loss: torch.Tensor, *, alpha: float, temperature: float,
+                      sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """``alpha * T^2 * KL(teacher_probs || softmax(student_logits / T)) + (1 - alpha) * hard_loss``
-    (Hinton et al. 2015: T^2 keeps the soft term's gradients on the scale of the hard one's)."""
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), teacher_probs,
-                    reduction="batchmean")
+    (Hinton et al. 2015: T^2 keeps the soft term's gradients on the scale of the hard one's). The
+    KL term is a ``sample_weight``-weighted mean over the batch, as the class-weighted cross-entropy
+    is, so the rare classes keep the emphasis the config's ``class_weight`` gives them."""
+    kl = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), teacher_probs,
+                  reduction="none").sum(dim=1)
+    soft = kl.mean() if sample_weight is None else (kl * sample_weight).sum() / sample_weight.sum()
     return alpha * temperature ** 2 * soft + (1.0 - alpha) * hard_loss
 
 
@@ -468,7 +474,8 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
             if soft_tr is not None:
                 loss = distillation_loss(logits.float(), soft_tr[torch.from_numpy(rows)].to(device),
                                          loss, alpha=soft_targets.alpha,
-                                         temperature=soft_targets.temperature)
+                                         temperature=soft_targets.temperature,
+                                         sample_weight=weights[target])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

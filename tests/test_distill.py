@@ -73,6 +73,13 @@ def test_distillation_loss_and_ensemble_targets():
     # a student that already matches the teacher at T: only the hard part remains
     assert distillation_loss(logits, teacher, hard, alpha=0.4, temperature=3.0).item() \
         == pytest.approx(0.6 * 1.5, abs=1e-6)
+    # class weighting reaches the soft term: a zero-weight image's disagreement does not count
+    off = torch.cat([logits, -logits])
+    both = torch.cat([teacher, teacher])
+    assert distillation_loss(off, both, hard, alpha=0.4, temperature=3.0,
+                             sample_weight=torch.tensor([1.0, 0.0])).item() \
+        == pytest.approx(0.6 * 1.5, abs=1e-6)
+    assert distillation_loss(off, both, hard, alpha=0.4, temperature=3.0).item() > 0.6 * 1.5 + 0.1
     z1, z2 = np.array([[4.0] + [0.0] * 7]), np.array([[0.0] * 7 + [4.0]])
     np.testing.assert_allclose(soften([z1, z2], 2.0),
                                (apply_temperature(z1, 2.0) + apply_temperature(z2, 2.0)) / 2)

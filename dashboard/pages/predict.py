@@ -58,7 +58,7 @@ def probability_chart(record: PredictionRecord, malignant: list[str]) -> alt.Cha
                          "group": ["malignant" if c in malignant else "benign" for c in CLASSES]})
     return alt.Chart(data).mark_bar().encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-        y=alt.Y("class:N", sort=list(CLASSES), title=None),
+        y=alt.Y("class:N", sort=list(CLASSES), title=None, axis=alt.Axis(labelOverlap=False)),
         color=alt.Color("group:N", scale=alt.Scale(domain=["malignant", "benign"],
                                                     range=["#c62828", "#1f5f8b"]), title=None),
         tooltip=["class", "diagnosis", alt.Tooltip("probability:Q", format=".1%")],

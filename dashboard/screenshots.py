@@ -7,6 +7,9 @@ Shared by the browser end-to-end test (``tests/e2e/test_browser.py``, ``make tes
 
     python dashboard/screenshots.py --out docs/screenshots     # every page, signed in as the demo lead
 
+The dashboard serves a throw-away copy of the home, so what the pages do meanwhile (the Predict
+page's logged answer) never reaches it and the screenshots come out the same run after run.
+
 Needs Chromium and its driver (Debian: ``apt-get install chromium chromium-driver``; the make targets
 install them). Not a page of the app: ``app.py`` lists its pages explicitly.
 """
@@ -391,6 +394,14 @@ def capture(url: str, out_dir: Path, user: str, password: str,
 # --- make screenshots -------------------------------------------------------------------------------
 
 
+@contextmanager
+def scratch_copy(home: Path) -> Iterator[Path]:
+    """A copy of ``home`` in a temporary folder, removed on exit (retained images named by absolute
+    path in its store are still read from ``home``)."""
+    with tempfile.TemporaryDirectory(prefix="skinlesion-screenshots-") as tmp:
+        yield Path(shutil.copytree(home, Path(tmp) / "home"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python dashboard/screenshots.py``: a screenshot of each page over a home (by default the
     embedded demo's; build it first with ``skinlesion demo --build-only``)."""
@@ -412,15 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     parser.add_argument("--no-answer", dest="answer", action="store_false",
                         help="leave the Predict page empty (by default it answers the review "
-                             "queue's most uncertain case, which logs one dashboard answer)")
+                             "queue's most uncertain case; the answer is logged in a copy of the "
+                             "home only)")
     args = parser.parse_args(argv)
     home = args.home or demo_home(Settings())
     if args.home is None and not is_built(home):
         parser.error(f"no demo at {home}; build it first with `skinlesion demo --build-only`")
+    if not home.is_dir():
+        parser.error(f"no home at {home}")
     reason = browser_missing()
     if reason:
         parser.error(reason)
-    with serve(home, port=args.port) as server:
+    with scratch_copy(home) as scratch, serve(scratch, port=args.port) as server:
         print(f"dashboard over {home} at {server.url}", flush=True)
         capture(server.url, args.out, args.user, args.password,
                 tuple(page_spec(slug) for slug in args.pages),

@@ -162,3 +162,23 @@ def test_the_cli_shares_the_operations(tmp_path, monkeypatch):
                                                                        "activate"]
     refused = runner.invoke(app, ["models", "rollback", "--reason", "  "])
     assert refused.exit_code == 2 and "reason" in refused.output
+
+
+def test_archiving_is_role_checked_audited_and_blocks_activation(store, models_dir):
+    with pytest.raises(PermissionDeniedError):
+        operations.archive(store, models_dir, "v2", reason="x", actor="vic", role="clinician")
+    with pytest.raises(operations.OperationError, match="active"):
+        operations.archive(store, models_dir, "v1", reason="serving", **LEAD)
+    entry = operations.archive(store, models_dir, "v2", reason="candidate not promoted", **LEAD)
+    assert store.archived_versions() == ["v2"]
+    audit = store.query_audit(limit=1).iloc[0]
+    assert (audit["id"], audit["action"], audit["target"]) == (entry.id, "archive", "v2")
+    table = operations.versions_table(registry.list_versions(models_dir), store.get_route(),
+                                      store.archived_versions())
+    assert dict(zip(table["id"], table["role"], strict=True))["v2"] == "archived"
+    with pytest.raises(operations.OperationError, match="archived"):
+        operations.activate(store, models_dir, "v2", reason="x", **LEAD)
+    operations.unarchive(store, models_dir, "v2", reason="needed after all", **LEAD)
+    assert store.archived_versions() == []
+    operations.activate(store, models_dir, "v2", reason="promote", **LEAD)
+    assert store.get_route().active_version == "v2"

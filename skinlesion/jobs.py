@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+import pandas as pd
 import psutil
 
 from skinlesion.errors import SkinLesionError
@@ -263,3 +264,14 @@ def run_job(store: Store, job_id: str) -> JobRecord:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return finished or store.get_job(job_id)
+
+
+def jobs_table(listed: list[JobRecord]) -> pd.DataFrame:
+    """The jobs as rows for a listing: ``job`` (short id), ``model``, ``trigger``, ``status``,
+    ``progress``, ``message`` (or the error), ``queued``, ``by``, ``candidate``."""
+    return pd.DataFrame(
+        [{"job": j.id[:8], "model": j.model, "trigger": j.trigger, "status": j.status,
+          "progress": j.progress, "message": j.error or j.message, "queued": j.created_at,
+          "by": j.requested_by, "candidate": j.result.get("version", "")} for j in listed],
+        columns=["job", "model", "trigger", "status", "progress", "message", "queued", "by",
+                 "candidate"])

@@ -424,18 +424,17 @@ def retrain(store: Store, spec: RetrainSpec, reporter: Reporter) -> RetrainResul
     compare the candidate with it (the gate) and register the candidate (never activated).
 
     Progress: 0–5 % data, 5–75 % training (per epoch), 75–90 % the gate, 90–100 % registering."""
-    # torch comes in with training: imported here so launching and listing jobs stay light
-    from skinlesion.evaluate import predict_dataset
-    from skinlesion.register import register
-    from skinlesion.registry import diff_manifests, load_version
-    from skinlesion.train import TrainConfig, fit, training_summary
-
     models_dir = Path(spec.models_dir)
     base_id = resolve_version(models_dir, spec.base_version)
     card = read_card(models_dir / base_id)
     if card.kind != "neural":
         raise SkinLesionError(f"{base_id} is a {card.kind!r} version; only neural versions are "
                               "retrained (the fallback is refitted with its own recipe)")
+    # torch comes in with training: imported here so launching and listing jobs stay light
+    from skinlesion.evaluate import predict_dataset
+    from skinlesion.register import register
+    from skinlesion.registry import diff_manifests, load_version
+    from skinlesion.train import TrainConfig, fit, training_summary
     reporter.progress(0.0, f"collecting the training data of {base_id}")
     data = training_data(store, card, models_dir, data_dir=spec.data_dir,
                          holdout_share=spec.holdout_share,

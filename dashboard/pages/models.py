@@ -1,7 +1,8 @@
 """Models — for ML leads: the versions side by side with their cards, and the route actions
 (fallback, restrict, rollback, activate/promote, A/B challenger and shadow, operating threshold)
-through skinlesion.operations, each confirmed, reasoned and audited. Everyone may look; the actions
-need the ml_lead role."""
+through skinlesion.operations, each confirmed, reasoned and audited; retraining jobs
+(skinlesion.jobs: launch, live progress and log, cancel, the candidate's gate) and archiving.
+Everyone may look; the actions need the ml_lead role."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import pandas as pd
 import streamlit as st
 
 import components
-from skinlesion import operations
+from skinlesion import jobs, operations
 from skinlesion.auth import can
 from skinlesion.errors import SkinLesionError
 from skinlesion.monitoring.cockpit import compare_versions, comparison_versions, is_synthetic
 from skinlesion.registry import list_versions
+from skinlesion.retrain import active_spec, gate_table
 
 _FLASH = "models_flash"
 
@@ -39,7 +41,7 @@ if not cards:
     st.info(f"No model versions in {models_dir} yet. Train one with `skinlesion train --data DIR` "
             "(or build the demo with `skinlesion demo`).")
     st.stop()
-table = operations.versions_table(cards, route)
+table = operations.versions_table(cards, route, components.store().archived_versions())
 metric_columns = [c for c in table.columns
                   if c.startswith(("val_", "test_")) and table[c].notna().any()]
 table = table.drop(columns=[c for c in table.columns
@@ -77,6 +79,10 @@ for column, vid in zip(st.columns(max(len(chosen), 1)), chosen, strict=False):
             st.dataframe(split_metrics.dropna(how="all"), width="stretch")
         if card.notes:
             st.caption(card.notes)
+        if (card.model_extra or {}).get("gate"):
+            with st.expander(f"Gate: vs {card.model_extra['gate']['active']}"):
+                st.dataframe(gate_table(card.model_extra["gate"]), hide_index=True,
+                             width="stretch")
         with st.expander("Full model card"):
             st.json(card.model_dump(mode="json"), expanded=False)
 
@@ -180,18 +186,99 @@ with right:
                 help_text="While restricted, only clearly benign answers are returned as "
                           "'no referral'; everything else is referred.")
 
-with st.container(border=True):
+# --- retraining -----------------------------------------------------------------------------------
+
+st.subheader("Retraining")
+retraining = components.policy().retraining
+active_card = by_id.get(route.active_version)
+due = (retraining.next_due(datetime.fromisoformat(active_card.created)) if active_card else None)
+st.caption(f"Also launched by `skinlesion monitor`: schedule {retraining.schedule}"
+           + (f" (next due {due:%Y-%m-%d} for {route.active_version})" if due else "")
+           + f", alerts at {retraining.on_status} or worse, and "
+           + (f"{retraining.review_labels} new review-queue labels." if retraining.review_labels
+              else "no active-learning trigger."))
+rt_left, rt_right = st.columns(2)
+with rt_left, st.form("retrain"):
     st.markdown("**Launch retraining**")
-    schedule = components.policy().retraining.schedule
-    active_card = by_id.get(route.active_version)
-    due = (components.policy().retraining.next_due(datetime.fromisoformat(active_card.created))
-           if active_card else None)
-    st.button("Launch retraining", disabled=True, key="retrain",
-              help="Retraining jobs arrive with the retraining-job system.")
-    st.caption(f"Retraining jobs launched from here arrive with the retraining-job system. Until "
-               f"then train on the server (`skinlesion train --data DIR`); the new version appears "
-               f"above as a candidate to promote. Schedule: {schedule}"
-               + (f", next due {due:%Y-%m-%d} for {route.active_version}." if due else "."))
+    st.caption(f"Retrains **{route.active_version}** in a background job on its original data plus "
+               f"the labelled production cases with kept images ({retraining.mode}, "
+               f"{retraining.epochs} epochs). The result is a candidate compared with it on the "
+               "recent hold-out and the original test split; nothing is promoted automatically.")
+    data_folder = st.text_input("Original data folder (only if its card names none)",
+                                key="retrain_data")
+    retrain_reason = st.text_area("Reason (audited)", key="retrain_reason", height=68)
+    retrain_confirmed = st.checkbox(f"Start a retraining job of {route.active_version}",
+                                    key="retrain_confirm")
+    retrain_submitted = st.form_submit_button("Launch retraining", type="primary",
+                                              key="retrain_submit")
+if retrain_submitted:
+    if not retrain_confirmed:
+        st.error("Tick the confirmation first: this starts a training job on the server.")
+    else:
+        try:
+            spec = active_spec(components.store(), retraining, models_dir=models_dir,
+                               cache_dir=components.settings().cache_dir,
+                               data_dir=data_folder.strip() or None)
+            job = jobs.launch_retrain(components.store(), spec, reason=retrain_reason, **who())
+        except (SkinLesionError, ValueError) as err:
+            st.error(str(err))
+        else:
+            st.session_state[_FLASH] = f"Retraining job {job.id[:8]} launched (pid {job.pid})."
+            st.session_state["retrain_job"] = job.id
+            st.rerun()
+
+with rt_right:
+    archived = components.store().archived_versions()
+    in_route = operations.route_roles(route)
+    archivable = [c.id for c in reversed(cards) if c.id not in in_route and c.id not in archived]
+    action_form("archive", "Archive a version", "Retire the chosen version",
+                lambda reason, version: operations.archive(components.store(), models_dir,
+                                                           version, reason=reason, **who()),
+                help_text="A candidate not promoted, or a retired model: it stays on disk, listed "
+                          "as archived, and cannot be activated until restored.",
+                extra=lambda: {"version": st.selectbox("Version", archivable or ["none"],
+                                                       key="archive_version")},
+                disabled=not archivable)
+    if archived:
+        action_form("unarchive", "Restore a version", "Make the chosen version usable again",
+                    lambda reason, version: operations.unarchive(components.store(), models_dir,
+                                                                 version, reason=reason, **who()),
+                    extra=lambda: {"version": st.selectbox("Version", archived,
+                                                           key="unarchive_version")})
+
+recent_jobs = [jobs.refresh(components.store(), j) for j in components.store().list_jobs(limit=10)]
+if recent_jobs:
+    st.dataframe(jobs.jobs_table(recent_jobs), hide_index=True, width="stretch",
+                 column_config={"progress": st.column_config.ProgressColumn("progress")})
+    by_job = {j.id: j for j in recent_jobs}
+    shown = st.selectbox("Job", list(by_job), key="retrain_job",
+                         format_func=lambda jid: f"{jid[:8]} · {by_job[jid].status} · "
+                                                 f"{by_job[jid].trigger} · {by_job[jid].model}")
+
+    @st.fragment(run_every=2 if not by_job[shown].is_finished else None)
+    def job_panel(job_id: str) -> None:
+        """The job's live status, progress, log tail and, once done, the gate."""
+        job = jobs.find_job(components.store(), job_id)
+        st.progress(job.progress, text=f"{job.status} · {job.message}")
+        if job.error:
+            st.error(job.error)
+        log = components.store().job_log(job_id, tail=15)
+        st.code("\n".join(log["line"]) or "(no log lines yet)", language=None)
+        if job.result.get("gate"):
+            gate = job.result["gate"]
+            st.markdown(f"Candidate **{job.result['version']}** vs active **{gate['active']}** "
+                        f"(paired bootstrap, {gate['resamples']} resamples, 95% intervals):")
+            st.dataframe(gate_table(gate), hide_index=True, width="stretch")
+        if not job.is_finished:
+            with st.form(f"cancel_{job_id}"):
+                cancel_reason = st.text_input("Reason (audited)", key="cancel_job_reason")
+                if st.form_submit_button("Cancel this job", key="cancel_job_submit"):
+                    try:
+                        jobs.cancel_job(components.store(), job_id, reason=cancel_reason, **who())
+                    except SkinLesionError as err:
+                        st.error(str(err))
+
+    job_panel(shown)
 
 # --- A/B test and shadow ----------------------------------------------------------------------------
 

@@ -299,10 +299,17 @@ def main(argv: list[str] | None = None) -> None:
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results |= {"generated": datetime.now(UTC).isoformat(timespec="seconds"),
                 "machine": machine()}
+
+    def save() -> None:
+        """Written after every section: a failing section keeps the numbers measured before it."""
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         if "ml" not in skip:
             print("bench: ML core", file=sys.stderr)
             results["ml"], models_dir, version = bench_ml(Path(tmp))
+            save()
         has_reference = (args.models_dir / "reference").is_dir()
         if "api" not in skip:
             print("bench: API", file=sys.stderr)
@@ -310,19 +317,21 @@ def main(argv: list[str] | None = None) -> None:
                                        else (models_dir, version))
             images = [p.read_bytes() for p in sorted(Path(tmp).glob("synthetic/*/*.jpg"))[:40]]
             results["api"] = bench_api(api_models, api_version, images) | {"model": api_version}
+            save()
         if "reference" not in skip and has_reference and args.real_data and args.real_data.is_dir():
             print("bench: reference model on real data", file=sys.stderr)
             results["reference"] = bench_reference(args.models_dir, args.real_data)
+            save()
     if "monitoring" not in skip:
         print("bench: monitoring at scale", file=sys.stderr)
         results["monitoring"] = bench_monitoring()
+        save()
     if "demo" not in skip:
         from skinlesion.settings import Settings
 
         results["demo_estimates"] = bench_demo_estimates(
             Settings().data_dir / "demo" / "data" / "skinlesion.duckdb")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    save()
     print(str(args.out))
 
 

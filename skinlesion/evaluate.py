@@ -7,18 +7,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from skinlesion import metrics, plots  # noqa: E402
-from skinlesion.data.images import file_sha256, load_image  # noqa: E402
-from skinlesion.errors import DataError  # noqa: E402
-from skinlesion.registry import ModelVersion, read_manifest  # noqa: E402
-from skinlesion.schema import CLASSES, METADATA_FIELDS, class_index  # noqa: E402
+from skinlesion import metrics, plots
+from skinlesion.data.images import file_sha256, load_image
+from skinlesion.errors import DataError
+from skinlesion.registry import ModelVersion, read_manifest
+from skinlesion.schema import CLASSES, METADATA_FIELDS, class_index
 
 SPLIT_CHOICES = ("unseen", "test", "all")
 
@@ -122,7 +119,6 @@ def evaluate_version(version: ModelVersion, df: pd.DataFrame, out_dir: Path, *,
     if card.history:
         figures["learning_curves.png"] = plots.learning_curves_figure(card.history)
     for name, fig in figures.items():
-        fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-        matplotlib.pyplot.close(fig)
+        fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")  # plain Figures: no pyplot state
         files.append(out_dir / name)
     return EvaluationReport(metrics=result, out_dir=out_dir, files=files)

@@ -53,10 +53,12 @@ def _histogram_sum(text: str, name: str) -> float:
 
 
 def bench_api(models_dir: Path, version: str, images: list[bytes], *, n_single: int = 60,
-              n_concurrent: int = 240, clients: int = 8) -> dict:
+              n_concurrent: int = 240, clients: int = 8,
+              server_log: Path = Path("bench/api-server.log")) -> dict:
     """A real server (``skinlesion serve``) on loopback over a fresh store: single-request latency,
     throughput with ``clients`` concurrent clients, the share of server time spent waiting for the
-    log commit, and accepted vs logged predictions (must be equal)."""
+    log commit, and accepted vs logged predictions (must be equal). The server's output goes to
+    ``server_log``."""
     with tempfile.TemporaryDirectory() as home:
         env = os.environ | {"SKINLESION_HOME": home, "SKINLESION_MODELS_DIR": str(models_dir),
                             "SKINLESION_DEVICE": "cpu"}
@@ -65,9 +67,10 @@ def bench_api(models_dir: Path, version: str, images: list[bytes], *, n_single: 
                         reason="benchmark")
         key = store.create_api_key("bench")
         port = _free_port()
+        server_log.parent.mkdir(parents=True, exist_ok=True)
         server = subprocess.Popen([sys.executable, "-m", "skinlesion.cli", "serve", "--port",
-                                   str(port)], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+                                   str(port)], env=env, stdout=server_log.open("w"),
+                                  stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(base, server)

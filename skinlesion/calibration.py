@@ -69,6 +69,21 @@ def apply_temperature(logits: object, temperature: float) -> np.ndarray:
     return scipy.special.softmax(_check_logits(logits) / temperature, axis=1)
 
 
+def binary_scores(is_malignant: object, p_malignant: object) -> tuple[np.ndarray, np.ndarray]:
+    """The ground truth and the malignant score as validated arrays: 1-d, same length, boolean
+    truth, finite scores (ValueError naming what is wrong otherwise)."""
+    truth = np.asarray(is_malignant)
+    score = np.asarray(p_malignant, dtype=np.float64)
+    if truth.dtype != np.bool_:
+        raise ValueError(f"is_malignant must be a boolean array, got dtype {truth.dtype}")
+    if truth.ndim != 1 or truth.shape != score.shape:
+        raise ValueError(f"is_malignant {truth.shape} and p_malignant {score.shape} must be 1-d arrays "
+                         "of the same length")
+    if not np.all(np.isfinite(score)):
+        raise ValueError("p_malignant contains NaN or infinite values")
+    return truth, score
+
+
 def threshold_for_sensitivity(is_malignant: object, p_malignant: object,
                               target: float = 0.90) -> float:
     """The largest threshold ``t`` at which calling ``p_malignant >= t`` malignant keeps the
@@ -80,17 +95,9 @@ def threshold_for_sensitivity(is_malignant: object, p_malignant: object,
     the achieved sensitivity above ``target``; any larger threshold would fall below it. Benign cases
     do not move the threshold; they only decide the specificity that comes with it.
     Raises ValueError without malignant cases (sensitivity is undefined)."""
-    truth = np.asarray(is_malignant)
-    score = np.asarray(p_malignant, dtype=np.float64)
-    if truth.dtype != np.bool_:
-        raise ValueError(f"is_malignant must be a boolean array, got dtype {truth.dtype}")
-    if truth.ndim != 1 or truth.shape != score.shape:
-        raise ValueError(f"is_malignant {truth.shape} and p_malignant {score.shape} must be 1-d arrays "
-                         "of the same length")
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target sensitivity must lie in (0, 1], got {target}")
-    if not np.all(np.isfinite(score)):
-        raise ValueError("p_malignant contains NaN or infinite values")
+    truth, score = binary_scores(is_malignant, p_malignant)
     positives = np.sort(score[truth])[::-1]
     if positives.size == 0:
         raise ValueError("no malignant case in the data: the sensitivity threshold cannot be chosen; "

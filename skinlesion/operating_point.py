@@ -15,7 +15,7 @@ import pandas as pd
 import sklearn.metrics
 from pydantic import BaseModel, ConfigDict, Field
 
-from skinlesion.calibration import threshold_for_sensitivity
+from skinlesion.calibration import binary_scores, threshold_for_sensitivity
 
 
 class OperatingPoint(BaseModel):
@@ -33,15 +33,9 @@ class OperatingPoint(BaseModel):
 def _check(is_malignant: object, p_malignant: object) -> tuple[np.ndarray, np.ndarray]:
     """The two arrays, validated: 1-d, same length, boolean truth, finite scores in [0, 1], and
     both outcomes present (sensitivity and specificity need both)."""
-    truth = np.asarray(is_malignant)
-    score = np.asarray(p_malignant, dtype=np.float64)
-    if truth.dtype != np.bool_:
-        raise ValueError(f"is_malignant must be a boolean array, got dtype {truth.dtype}")
-    if truth.ndim != 1 or truth.shape != score.shape:
-        raise ValueError(f"is_malignant {truth.shape} and p_malignant {score.shape} must be 1-d "
-                         "arrays of the same length")
-    if not np.all(np.isfinite(score)) or score.min(initial=0.0) < 0 or score.max(initial=0.0) > 1:
-        raise ValueError("p_malignant must hold finite probabilities in [0, 1]")
+    truth, score = binary_scores(is_malignant, p_malignant)
+    if score.min(initial=0.0) < 0 or score.max(initial=0.0) > 1:
+        raise ValueError("p_malignant must hold probabilities in [0, 1]")
     n_malignant = int(truth.sum())
     if n_malignant == 0 or n_malignant == truth.size:
         raise ValueError(f"the trade-off needs malignant and benign cases; got {n_malignant} "

@@ -162,17 +162,18 @@ def bench_ml(work: Path, *, n_images: int = 240, n_latency: int = 40) -> tuple[d
                 "CPU",
         "embedding_extraction_images_per_s": n_images / max(cold_s - warm_s, 1e-9),
         "head_training_s": warm_s,
-        "single_image_latency": single_image_latency(models_dir, card.id, df, n_latency),
+        "single_image_latency": single_image_latency(
+            models_dir, card.id, [Path(p).read_bytes() for p in df["path"].iloc[:n_latency]]),
     }, models_dir, card.id)
 
 
-def single_image_latency(models_dir: Path, version: str, df, n: int) -> dict:
+def single_image_latency(models_dir: Path, version: str, images: list[bytes], *,
+                         device: str = "cpu") -> dict:
     """Predictor.predict on JPEG bytes: decode, checks, preprocessing, model, statistics."""
     from skinlesion.predict import Predictor
     from skinlesion.schema import Metadata
 
-    predictor = Predictor.from_registry(version, models_dir, device="cpu")
-    images = [Path(p).read_bytes() for p in df["path"].iloc[:n]]
+    predictor = Predictor.from_registry(version, models_dir, device=device)
     meta = Metadata.from_raw(50, "female", "posterior torso")
     predictor.predict(images[0], meta)  # warm-up
     times = []
@@ -180,6 +181,24 @@ def single_image_latency(models_dir: Path, version: str, df, n: int) -> dict:
         _, seconds = timed(lambda image=image: predictor.predict(image, meta))
         times.append(seconds * 1000)
     return percentiles(times)
+
+
+def bench_gpu(models_dir: Path, images: list[bytes]) -> dict:
+    """The shipped reference model on the GPU against the CPU: single-image latency on each, and
+    the largest difference between their probabilities on the same images."""
+    from skinlesion.predict import Predictor
+    from skinlesion.schema import Metadata
+
+    meta = [Metadata.from_raw(50, "female", "posterior torso")] * len(images)
+    answers = {device: Predictor.from_registry("reference", models_dir, device=device)
+               .predict_batch(images, meta) for device in ("cpu", "cuda")}
+    diff = max(abs(a.probabilities[c] - b.probabilities[c])
+               for a, b in zip(answers["cpu"], answers["cuda"], strict=True) for c in a.probabilities)
+    return {"what": "reference model, Predictor.predict on JPEG bytes, one image at a time",
+            "gpu": torch.cuda.get_device_name(0),
+            "cuda_latency": single_image_latency(models_dir, "reference", images, device="cuda"),
+            "cpu_latency": single_image_latency(models_dir, "reference", images, device="cpu"),
+            "max_abs_probability_diff_cpu_vs_cuda": diff}
 
 
 def bench_reference(models_dir: Path, real_data: Path) -> dict:
@@ -290,13 +309,22 @@ def bench_demo_estimates(demo_db: Path) -> dict | None:
     return {"what": "daily 24 h demo snapshots with enough labels", "by_metric": out}
 
 
+def _sample_images(work: Path, n: int = 40) -> list[bytes]:
+    """``n`` JPEGs of the bench's synthetic set (written by the ML section, or here if skipped)."""
+    if not (work / "synthetic").is_dir():
+        from skinlesion.data.synthetic import write_synthetic_dataset
+
+        write_synthetic_dataset(work / "synthetic", n=n, seed=0)
+    return [p.read_bytes() for p in sorted(work.glob("synthetic/*/*.jpg"))[:n]]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     parser.add_argument("--real-data", type=Path, default=None)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                        "ml,api,reference,monitoring,demo")
+                        "ml,api,gpu,reference,monitoring,demo")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -318,8 +346,12 @@ def main(argv: list[str] | None = None) -> None:
             print("bench: API", file=sys.stderr)
             api_models, api_version = ((args.models_dir, "reference") if has_reference
                                        else (models_dir, version))
-            images = [p.read_bytes() for p in sorted(Path(tmp).glob("synthetic/*/*.jpg"))[:40]]
-            results["api"] = bench_api(api_models, api_version, images) | {"model": api_version}
+            results["api"] = (bench_api(api_models, api_version, _sample_images(Path(tmp)))
+                              | {"model": api_version})
+            save()
+        if "gpu" not in skip and has_reference and torch.cuda.is_available():
+            print("bench: reference model on the GPU", file=sys.stderr)
+            results["gpu"] = bench_gpu(args.models_dir, _sample_images(Path(tmp)))
             save()
         if "reference" not in skip and has_reference and args.real_data and args.real_data.is_dir():
             print("bench: reference model on real data", file=sys.stderr)

@@ -190,7 +190,9 @@ def test_save_then_load_gives_identical_probabilities(fitted, synthetic_df, tmp_
     loaded = ABCDFallback.load(tmp_path, json.loads(json.dumps(section)))
     rows, _, meta = _rows(synthetic_df, split, "test")
     images = [load_image(p) for p in rows["path"]]
-    assert np.array_equal(loaded.predict_proba(images, meta), model.predict_proba(images, meta))
+    # equal to the last bits or so: other numpy/scikit-learn builds may order the sums differently
+    np.testing.assert_allclose(loaded.predict_proba(images, meta), model.predict_proba(images, meta),
+                               rtol=1e-12, atol=1e-15)
     assert loaded.threshold_ == model.threshold_
 
 

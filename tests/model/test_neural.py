@@ -16,7 +16,9 @@ from skinlesion.train import TrainConfig, fit
 
 @pytest.fixture(scope="module")
 def fitted(synthetic_df, tmp_path_factory):
-    config = TrainConfig(mode="finetune", epochs=1, width=64, height=48,
+    # on CPU wherever the tests run: exact batching and save/load checks (tests/test_cuda.py
+    # compares CUDA with CPU answers, within float tolerance)
+    config = TrainConfig(mode="finetune", epochs=1, width=64, height=48, device="cpu",
                          train_views=("identity",), tta=("identity", "hflip"))
     with warnings.catch_warnings():  # one short epoch: the temperature search hits its bound
         warnings.filterwarnings("ignore", "fitted temperature")

@@ -268,6 +268,9 @@ class GateReport(BaseModel):
     confidence: float = 0.95
     splits: list[SplitComparison]
     holdout_fingerprint: str | None = None
+    #: the operating thresholds compared: the candidate's own, and the active version's as served
+    #: (its tuned threshold where the route sets one, else its card's)
+    thresholds: dict[str, float] = Field(default_factory=dict)
 
     def summary(self) -> str:
         """One line per split and difference, e.g. ``recent hold-out: AUROC +0.031 [−0.004,
@@ -466,9 +469,12 @@ def retrain(store: Store, spec: RetrainSpec, reporter: Reporter) -> RetrainResul
     def answers(predict: Callable[[pd.DataFrame], np.ndarray], rows: pd.DataFrame) -> np.ndarray:
         return predict(rows) if len(rows) else np.zeros((0, len(CLASSES)))
 
+    # the active version as it serves: at its tuned operating threshold where one is set
+    served = store.get_route().threshold_for(base_id)
+    thresholds = (fitted.threshold, active.card.threshold if served is None else served)
     splits = [compare_split(name, rows["diagnosis"], candidate_probs,
                             answers(lambda r: predict_dataset(active, r, progress=False), rows),
-                            thresholds=(fitted.threshold, active.card.threshold),
+                            thresholds=thresholds,
                             resamples=spec.bootstrap_resamples, seed=spec.seed,
                             malignant=tuple(card.malignant))
               for name, rows, candidate_probs in (
@@ -480,7 +486,8 @@ def retrain(store: Store, spec: RetrainSpec, reporter: Reporter) -> RetrainResul
                "counts": counts, "holdout_share": spec.holdout_share}
     gate = GateReport(candidate=vid, active=base_id, resamples=spec.bootstrap_resamples,
                       seed=spec.seed, splits=splits,
-                      holdout_fingerprint=_holdout_fingerprint(data.holdout))
+                      holdout_fingerprint=_holdout_fingerprint(data.holdout),
+                      thresholds={"candidate": thresholds[0], "active": thresholds[1]})
     reporter.progress(0.90, f"registering the candidate {vid}")
     new = register(
         models_dir, fitted.classifier, data.df, data.split, threshold=fitted.threshold,

@@ -78,6 +78,19 @@ def test_a_retrain_trains_on_the_original_data_plus_labelled_production_cases(li
     assert set(trained) <= set(data.df.loc[data.split == "train", "image"])
 
 
+def test_the_gate_compares_the_active_version_at_its_served_threshold(lifecycle):
+    home = lifecycle
+    store, models_dir = home["store"], home["models_dir"]
+    operations.set_threshold(store, models_dir, "base", 0.0, reason="refer everything", **LEAD)
+    result = retrain(store, _spec(home), quiet_reporter())
+    card = registry.read_card(models_dir / result.version)
+    assert result.gate.thresholds == {"candidate": card.threshold, "active": 0.0}
+    test = next(s for s in result.gate.splits if s.split == ORIGINAL_TEST)
+    # at threshold 0 the active version refers every case; the candidate at its own does not
+    assert test.active["recall"] == 1.0 and test.active["specificity"] == 0.0
+    assert test.candidate["specificity"] > 0.0
+
+
 def test_review_queue_labels_join_the_training_data_unless_the_policy_leaves_them_out(lifecycle):
     home = lifecycle
     card = home["base"]

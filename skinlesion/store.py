@@ -1500,28 +1500,38 @@ class Store:
     def metric_status_history(self, window_name: str, *, last: int,
                               until: datetime | None = None) -> dict[str, list[str]]:
         """The effective status (realised, or estimated while the realised one is unknown) of each
-        metric over the newest ``last`` snapshots of ``window_name`` taken at or before ``until``,
-        oldest first; ``unknown`` where a snapshot lacks the metric. Every list has one entry per
-        snapshot, so consecutive windows line up across metrics."""
+        metric over the newest ``last`` consecutive windows of ``window_name`` taken at or before
+        ``until``, oldest first; ``unknown`` where a snapshot lacks the metric. Consecutive means
+        windows that do not overlap: from the newest snapshot back, each earlier one is the newest
+        whose window ended by the time the later one's began, so a monitor running every 15 min
+        over a 24 h window compares today with yesterday, not with 15 min ago. Every list has one
+        entry per window, so consecutive windows line up across metrics."""
         if last < 1:
             raise DataError(f"must be 1 or more, got {last}", field="last")
         clauses, params = ["window_name = ?"], [window_name]
         if until is not None:
             clauses.append("ts <= ?")
             params.append(_utc(until))
+        chosen: list[str] = []
         with self._connection(write=False) as con:
+            before: list[object] = []
+            for _ in range(last):
+                row = con.execute(
+                    f"SELECT id, window_start FROM health_snapshots WHERE "
+                    f"{' AND '.join([*clauses, *(['window_end <= ?'] if before else [])])} "
+                    "ORDER BY ts DESC, seq DESC LIMIT 1", [*params, *before]).fetchone()
+                if row is None:
+                    break
+                chosen.insert(0, row[0])
+                before = [row[1]]
             rows = con.execute(
-                f"WITH recent AS (SELECT id, ts, seq FROM health_snapshots WHERE {' AND '.join(clauses)} "
-                f"ORDER BY ts DESC, seq DESC LIMIT {int(last)}) "
-                f"SELECT r.id, m.metric, {_EFFECTIVE_STATUS} FROM recent r "
-                "LEFT JOIN health_metrics m ON m.snapshot_id = r.id ORDER BY r.ts, r.seq",
-                params).fetchall()
-        order = list(dict.fromkeys(snapshot_id for snapshot_id, _, _ in rows))
-        position = {snapshot_id: i for i, snapshot_id in enumerate(order)}
+                f"SELECT m.snapshot_id, m.metric, {_EFFECTIVE_STATUS} FROM health_metrics m "
+                f"WHERE m.snapshot_id IN ({', '.join('?' * len(chosen))})",
+                chosen).fetchall() if chosen else []
+        position = {snapshot_id: i for i, snapshot_id in enumerate(chosen)}
         history: dict[str, list[str]] = {}
         for snapshot_id, metric, status in rows:
-            if metric is not None:
-                history.setdefault(metric, ["unknown"] * len(order))[position[snapshot_id]] = status
+            history.setdefault(metric, ["unknown"] * len(chosen))[position[snapshot_id]] = status
         return history
 
     # --- alerts (one open alert per key; updated in place as they escalate and resolve) ---

@@ -5,12 +5,13 @@ Two modes:
 - ``head``: the ImageNet backbone stays frozen; its pooled embedding of every image (and orientation
   view) is computed once and cached, and only the fusion head (metadata MLP + linear layer) trains,
   in seconds.
-- ``finetune``: the backbone's last blocks train too. With ``cut > 0`` (the default on CPU) the first
+- ``finetune``: the backbone's last blocks train too. With ``cut > 0`` (the default, on every device:
+  the backbone's ``default_cut``, which keeps a CPU run affordable) the first
   ``cut`` blocks stay frozen and their output is computed once per image and orientation view and
   cached in float16; each epoch then picks a random view per image and trains the remaining blocks
   plus the head on the cached activations -- real fine-tuning at a fraction of the cost. With
-  ``cut = 0`` the whole network trains on images with online augmentation (orientation + colour
-  jitter), in mixed precision on CUDA.
+  ``cut = 0`` (set it in the ``--config`` file; worth it on a GPU) the whole network trains on images
+  with online augmentation (orientation + colour jitter), in mixed precision on CUDA.
 
 Every epoch is scored on the validation split (balanced accuracy, malignant-vs-benign AUROC); the best
 epoch by validation balanced accuracy is kept (early stopping with ``patience``). Then a temperature

@@ -159,6 +159,21 @@ def test_estimated_status_counts_while_labels_are_missing(store: Store) -> None:
     assert list(history["effective_status"]) == ["red"] * 2
 
 
+def test_overlapping_windows_are_not_consecutive(store: Store) -> None:
+    """A monitor running every 6 h over a 24 h window: two runs 6 h apart see almost the same
+    window, so they do not count as two windows; the alert opens once a whole new window is red."""
+    policy = Policy()
+    opened = []
+    for hours in range(0, 30, 6):
+        end = T0 + timedelta(hours=hours)
+        snap = HealthSnapshot(ts=end, window_name="24h", window_start=end - timedelta(days=1),
+                              window_end=end, status="red", metrics=[SnapshotMetric(
+                                  metric="recall", value=0.6, status="red", n=40)])
+        store.save_snapshot(snap)
+        opened += [hours for c in update_alerts(store, snap, policy) if c.event == "opened"]
+    assert opened == [24]
+
+
 def test_alerts_are_scoped_by_window(store: Store) -> None:
     run_days(store, [("red", 0.6), ("red", 0.6)], Policy(), window="24h")
     run_days(store, [("red", 0.6)], Policy(), window="7d")

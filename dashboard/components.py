@@ -318,10 +318,11 @@ def fmt(value: float | None, kind: str = "ratio") -> str:
 def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ratio",
                 change: float | None = None, higher_is_better: bool = True,
                 estimated: float | None = None, estimated_status: str | None = None,
-                coverage: float | None = None, n: int | None = None, note: str = "",
-                help: str | None = None, badge_text: str | None = None) -> None:
+                coverage: float | None = None, n: int | None = None, lag_hours: float | None = None,
+                note: str = "", help: str | None = None, badge_text: str | None = None) -> None:
     """One metric as a tile: its value and status badge, the change against the previous window
-    (green when it improved), the realised value next to the estimated one, and label coverage."""
+    (green when it improved), the realised value next to the estimated one, and label coverage
+    and median label lag."""
     with st.container(border=True):
         st.markdown(f"{badge(status, badge_text)}  **{label}**", help=help)
         delta = None if change is None else (
@@ -337,6 +338,8 @@ def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ra
             lines.append(est)
         if coverage is not None:
             lines.append(f"labels {coverage:.0%}" + (f" (n={n:,})" if n is not None else ""))
+        if lag_hours is not None:
+            lines.append(f"median lag {cockpit.lag_text(lag_hours)}")
         if note:
             lines.append(note)
         if lines:
@@ -350,7 +353,8 @@ def tile(t: Tile) -> None:
         note = f"{note} · colour from the estimate" if note else "colour from the estimate"
     metric_tile(t.label, t.value, t.status, kind=t.kind, change=t.change,
                 higher_is_better=t.higher_is_better, estimated=t.estimated,
-                estimated_status=t.estimated_status, coverage=t.coverage, n=t.n, note=note,
+                estimated_status=t.estimated_status, coverage=t.coverage, n=t.n,
+                lag_hours=t.lag_hours, note=note,
                 help=t.bands or None,
                 badge_text="no threshold" if not t.bands and t.metric != "volume" else None)
 

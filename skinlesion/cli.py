@@ -14,8 +14,9 @@ from skinlesion.settings import Settings
 app = typer.Typer(help="Skin-lesion classifier: data, training, evaluation, serving, monitoring.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Datasets: download published data.", no_args_is_help=True)
-models_app = typer.Typer(help="Model versions and the serving route: list, show, alias, activate, "
-                         "rollback, fallback, restrict, archive, challenger, shadow, threshold.",
+models_app = typer.Typer(help="Model versions and the serving route: list, show, alias, diff, "
+                         "activate, rollback, fallback, restrict, archive, challenger, shadow, "
+                         "threshold.",
                          no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
@@ -193,6 +194,30 @@ def models_alias(alias: str = typer.Argument(..., help="Alias to set."),
     typer.echo(f"{alias} -> {vid}")
 
 
+@models_app.command("diff")
+def models_diff(first: str = typer.Argument(..., help="Version id or alias (e.g. the parent)."),
+                second: str = typer.Argument(..., help="Version id or alias to compare with it."),
+                limit: int = typer.Option(50, min=0, help="Images listed per kind of change at "
+                                          "most (0: counts only)."),
+                models_dir: Path | None = typer.Option(None, help="Models folder.")) -> None:
+    """What the training data of SECOND adds to, removes from, relabels or resplits in FIRST's:
+    counts first, then the images."""
+    from skinlesion.registry import (describe_manifest_changes, manifest_changes, read_card,
+                                     read_manifest, resolve_version)
+
+    folder = _models_dir(models_dir)
+    try:
+        ids = [resolve_version(folder, ref) for ref in (first, second)]
+    except SkinLesionError as err:
+        raise _fail(err) from err
+    data = [read_card(folder / vid).data for vid in ids]
+    typer.echo(f"data of {ids[0]} ({data[0].n_images} images, fingerprint "
+               f"{data[0].fingerprint[:12]}) -> {ids[1]} ({data[1].n_images} images, fingerprint "
+               f"{data[1].fingerprint[:12]})")
+    changes = manifest_changes(*(read_manifest(folder, vid) for vid in ids))
+    typer.echo("\n".join(describe_manifest_changes(changes, limit=limit)))
+
+
 def _read_data(data: Path, fmt: str):
     from skinlesion.data.readers import read_dataset
 
@@ -212,12 +237,48 @@ def _train_config(ctx: typer.Context, config_file: Path | None, *, epochs: int |
     options = fields | {"epochs": epochs, "weights_path": str(weights) if weights else None}
     if config_file is None:
         return TrainConfig(**options | {"epochs": epochs or (30 if fields["mode"] == "head" else 8)})
-    typed = {name for name in ctx.params  # typer vendors click: compare the source by name
-             if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+    typed = _typed_options(ctx)
     overrides = {k: v for k, v in options.items()
                  if {"weights_path": "weights"}.get(k, k) in typed}
     base = TrainConfig.model_validate_json(config_file.read_text())
     return TrainConfig.model_validate(base.model_dump() | overrides)
+
+
+def _typed_options(ctx: typer.Context) -> set[str]:
+    """Names of the parameters typed on the command line (not defaults)."""
+    # typer vendors click: compare the parameter source by name
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+
+
+#: ``train`` options of the neural modes, refused in rules mode (by parameter name -> flag)
+_NEURAL_OPTIONS = {"backbone": "--backbone", "inputs": "--inputs", "epochs": "--epochs",
+                   "weights": "--weights", "device": "--device", "config_file": "--config"}
+
+
+def _train_rules(ctx: typer.Context, data: Path, fmt: str, seed: int,
+                 models_dir: Path | None) -> None:
+    """``train --mode rules``: fit the ABCD-rule fallback on the train split, calibrate it and
+    choose its threshold (sensitivity >= 0.95) on validation, register it; prints its id last."""
+    from skinlesion.data.splits import split_dataset
+    from skinlesion.register import register_fallback
+
+    typed = _typed_options(ctx)
+    refused = [flag for name, flag in _NEURAL_OPTIONS.items() if name in typed]
+    if refused:
+        raise _fail(ValueError(f"--mode rules fits the rule-based fallback (no network): drop "
+                               f"{', '.join(refused)}"))
+    try:
+        df = _read_data(data, fmt)
+        card = register_fallback(_models_dir(models_dir), df, split_dataset(df, seed=seed),
+                                 data_name=str(data), seed=seed, n_jobs=2)
+    except (SkinLesionError, ValueError) as err:
+        raise _fail(err) from err
+    val = card.metrics["val"]
+    typer.echo(f"validation AUROC {val['auroc']:.3f}, sensitivity {val['recall']:.3f} at threshold "
+               f"{card.threshold:.3f}; serve it with `skinlesion models fallback on --version "
+               f"{card.id} --reason ...`", err=True)
+    typer.echo(card.id)
 
 
 @app.command()
@@ -228,7 +289,8 @@ def train(ctx: typer.Context,
                                        "skinlesion.model.available_models())."),
           inputs: str = typer.Option("image+metadata", help="image+metadata|image|metadata"),
           mode: str = typer.Option("finetune", help="head (frozen backbone, seconds) | finetune "
-                                   "(last blocks trained on cached activations)"),
+                                   "(last blocks trained on cached activations) | rules (the "
+                                   "rule-based ABCD fallback, no network)"),
           epochs: int | None = typer.Option(None, min=1, help="Epochs (default: 8 finetune, "
                                             "30 head)."),
           seed: int = typer.Option(0, help="Seed of the split and of training."),
@@ -243,6 +305,9 @@ def train(ctx: typer.Context,
     from skinlesion.register import register
     from skinlesion.train import fit, training_summary
 
+    if mode == "rules":
+        _train_rules(ctx, data, fmt, seed, models_dir)
+        return
     try:
         config = _train_config(ctx, config_file, epochs=epochs, weights=weights, backbone=backbone,
                                inputs=inputs, mode=mode, seed=seed, device=device)
@@ -299,25 +364,27 @@ def predict(version: str = typer.Argument(..., help="Version id or alias."),
             fmt: str = typer.Option("auto", "--format", help="auto|isic2019|ham10000"),
             models_dir: Path | None = typer.Option(None, help="Models folder."),
             device: str = typer.Option("auto", help="auto|cpu|cuda"),
-            log: bool = typer.Option(False, "--log", help="Also log every answer to the store "
-                                     "(source batch), as the API does.")) -> None:
+            log: bool = typer.Option(False, "--log", help="Send every image through the serving "
+                                     "path and log its answer (source batch), as the API does: "
+                                     "the version answers in its role in the route (offline when "
+                                     "the route does not name it), at the route's threshold and "
+                                     "restriction.")) -> None:
     """Write ISIC-format predictions (image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC) for every image."""
     from skinlesion.data.isic_csv import write_predictions_csv
     from skinlesion.evaluate import predict_dataset
-    from skinlesion.registry import load_version
+    from skinlesion.registry import load_version, resolve_version
 
+    folder = _models_dir(models_dir)
     try:
-        loaded = load_version(version, _models_dir(models_dir), device=device)
         df = _read_data(data, fmt)
         if log:
-            from skinlesion.predict import Predictor
-            from skinlesion.serving import log_dataset
+            from skinlesion.serving import ServingService, log_dataset
 
-            store = _store()
-            role = "active" if store.get_route().active_version == loaded.id else "challenger"
-            probs = log_dataset(store, Predictor(loaded, role=role), df)
+            with ServingService(_store(), folder, device=device,
+                                retention_dir=_settings().retention_dir) as service:
+                probs = log_dataset(service, resolve_version(folder, version), df)
         else:
-            probs = predict_dataset(loaded, df)
+            probs = predict_dataset(load_version(version, folder, device=device), df)
     except SkinLesionError as err:
         raise _fail(err) from err
     write_predictions_csv(out, df["image"].tolist(), probs)

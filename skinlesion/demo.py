@@ -29,11 +29,10 @@ from skinlesion.data.readers import read_dataset
 from skinlesion.data.splits import split_dataset
 from skinlesion.data.synthetic import (CLASS_FREQUENCY, render_lesion, sample_metadata,
                                        write_synthetic_dataset)
-from skinlesion.model.fallback import fit_fallback
 from skinlesion.monitoring.policy import load_policy
 from skinlesion.monitoring.runner import run_once
 from skinlesion.predict import Predictor
-from skinlesion.register import register
+from skinlesion.register import register, register_fallback
 from skinlesion.registry import ModelCard, load_version, read_card, read_manifest, resolve_version
 from skinlesion.schema import CLASSES, Metadata
 from skinlesion.settings import Settings
@@ -283,7 +282,9 @@ def build_demo(settings: Settings, *, data: Path | None = None, n_images: int = 
         df, split = _subsample(df, split, fallback_images, traffic.seed)
 
     say("[3/5] rule-based fallback (ABCD features + metadata)")
-    fallback = _train_fallback(demo, df, split, data_name, traffic.seed, progress)
+    fallback = register_fallback(demo.models_dir, df, split, data_name=data_name, seed=traffic.seed,
+                                 notes="Rule-based fallback of the demo (ABCD rule).",
+                                 version_id="demo-fallback", progress=progress)
     store = Store(demo.db_path)
     store.set_route(ServingRoute(active_version=model.id, fallback_version=fallback.id),
                     actor="demo", role="ml_lead", reason="demo set-up (simulated)")
@@ -318,17 +319,6 @@ def _train_demo_model(demo: Settings, df: pd.DataFrame, split: pd.Series,
                     training=training_summary(fitted), notes=DEMO_NOTE,
                     target_sensitivity=config.target_sensitivity, version_id="demo-model",
                     progress=progress)
-
-
-def _train_fallback(demo: Settings, df: pd.DataFrame, split: pd.Series, data_name: str, seed: int,
-                    progress: bool) -> ModelCard:
-    rules, info = fit_fallback(df, split, seed=seed, progress=progress, n_jobs=1)
-    test = df[split == "test"]
-    return register(demo.models_dir, rules, df, split, threshold=rules.threshold_,
-                    val_probs=info["val_probs"],
-                    test_probs=rules.predict_proba([load_image(p) for p in test["path"]], test),
-                    data_name=data_name, notes="Rule-based fallback of the demo (ABCD rule).",
-                    target_sensitivity=0.95, version_id="demo-fallback", progress=progress)
 
 
 def _copy_version(models_dir: Path, ref: str, target_dir: Path) -> ModelCard:

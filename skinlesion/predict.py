@@ -61,6 +61,12 @@ def normalised_entropy(probs: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / math.log(len(p)))
 
 
+def robust_z(value: float | np.ndarray, reference: dict[str, float]) -> float | np.ndarray:
+    """How many robust standard deviations ``value`` (a number or an array) lies from the training
+    images' ``median``, the scale being 1.4826 x their median absolute deviation ``mad``."""
+    return np.abs(value - reference["median"]) / max(1.4826 * reference["mad"], 1e-9)
+
+
 def quality_issues(stats: dict[str, float], policy: DecisionPolicy,
                    reference: dict[str, dict[str, float]] | None = None) -> list[str]:
     """Reasons an image is unfit or unlike the training images (empty list: fine).
@@ -79,7 +85,7 @@ def quality_issues(stats: dict[str, float], policy: DecisionPolicy,
         if sharp and stats["sharpness"] < policy.min_relative_sharpness * sharp["p01"]:
             issues.append("image blurred (sharpness far below the training images)")
         for name, ref in reference.items():
-            z = abs(stats[name] - ref["median"]) / max(1.4826 * ref["mad"], 1e-9)
+            z = robust_z(stats[name], ref)
             if name != "sharpness" and z > policy.ood_z:
                 issues.append(f"out of distribution: {name} {stats[name]:.3g} is unlike the training "
                               f"images (median {ref['median']:.3g})")

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from skinlesion import metrics
 from skinlesion.data.images import file_sha256, image_stats, load_image
 from skinlesion.model.base import Classifier
+from skinlesion.model.fallback import extract_features, fit_fallback
 from skinlesion.registry import ModelCard, build_manifest, data_info, save_version
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index, malignant_mask
 
@@ -74,3 +75,25 @@ def register(models_dir: Path, classifier: Classifier, df: pd.DataFrame, split: 
         version_id=version_id, extra=extra,
         reference=reference_frame(val, val_probs, threshold=threshold, malignant=malignant,
                                   progress=progress))
+
+
+def register_fallback(models_dir: Path, df: pd.DataFrame, split: pd.Series, *, data_name: str,
+                      seed: int = 0, target_sensitivity: float = 0.95, n_jobs: int = 1,
+                      licence: str | None = None, notes: str | None = None,
+                      version_id: str | None = None, progress: bool = True) -> ModelCard:
+    """Fit the rule-based fallback (ABCD rule + metadata) on the ``train`` rows of ``df``, calibrate
+    it and choose its threshold for ``target_sensitivity`` on the ``val`` rows
+    (:func:`skinlesion.model.fallback.fit_fallback`), score it on the ``test`` rows and register it
+    as a version of ``models_dir`` (its card's ``training`` holds the fit's sizes and timings)."""
+    rules, info = fit_fallback(df, split, seed=seed, target_sensitivity=target_sensitivity,
+                               progress=progress, n_jobs=n_jobs)
+    test = df[split == "test"]
+    test_features = extract_features(test["path"].tolist(), n_jobs=n_jobs, progress=progress)
+    return register(models_dir, rules, df, split, threshold=rules.threshold_,
+                    val_probs=info["val_probs"],
+                    test_probs=rules.predict_proba_features(test_features, test),
+                    data_name=data_name, licence=licence,
+                    training={"mode": "rules"} | {k: v for k, v in info.items()
+                                                  if k not in ("val", "val_probs")},
+                    target_sensitivity=target_sensitivity, notes=notes, version_id=version_id,
+                    progress=progress)

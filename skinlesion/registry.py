@@ -129,16 +129,60 @@ def data_info(manifest: pd.DataFrame, *, name: str, licence: str | None = None) 
     )
 
 
+#: the kinds of change between two manifests, in the order they are reported
+MANIFEST_CHANGES = ("added", "removed", "relabelled", "resplit")
+
+
+def manifest_changes(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """What changed from manifest ``a`` to manifest ``b``: one row per change with ``change``
+    (``added``, ``removed``, ``relabelled``, ``resplit``), ``image``, ``sha256``, ``before`` and
+    ``after`` (the label or split; ``"label, split"`` of an added or removed image on its side, empty
+    on the other), ordered by change then image.
+
+    A manifest row is identified by its content hash *and* its image name, so duplicate-content
+    images (the same picture published under two names) are told apart: dropping one copy is a
+    removal. An image renamed between the versions shows as removed under the old name and added
+    under the new one. An image both relabelled and resplit gives two rows."""
+    key = ["sha256", "image"]
+    both = a.merge(b, on=key, how="outer", suffixes=("_a", "_b"), indicator=True)
+    added = both[both["_merge"] == "right_only"]
+    removed = both[both["_merge"] == "left_only"]
+    rows = [added.loc[:, key].assign(change="added", before="",
+                                     after=added["diagnosis_b"] + ", " + added["split_b"]),
+            removed.loc[:, key].assign(change="removed", before=removed["diagnosis_a"] + ", "
+                                       + removed["split_a"], after="")]
+    kept = both[both["_merge"] == "both"]
+    for change, column in (("relabelled", "diagnosis"), ("resplit", "split")):
+        moved = kept[kept[f"{column}_a"] != kept[f"{column}_b"]]
+        rows.append(moved.loc[:, key].assign(change=change, before=moved[f"{column}_a"],
+                                             after=moved[f"{column}_b"]))
+    return pd.concat([r.sort_values("image", kind="stable") for r in rows], ignore_index=True).loc[
+        :, ["change", "image", "sha256", "before", "after"]]
+
+
 def diff_manifests(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, list[str]]:
-    """Images (by name) only in ``a``, only in ``b``, and in both with another label or split."""
-    ka = a.set_index("sha256")
-    kb = b.set_index("sha256")
-    only_a = sorted(ka.loc[ka.index.difference(kb.index), "image"])
-    only_b = sorted(kb.loc[kb.index.difference(ka.index), "image"])
-    both = ka.index.intersection(kb.index)
-    changed = ka.loc[both, ["diagnosis", "split"]].ne(kb.loc[both, ["diagnosis", "split"]]).any(axis=1)
-    return {"only_in_first": only_a, "only_in_second": only_b,
-            "relabelled_or_resplit": sorted(ka.loc[changed[changed].index, "image"])}
+    """Image names per kind of change from ``a`` to ``b`` (see :func:`manifest_changes`):
+    ``added`` (only in ``b``), ``removed`` (only in ``a``), ``relabelled``, ``resplit``."""
+    changes = manifest_changes(a, b)
+    return {change: sorted(changes.loc[changes["change"] == change, "image"])
+            for change in MANIFEST_CHANGES}
+
+
+def describe_manifest_changes(changes: pd.DataFrame, *, limit: int = 50) -> list[str]:
+    """Readable lines for :func:`manifest_changes`: the count of each kind of change first, then up
+    to ``limit`` images per kind (``limit`` 0: counts only)."""
+    counts = changes["change"].value_counts()
+    lines = [f"{change:<11}{counts.get(change, 0):>7}" for change in MANIFEST_CHANGES]
+    for change in MANIFEST_CHANGES:
+        rows = changes[changes["change"] == change]
+        if rows.empty or limit == 0:
+            continue
+        lines += ["", f"{change} ({len(rows)}):"]
+        lines += [f"  {r.image}: {r.before} -> {r.after}" if r.before and r.after
+                  else f"  {r.image} ({r.before or r.after})" for r in rows.head(limit).itertuples()]
+        if len(rows) > limit:
+            lines.append(f"  … and {len(rows) - limit} more")
+    return lines
 
 
 # --- saving -------------------------------------------------------------------------------------------

@@ -498,13 +498,14 @@ def retrain(store: Store, spec: RetrainSpec, reporter: Reporter) -> RetrainResul
         notes=f"Retrained from {base_id}: a candidate, promoted only by a person.", version_id=vid,
         extra={"retraining": lineage, "gate": gate.model_dump(mode="json")}, progress=False)
     diff = diff_manifests(read_manifest(models_dir, base_id), read_manifest(models_dir, new.id))
-    reporter.log(f"candidate {new.id}: {len(diff['only_in_second'])} images added, "
-                 f"{len(diff['only_in_first'])} removed against {base_id}")
+    reporter.log(f"candidate {new.id}: {len(diff['added'])} images added, "
+                 f"{len(diff['removed'])} removed, {len(diff['relabelled'])} relabelled, "
+                 f"{len(diff['resplit'])} resplit against {base_id}")
     for line in gate.summary().splitlines():
         reporter.log(f"gate: {line}")
     return RetrainResult(version=new.id, parent=base_id, fingerprint=new.data.fingerprint,
                          parent_fingerprint=card.data.fingerprint, data=counts,
-                         added_images=diff["only_in_second"], removed_images=diff["only_in_first"],
+                         added_images=diff["added"], removed_images=diff["removed"],
                          gate=gate)
 
 

@@ -33,6 +33,8 @@ SITES: tuple[str, ...] = (
     "head/neck", "palms/soles", "oral/genital", MISSING,
 )
 AGE_MIN, AGE_MAX = 0.0, 85.0  # ISIC reports ages in 5-year steps and caps them at 85
+#: The highest age accepted as input (then reported as AGE_MAX, as ISIC does); above it is a typo.
+AGE_ACCEPTED_MAX = 120.0
 
 METADATA_FIELDS: tuple[str, ...] = ("age_approx", "sex", "anatom_site_general")
 
@@ -70,9 +72,9 @@ def validate_age(value: object) -> float | None:
     except (TypeError, ValueError):
         raise MetadataError(f"age must be a number of years between {AGE_MIN:g} and {AGE_MAX:g}+ "
                             f"or empty, got {value!r}", field="age_approx") from None
-    if math.isnan(age) or age < AGE_MIN or age > 120:
-        raise MetadataError(f"age must be between {AGE_MIN:g} and 120 years (85+ is reported as 85), "
-                            f"got {value!r}", field="age_approx")
+    if math.isnan(age) or age < AGE_MIN or age > AGE_ACCEPTED_MAX:
+        raise MetadataError(f"age must be between {AGE_MIN:g} and {AGE_ACCEPTED_MAX:g} years (85+ is "
+                            f"reported as 85), got {value!r}", field="age_approx")
     return min(age, AGE_MAX)
 
 

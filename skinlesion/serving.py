@@ -90,6 +90,30 @@ def shadow_choice(route: ServingRoute) -> Choice | None:
     return _choice(route, route.shadow_version, "shadow") if route.shadow_version else None
 
 
+#: Roles whose answers are the service's answers (count in its health); shadow and offline
+#: answers are logged with ``returned=False``.
+RETURNED_ROLES = ("active", "fallback", "challenger")
+
+
+def role_of(route: ServingRoute, version: str) -> str:
+    """The role ``version`` (an id) holds in ``route`` (pure): ``fallback`` for the engaged
+    fallback, else the first of ``active``, ``challenger``, ``shadow``, ``fallback`` (standing by)
+    naming it, or ``offline`` for a version the route does not name."""
+    if route.fallback_engaged and version == route.fallback_version:
+        return "fallback"
+    for role, named in (("active", route.active_version), ("challenger", route.challenger_version),
+                        ("shadow", route.shadow_version), ("fallback", route.fallback_version)):
+        if version == named:
+            return role
+    return "offline"
+
+
+def batch_choice(route: ServingRoute, version: str) -> Choice:
+    """How ``version`` answers a batch sent to it by name (pure): in its :func:`role_of` the
+    route, restricted to clear cases as the route is, at the route's tuned threshold for it."""
+    return _choice(route, version, role_of(route, version))
+
+
 class ServingService:
     """Route-following predictor with durable logging (one per process)."""
 
@@ -146,6 +170,18 @@ class ServingService:
         image_path = self._retain(image, answer.image_sha256)
         return answer.to_record(source=source, metadata=metadata, request_id=request_id,
                                 image_path=image_path, simulated=simulated)
+
+    def answer_batch(self, version: str, images: list[bytes], metadata: list[Metadata], *,
+                     source: str) -> list[PredictionRecord]:
+        """The answers of ``version`` (an id) for a batch, as :func:`batch_choice` has it answer
+        under the current route, as rows to log (not yet logged); images are kept as
+        :meth:`answer` keeps them."""
+        choice = batch_choice(self.route(), version)
+        answers = self.predictor(choice.version, choice.role).predict_batch(
+            images, metadata, restricted=choice.restricted, threshold=choice.threshold)
+        return [a.to_record(source=source, metadata=m, image_path=self._retain(img, a.image_sha256),
+                            returned=choice.role in RETURNED_ROLES)
+                for a, m, img in zip(answers, metadata, images, strict=True)]
 
     def log(self, record: PredictionRecord) -> None:
         """Log durably: returns once the row's (group) commit is done."""
@@ -226,23 +262,30 @@ class ServingService:
         self._shadow_pool.shutdown(wait=True)
         self.writer.close()
 
+    def __enter__(self) -> ServingService:
+        return self
 
-def log_dataset(store: Store, predictor: Predictor, df: pd.DataFrame, *, batch_size: int = 32,
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def log_dataset(service: ServingService, version: str, df: pd.DataFrame, *, batch_size: int = 32,
                 progress: bool = True) -> np.ndarray:
-    """Send every image of a dataset table through the Predictor and log each answer (source
-    ``batch``), one transaction per batch; returns the probabilities (len(df), 8)."""
+    """Send every image of a dataset table to ``version`` (an id) through the serving path
+    (:meth:`ServingService.answer_batch`: the route's role, threshold and restriction for it, image
+    retention) and log each answer (source ``batch``), one transaction per batch; returns the
+    probabilities (len(df), 8)."""
     out = np.zeros((len(df), len(CLASSES)))
-    bar = tqdm(total=len(df), desc=f"predict+log {predictor.version.id}", unit="img",
-               file=sys.stderr, disable=not progress)
+    bar = tqdm(total=len(df), desc=f"predict+log {version}", unit="img", file=sys.stderr,
+               disable=not progress)
     for start in range(0, len(df), batch_size):
         chunk = df.iloc[start:start + batch_size]
         metadata = [Metadata.from_raw(r.age_approx, r.sex, r.anatom_site_general)
                     for r in chunk.itertuples()]
-        images = [Path(p).read_bytes() for p in chunk["path"]]
-        answers = predictor.predict_batch(images, metadata)
-        store.log_predictions([a.to_record(source="batch", metadata=m)
-                               for a, m in zip(answers, metadata, strict=True)])
-        out[start:start + len(chunk)] = [[a.probabilities[c] for c in CLASSES] for a in answers]
+        records = service.answer_batch(version, [Path(p).read_bytes() for p in chunk["path"]],
+                                       metadata, source="batch")
+        service.store.log_predictions(records)
+        out[start:start + len(chunk)] = [[r.probabilities[c] for c in CLASSES] for r in records]
         bar.update(len(chunk))
     bar.close()
     return out

@@ -4,8 +4,10 @@ What it holds: every prediction the service answered (``predictions``), ground t
 (``labels``), the serving route with its history (``serving_route``), an append-only ``audit_log`` of
 operator actions, the hashes of API keys (``api_keys``), the monitor's ``health_snapshots`` (with one
 ``health_metrics`` row per metric) and its ``alerts``, and the model lifecycle's retraining ``jobs``
-(with their ``job_log``), the ``retrain_triggers`` that fired and the ``version_archive``. The schema is created and migrated by
-:data:`MIGRATIONS` (applied once each, in order, recorded in ``schema_version``).
+(with their ``job_log``), the ``retrain_triggers`` that fired and the ``version_archive``, and the
+prediction requests answered with an error (``request_failures``, for the error rate). The schema
+is created and migrated by :data:`MIGRATIONS` (applied once each, in order, recorded in
+``schema_version``).
 
 Concurrency. DuckDB lets one process write a file, or many processes read it, never both. So every
 operation opens a connection for its unit of work only and closes it: readers open read-only (many
@@ -49,11 +51,20 @@ from skinlesion.errors import DataError, JobConflictError, StoreBusyError, Store
 from skinlesion.schema import CLASSES, MISSING, class_index, validate_age, validate_sex, validate_site
 
 Source = Literal["api", "dashboard", "batch", "demo"]
-ModelRole = Literal["active", "fallback", "challenger", "shadow"]
+#: ``offline``: a version the route does not name, answering a batch (``skinlesion predict --log``)
+ModelRole = Literal["active", "fallback", "challenger", "shadow", "offline"]
 Decision = Literal["refer", "no referral", "uncertain"]
 SOURCES: tuple[str, ...] = get_args(Source)
 MODEL_ROLES: tuple[str, ...] = get_args(ModelRole)
 DECISIONS: tuple[str, ...] = get_args(Decision)
+#: Why a prediction request got no answer (the API's Prometheus ``outcome`` label uses the same words):
+#: ``rejected`` bad input (4xx), ``unauthorized`` missing or unknown API key (401/403),
+#: ``unavailable`` no model or store to answer with (503), ``error`` a failure while answering (5xx).
+FailureKind = Literal["rejected", "unauthorized", "unavailable", "error"]
+FAILURE_KINDS: tuple[str, ...] = get_args(FailureKind)
+#: The failures that count in the error rate: every kind but ``unauthorized`` (a request without a
+#: valid key never reaches the model; that is a client's set-up, not the service failing).
+ERROR_RATE_KINDS: tuple[str, ...] = tuple(k for k in FAILURE_KINDS if k != "unauthorized")
 
 #: Columns written by ``skinlesion.data.images.image_stats`` and stored with every prediction.
 IMAGE_STAT_COLUMNS: tuple[str, ...] = (
@@ -352,6 +363,34 @@ class AuditEntry(BaseModel):
     @classmethod
     def _required_text(cls, value: str, info: Any) -> str:
         return _non_blank(value, info.field_name)
+
+    @field_validator("ts")
+    @classmethod
+    def _ts(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+
+class FailureRecord(BaseModel):
+    """A prediction request answered with an error: a row of ``request_failures``.
+
+    No patient data: neither the request body nor the error message (which may quote a submitted
+    value) is kept, only the field at fault. ``model_version`` is None when the request failed
+    before a model answered (bad input, auth, no route)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str = Field(default_factory=_new_id)
+    ts: datetime = Field(default_factory=_now)
+    source: Source = "api"
+    model_version: str | None = None
+    http_status: int = Field(ge=400, le=599)
+    kind: FailureKind
+    field: str | None = None
+
+    @field_validator("request_id", mode="before")
+    @classmethod
+    def _request_id(cls, value: object) -> str:
+        return _canonical_uuid(value, "request_id")
 
     @field_validator("ts")
     @classmethod
@@ -832,12 +871,27 @@ CREATE TABLE version_archive (
 );
 """
 
+#: Prediction requests answered with an error (no request body, no message: see FailureRecord).
+_FAILURES_SCHEMA = """
+CREATE TABLE request_failures (
+    request_id TEXT PRIMARY KEY,
+    ts TIMESTAMPTZ NOT NULL,
+    source TEXT NOT NULL,
+    model_version TEXT,
+    http_status INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('rejected', 'unauthorized', 'unavailable', 'error')),
+    field TEXT
+);
+CREATE INDEX request_failures_ts ON request_failures (ts);
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("initial schema: predictions, labels, audit_log, serving_route, api_keys", _INITIAL_SCHEMA),
     ("monitoring: health_snapshots, health_metrics, alerts", _MONITORING_SCHEMA),
     ("retraining: jobs, job_log, retrain_triggers, version_archive", _JOBS_SCHEMA),
     ("serving route: per-version threshold overrides",
      "ALTER TABLE serving_route ADD COLUMN threshold_overrides JSON DEFAULT '{}'"),
+    ("request failures: prediction requests answered with an error", _FAILURES_SCHEMA),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1087,22 +1141,39 @@ class Store:
     def hourly_operations(self, start: datetime, end: datetime, *, model_version: str | None = None,
                           source: str | None = None, returned: bool | None = None,
                           by_source: bool = False) -> pd.DataFrame:
-        """Operations per UTC hour of ``[start, end)`` (hours without answers left out): ``hour``
-        (and ``source`` with ``by_source``), ``n``, ``latency_p50_ms, latency_p95_ms,
-        latency_p99_ms`` (linear interpolation), ``uncertain``, ``refer`` (answers with that
-        decision), oldest first (the dashboard's Operations page)."""
+        """Operations per UTC hour of ``[start, end)`` (hours without answers or failures left
+        out): ``hour`` (and ``source`` with ``by_source``), ``n`` (answers), ``latency_p50_ms,
+        latency_p95_ms, latency_p99_ms`` (linear interpolation; None in an hour without answers),
+        ``uncertain``, ``refer`` (answers with that decision), ``failures`` (failed prediction
+        requests of :data:`ERROR_RATE_KINDS`, with ``model_version`` those of that version) and
+        ``error_rate`` (``failures / (failures + n)``), oldest first (the dashboard's Operations
+        page)."""
         where, params = _where(start, end, dict(model_version=model_version, source=source,
                                                 returned=returned), "p")
-        keys = "date_trunc('hour', p.ts) AS hour" + (", p.source" if by_source else "")
+        failed_where, failed_params = _where(start, end, dict(model_version=model_version,
+                                                              source=source), "f")
+        kinds = ", ".join(f"'{k}'" for k in ERROR_RATE_KINDS)
+        failed_where += f"{' AND' if failed_where else ' WHERE'} f.kind IN ({kinds})"
+        keys = "hour, source" if by_source else "hour"
         groups = "1, 2" if by_source else "1"
-        sql = (f"SELECT {keys}, count(*) AS n, quantile_cont(p.latency_ms, 0.5) AS latency_p50_ms, "
-               "quantile_cont(p.latency_ms, 0.95) AS latency_p95_ms, "
-               "quantile_cont(p.latency_ms, 0.99) AS latency_p99_ms, "
-               "count(*) FILTER (WHERE p.decision = 'uncertain') AS uncertain, "
-               "count(*) FILTER (WHERE p.decision = 'refer') AS refer "
-               f"FROM predictions p{where} GROUP BY {groups} ORDER BY {groups}")
+        sql = f"""
+            WITH a AS (SELECT date_trunc('hour', p.ts) AS hour{", p.source" if by_source else ""},
+                              count(*) AS n, quantile_cont(p.latency_ms, 0.5) AS latency_p50_ms,
+                              quantile_cont(p.latency_ms, 0.95) AS latency_p95_ms,
+                              quantile_cont(p.latency_ms, 0.99) AS latency_p99_ms,
+                              count(*) FILTER (WHERE p.decision = 'uncertain') AS uncertain,
+                              count(*) FILTER (WHERE p.decision = 'refer') AS refer
+                       FROM predictions p{where} GROUP BY {groups}),
+            f AS (SELECT date_trunc('hour', f.ts) AS hour{", f.source" if by_source else ""},
+                         count(*) AS failures
+                  FROM request_failures f{failed_where} GROUP BY {groups})
+            SELECT {keys}, coalesce(a.n, 0) AS n, a.latency_p50_ms, a.latency_p95_ms,
+                   a.latency_p99_ms, coalesce(a.uncertain, 0) AS uncertain,
+                   coalesce(a.refer, 0) AS refer, coalesce(f.failures, 0) AS failures,
+                   coalesce(f.failures, 0) / (coalesce(f.failures, 0) + coalesce(a.n, 0)) AS error_rate
+            FROM a FULL OUTER JOIN f USING ({keys}) ORDER BY {keys}"""
         with self._connection(write=False) as con:
-            return con.execute(sql, params).df()
+            return con.execute(sql, [*params, *failed_params]).df()
 
     def review_cases(self, start: datetime | None = None, end: datetime | None = None, *,
                      labelled: bool | None = None, order: Literal["risk", "newest"] = "risk",
@@ -1308,6 +1379,40 @@ class Store:
         with self._connection(write=False) as con:
             return con.execute(sql, params).df()
 
+    # --- request failures (prediction requests answered with an error) ---
+
+    def log_failure(self, failure: FailureRecord) -> bool:
+        """Record a failed prediction request; False when its request id was already recorded."""
+        with self._connection(write=True) as con:
+            (inserted,) = con.execute(
+                "INSERT INTO request_failures (request_id, ts, source, model_version, http_status, "
+                "kind, field) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [failure.request_id, failure.ts, failure.source, failure.model_version,
+                 failure.http_status, failure.kind, failure.field]).fetchone()
+        return bool(inserted)
+
+    def query_failures(self, start: datetime | None = None, end: datetime | None = None, *,
+                       source: str | None = None, kind: str | None = None,
+                       model_version: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Failed prediction requests with ``start <= ts < end`` matching the filters, newest first,
+        with the ``request_failures`` columns."""
+        where, params = _where(start, end, dict(source=source, kind=kind, model_version=model_version),
+                               "f")
+        with self._connection(write=False) as con:
+            return con.execute(f"SELECT f.* FROM request_failures f{where} "
+                               f"ORDER BY f.ts DESC, f.request_id{_limit(limit)}", params).df()
+
+    def failure_counts(self, start: datetime, end: datetime, *, model_version: str | None = None,
+                       source: str | None = None) -> dict[str, int]:
+        """Failed prediction requests in ``[start, end)`` by kind: every :data:`FAILURE_KINDS` key,
+        0 when none. With ``model_version`` only failures of that version count (most failures
+        happen before a model answers and carry no version)."""
+        where, params = _where(start, end, dict(model_version=model_version, source=source), "f")
+        counts = ", ".join(f"count(*) FILTER (WHERE f.kind = '{k}')" for k in FAILURE_KINDS)
+        with self._connection(write=False) as con:
+            row = con.execute(f"SELECT {counts} FROM request_failures f{where}", params).fetchone()
+        return dict(zip(FAILURE_KINDS, map(int, row), strict=True))
+
     # --- serving route ---
 
     def get_route(self) -> ServingRoute:
@@ -1414,14 +1519,15 @@ class Store:
 
     def sample_predictions(self, start: datetime | None = None, end: datetime | None = None, *,
                            n: int, seed: int = 0, model_version: str | None = None,
-                           returned: bool | None = None,
+                           source: str | None = None, returned: bool | None = None,
                            include_embedding: bool = False) -> pd.DataFrame:
         """At most ``n`` of the predictions :meth:`query_predictions` would return, drawn uniformly
         (reservoir sample, repeatable for one ``seed``): drift over a month of traffic never loads
         the whole month, embeddings included. Oldest first."""
         if n < 1:
             raise DataError(f"must be 1 or more, got {n}", field="n")
-        where, params = _where(start, end, dict(model_version=model_version, returned=returned), "p")
+        where, params = _where(start, end, dict(model_version=model_version, source=source,
+                                                returned=returned), "p")
         columns = "p.*" if include_embedding else "p.* EXCLUDE (embedding)"
         sql = (f"SELECT * FROM (SELECT {columns} FROM predictions p{where}) "
                f"USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE ({int(seed)}) ORDER BY ts, request_id")

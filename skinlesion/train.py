@@ -74,6 +74,7 @@ class TrainConfig(BaseModel):
     warmup: float = 0.1  # share of steps with rising learning rate (one-cycle schedule)
     dropout: float = 0.3
     meta_hidden: int = 32
+    head_hidden: int = 0  # hidden layer width of the classification head; 0 = one linear layer
     drop_connect_rate: float = 0.2
     class_weight: Literal["balanced", "sqrt", "none"] = "sqrt"
     label_smoothing: float = 0.0
@@ -102,6 +103,13 @@ class TrainConfig(BaseModel):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("head_hidden")
+    @classmethod
+    def _head_hidden(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be 0 (a single linear head) or a positive width")
         return v
 
 
@@ -428,6 +436,7 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
                         inputs=config.inputs, n_metadata=meta_tr.shape[1],
                         pretrained=config.pretrained and init_backbone is None,
                         backbone_config=backbone_config, meta_hidden=config.meta_hidden,
+                        head_hidden=config.head_hidden,
                         dropout=config.dropout, weights_path=config.weights_path)
     if init_backbone is not None and net.backbone is not None:
         net.backbone.load_state_dict(init_backbone.state_dict())
@@ -508,6 +517,7 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
     clf_config = {
         "architecture": config.backbone if net.uses_image else None, "inputs": config.inputs,
         "backbone_config": backbone_config, "meta_hidden": config.meta_hidden,
+        "head_hidden": config.head_hidden,
         "dropout": config.dropout, "cut": cut, "mode": config.mode,
     }
     classifier = NeuralClassifier(net.cpu() if device.type != "cpu" else net, config=clf_config,

@@ -1,7 +1,8 @@
 """Hyperparameter search: ``tune(df, split, base, cache_dir) -> TuneResult`` (``skinlesion tune``).
 
-Optuna's TPE sampler (seeded) proposes the learning rate, weight decay, head width (the metadata
-branch's hidden size), dropout and class weighting of the loss; every other field comes from the
+Optuna's TPE sampler (seeded) proposes the learning rate, weight decay, head width (the hidden layer
+of the classification head, 0 = a single linear layer), the metadata branch's width, dropout and
+class weighting of the loss; every other field comes from the
 ``base`` :class:`TrainConfig`. Each trial is one :func:`skinlesion.train.fit` on the same
 lesion-grouped train/validation split (``skinlesion.data.splits.split_dataset``): the test split is
 never looked at. Each epoch's validation score is reported to the trial, and a median pruner stops
@@ -39,6 +40,7 @@ class SearchSpace(BaseModel):
     lr: tuple[float, float] = (1e-4, 1e-2)
     weight_decay: tuple[float, float] = (1e-5, 1e-1)
     meta_hidden: tuple[int, ...] = (16, 32, 64, 128)
+    head_hidden: tuple[int, ...] = (0, 64, 128, 256)  # 0 = a single linear head
     dropout: tuple[float, float] = (0.0, 0.6)
     class_weight: tuple[Literal["none", "sqrt", "balanced"], ...] = CLASS_WEIGHTS
 
@@ -54,6 +56,9 @@ class SearchSpace(BaseModel):
                              f"{self.dropout}")
         if not self.meta_hidden or min(self.meta_hidden) < 1:
             raise ValueError("meta_hidden needs at least one positive width")
+        if not self.head_hidden or min(self.head_hidden) < 0:
+            raise ValueError("head_hidden needs at least one width, each 0 (single linear head) or "
+                             "positive")
         if not self.class_weight:
             raise ValueError("class_weight needs at least one choice")
         return self
@@ -64,6 +69,7 @@ class SearchSpace(BaseModel):
             "lr": trial.suggest_float("lr", *self.lr, log=True),
             "weight_decay": trial.suggest_float("weight_decay", *self.weight_decay, log=True),
             "meta_hidden": trial.suggest_categorical("meta_hidden", list(self.meta_hidden)),
+            "head_hidden": trial.suggest_categorical("head_hidden", list(self.head_hidden)),
             "dropout": trial.suggest_float("dropout", *self.dropout),
             "class_weight": trial.suggest_categorical("class_weight", list(self.class_weight)),
         }
@@ -71,11 +77,12 @@ class SearchSpace(BaseModel):
     def params_of(self, config: TrainConfig) -> dict | None:
         """``config``'s values of the searched hyperparameters, or None when one lies outside."""
         params = {name: getattr(config, name) for name in ("lr", "weight_decay", "meta_hidden",
-                                                           "dropout", "class_weight")}
+                                                           "head_hidden", "dropout", "class_weight")}
         inside = (self.lr[0] <= params["lr"] <= self.lr[1]
                   and self.weight_decay[0] <= params["weight_decay"] <= self.weight_decay[1]
                   and self.dropout[0] <= params["dropout"] <= self.dropout[1]
                   and params["meta_hidden"] in self.meta_hidden
+                  and params["head_hidden"] in self.head_hidden
                   and params["class_weight"] in self.class_weight)
         return params if inside else None
 

@@ -99,7 +99,26 @@ def test_manifest_diff_names_the_images():
     a = _manifest(["x", "y", "z"], ["MEL", "NV", "NV"], ["train", "train", "test"])
     b = _manifest(["y", "z", "w"], ["NV", "BKL", "NV"], ["train", "test", "train"])
     diff = registry.diff_manifests(a, b)
-    assert diff == {"only_in_first": ["x"], "only_in_second": ["w"], "relabelled_or_resplit": ["z"]}
+    assert diff == {"added": ["w"], "removed": ["x"], "relabelled": ["z"], "resplit": []}
+    moved = registry.diff_manifests(a, b.assign(split=b["split"].where(b["image"] != "y", "val")))
+    assert moved["resplit"] == ["y"] and moved["relabelled"] == ["z"]
+
+
+def test_manifest_diff_tells_duplicate_content_images_apart():
+    # ISIC publishes some pictures twice under two names: same content hash, own rows
+    a = registry.build_manifest(
+        pd.DataFrame({"image": ["dup_1", "dup_2", "u"], "lesion_id": ["l1", "l1", "l2"],
+                      "diagnosis": ["NV", "NV", "MEL"]}),
+        pd.Series(["train", "train", "test"]), pd.Series(["same", "same", "sha-u"]))
+    dropped = a[a["image"] != "dup_2"]
+    assert registry.diff_manifests(a, dropped) == {"added": [], "removed": ["dup_2"],
+                                                   "relabelled": [], "resplit": []}
+    assert registry.diff_manifests(dropped, a)["added"] == ["dup_2"]
+    one_relabelled = a.assign(diagnosis=["NV", "BKL", "MEL"])
+    changes = registry.manifest_changes(a, one_relabelled)
+    assert changes.to_dict("records") == [{"change": "relabelled", "image": "dup_2", "sha256": "same",
+                                           "before": "NV", "after": "BKL"}]
+    assert registry.manifest_changes(a, a).empty
 
 
 def test_reference_data_is_stored_and_summarised(tmp_path):

@@ -35,8 +35,7 @@ def test_a_retrain_trains_on_the_original_data_plus_labelled_production_cases(li
     manifest = registry.read_manifest(models_dir, result.version)
     diff = registry.diff_manifests(base_manifest, manifest)
     trained, held_out = production[:18], production[18:]  # the newest quarter is held out
-    assert diff == {"only_in_first": [], "only_in_second": sorted(trained),
-                    "relabelled_or_resplit": []}
+    assert diff == {"added": sorted(trained), "removed": [], "relabelled": [], "resplit": []}
     assert result.added_images == sorted(trained)
     assert card.data.fingerprint == result.fingerprint != home["base"].data.fingerprint
     assert not set(held_out) & set(manifest["image"])

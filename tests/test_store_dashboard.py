@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from skinlesion.store import Store
+from skinlesion.store import FailureRecord, Store
 from tests.monitoring.traffic import traffic
 
 T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
@@ -42,3 +42,28 @@ def test_hourly_operations_counts_latency_and_decisions_per_hour(tmp_path: Path)
     assert by_source.groupby("source")["n"].sum().to_dict() == {"api": 30, "batch": 10}
     only_batch = store.hourly_operations(T0, T0 + timedelta(hours=3), source="batch")
     assert only_batch["n"].tolist() == [10]
+
+
+def test_hourly_operations_and_failure_counts_include_failed_requests(tmp_path: Path):
+    store = _store(tmp_path)
+    plant = [(T0 + timedelta(minutes=10), "api", "rejected", 422, None),
+             (T0 + timedelta(minutes=20), "api", "error", 500, "v1"),
+             (T0 + timedelta(minutes=30), "api", "unauthorized", 401, None),  # not in the rate
+             (T0 + timedelta(hours=5), "api", "unavailable", 503, None)]  # an hour without answers
+    for ts, source, kind, status, version in plant:
+        store.log_failure(FailureRecord(ts=ts, source=source, kind=kind, http_status=status,
+                                        model_version=version))
+    hourly = store.hourly_operations(T0, T0 + timedelta(hours=6)).set_index("hour")
+    first = hourly.loc[T0]
+    assert (first["failures"], first["error_rate"]) == (2, 2 / (2 + first["n"]))
+    down = hourly.loc[T0 + timedelta(hours=5)]
+    assert (down["n"], down["failures"], down["error_rate"]) == (0, 1, 1.0)
+    assert hourly["n"].sum() == 40 and hourly["failures"].sum() == 3
+    by_source = store.hourly_operations(T0, T0 + timedelta(hours=6), by_source=True)
+    assert by_source.groupby("source")["failures"].sum().to_dict() == {"api": 3, "batch": 0}
+    assert store.failure_counts(T0, T0 + timedelta(hours=6)) == {
+        "rejected": 1, "unauthorized": 1, "unavailable": 1, "error": 1}
+    assert store.failure_counts(T0, T0 + timedelta(hours=6), model_version="v1")["error"] == 1
+    assert sum(store.failure_counts(T0, T0 + timedelta(hours=6), source="batch").values()) == 0
+    assert store.log_failure(FailureRecord(request_id=store.query_failures().iloc[0]["request_id"],
+                                           kind="error", http_status=500)) is False  # idempotent

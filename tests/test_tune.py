@@ -34,6 +34,7 @@ def test_a_bad_trial_is_pruned_and_every_trial_recorded(synthetic_df, cache_dir)
     assert result.trials[1].state == "PRUNED" and result.trials[1].epochs < TINY.epochs
     assert result.n_pruned >= 1
     assert result.trials[1].params["lr"] == pytest.approx(1e-7)
+    assert result.trials[2].params["head_hidden"] in SearchSpace().head_hidden  # head width searched
     assert result.base_value == result.trials[0].value
     completed = [t.value for t in result.trials if t.state == "COMPLETE"]
     assert result.best_value == max(completed) and result.best_value > 0.3  # chance is 1/8
@@ -50,6 +51,10 @@ def test_search_space_and_arguments_are_checked():
     with pytest.raises(ValueError, match="dropout"):
         SearchSpace(dropout=(0.0, 1.0))
     assert SearchSpace().params_of(TINY.model_copy(update={"lr": 5.0})) is None
+    with pytest.raises(ValueError, match="head_hidden"):
+        SearchSpace(head_hidden=(0, -8))
+    assert SearchSpace().params_of(TINY)["head_hidden"] == 0  # the single linear head is searched
+    assert SearchSpace(head_hidden=(64,)).params_of(TINY) is None
     with pytest.raises(ValueError, match="metric must be one of"):
         tune(None, None, TINY, ".", metric="accuracy")
 
@@ -76,4 +81,5 @@ def test_cli_tune_writes_a_best_config_that_train_accepts(synthetic_dir, tmp_pat
     assert trained.exit_code == 0, trained.output
     config = load_version(trained.stdout.strip().splitlines()[-1], models).card.training["config"]
     assert config["lr"] == tuned.lr and config["meta_hidden"] == tuned.meta_hidden
+    assert config["head_hidden"] == tuned.head_hidden
     assert config["mode"] == "head" and config["epochs"] == 2  # typed option overrides the file

@@ -1,14 +1,15 @@
 """Operations — is the service answering, fast enough, and as often as usual? Inference volume per
-hour with spikes and dips marked, latency percentiles, uncertain and referral rates, resource use,
-and the same numbers by source (API, dashboard, batch, demo)."""
+hour with spikes and dips marked, latency percentiles, uncertain and referral rates, the error rate
+(requests answered with an error), resource use, and the same numbers by source (API, dashboard,
+batch, demo)."""
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 import components
-from skinlesion.monitoring.health import LATENCY_METRIC
-from skinlesion.store import SOURCES
+from skinlesion.monitoring.health import ERROR_RATE_METRIC, LATENCY_METRIC, error_rate
+from skinlesion.store import ERROR_RATE_KINDS, SOURCES
 
 ALL_SOURCES = "all sources"
 
@@ -20,9 +21,9 @@ returned = True if filters.model_version is None else None
 health = components.window_health(filters, drift=False, source=source)
 report = health.report
 
-# 1. the window in four numbers
+# 1. the window in five numbers
 latency = report.metrics[LATENCY_METRIC]
-cols = st.columns(4)
+cols = st.columns(5)
 with cols[0]:
     components.metric_tile("Answers", float(report.n_predictions), "green", kind="count",
                            change=(report.n_predictions - health.previous_volume
@@ -43,6 +44,14 @@ with cols[2]:
 with cols[3]:
     components.metric_tile("Referred", refer, "unknown", kind="percent", badge_text="rate",
                            note=f"{report.decisions.get('no referral', 0):,} not referred")
+errors = report.metrics[ERROR_RATE_METRIC]
+with cols[4]:
+    components.metric_tile("Error rate", errors.value, errors.status.value, kind="percent",
+                           change=errors.change, higher_is_better=False, badge_text="rate",
+                           note=f"{errors.note} · {report.failures.get('unauthorized', 0):,} "
+                                "without a valid API key (not counted)",
+                           help="Prediction requests answered with an error (bad input, no model or "
+                                "store to answer, a failure while answering) per request.")
 
 # 2. volume per hour, spikes and dips marked
 st.subheader("Answers per hour")
@@ -96,16 +105,22 @@ if not hourly.empty:
         st.altair_chart(alt.layer(rules, lines).resolve_scale(color="independent"), width="stretch")
         st.caption(f"Dashed lines: the p95 bounds of the policy ({threshold.describe()}).")
     with right:
-        st.subheader("Uncertain and referred, per hour")
-        rates = hourly.assign(uncertain=hourly["uncertain"] / hourly["n"], referred=hourly["refer"] / hourly["n"])
-        rates = rates.melt(id_vars=["hour", "n"], value_vars=["uncertain", "referred"], var_name="rate",
-                           value_name="share")
+        st.subheader("Uncertain, referred and failed, per hour")
+        answered = hourly[hourly["n"] > 0]
+        rates = answered.assign(uncertain=answered["uncertain"] / answered["n"],
+                                referred=answered["refer"] / answered["n"])
+        rates = pd.concat([
+            rates.melt(id_vars=["hour", "n"], value_vars=["uncertain", "referred"], var_name="rate",
+                       value_name="share"),
+            hourly.assign(rate="failed (error rate)")[["hour", "n", "rate", "error_rate"]].rename(
+                columns={"error_rate": "share"})])
         st.altair_chart(alt.Chart(rates).mark_line(point=True).encode(
             x=alt.X("hour:T", title=None), y=alt.Y("share:Q", axis=alt.Axis(format="%"), title=None),
             color="rate:N", tooltip=[alt.Tooltip("hour:T", format="%d %b %H:00"), "rate:N",
                                      alt.Tooltip("share:Q", format=".0%"), "n:Q"]), width="stretch")
-    st.caption("Requests that failed before an answer (bad input, server errors) are not in the store; "
-               "the API counts them by outcome in `skinlesion_requests_total` on its /metrics endpoint.")
+    st.caption("Uncertain and referred: shares of the hour's answers. Failed: prediction requests "
+               "answered with an error (bad input, no model or store to answer, a failure while "
+               "answering) per request; requests without a valid API key are not counted.")
 
 # 4. by source
 st.subheader("By source")
@@ -113,8 +128,12 @@ rows = []
 for name in SOURCES:
     summary = components.store_query("window_summary", filters.start, filters.end,
                                      model_version=filters.model_version, source=name, returned=returned)
+    failures = components.store_query("failure_counts", filters.start, filters.end,
+                                      model_version=filters.model_version, source=name)
     n = summary["n"]
-    rows.append({"source": name, "answers": n, "latency p50 (ms)": summary["latency_p50_ms"],
+    failed = sum(failures[k] for k in ERROR_RATE_KINDS)
+    rows.append({"source": name, "answers": n, "failed": failed, "error rate": error_rate(failed, n),
+                 "latency p50 (ms)": summary["latency_p50_ms"],
                  "latency p95 (ms)": summary["latency_p95_ms"], "latency p99 (ms)": summary["latency_p99_ms"],
                  "uncertain": summary["decisions"]["uncertain"] / n if n else None,
                  "referred": summary["decisions"]["refer"] / n if n else None})
@@ -123,6 +142,8 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                                                                          max_value=1),
                             "referred": st.column_config.ProgressColumn(format="percent", min_value=0,
                                                                         max_value=1),
+                            "error rate": st.column_config.ProgressColumn(format="percent", min_value=0,
+                                                                          max_value=1),
                             **{c: st.column_config.NumberColumn(format="%.0f") for c in (
                                 "latency p50 (ms)", "latency p95 (ms)", "latency p99 (ms)")}})
 

@@ -18,7 +18,7 @@ from skinlesion.data.images import load_image
 from skinlesion.errors import ImageError, SkinLesionError
 from skinlesion.explain import ExplanationUnavailable, explain
 from skinlesion.monitoring.cockpit import is_synthetic
-from skinlesion.monitoring.review import review_queue
+from skinlesion.monitoring.review import review_queue, version_references
 from skinlesion.predict import quality_issues
 from skinlesion.schema import CLASS_NAMES, CLASSES, MISSING, SEXES, SITES, Metadata
 from skinlesion.serving import ServingService
@@ -49,7 +49,8 @@ def queue_cases() -> pd.DataFrame:
     cases = components.store_query("review_cases", labelled=False, order="newest", limit=2000)
     cases = cases[cases["image_path"].notna()]
     cases = cases[[Path(p).is_file() for p in cases["image_path"]]]
-    return review_queue(cases, k=30) if len(cases) else cases
+    return (review_queue(cases, k=30, references=version_references(components.models_dir()))
+            if len(cases) else cases)
 
 
 def probability_chart(record: PredictionRecord, malignant: list[str]) -> alt.Chart:

@@ -12,7 +12,8 @@ import streamlit as st
 
 import components
 from skinlesion.errors import SkinLesionError
-from skinlesion.monitoring.review import image_hashes, import_ground_truth, record_label, review_queue
+from skinlesion.monitoring.review import (RankingWeights, image_hashes, import_ground_truth,
+                                          record_label, review_queue, version_references)
 from skinlesion.schema import CLASS_NAMES, CLASSES
 
 _FLASH = "review_flash"
@@ -27,6 +28,10 @@ TABLE_CONFIG = {
     "uncertainty": st.column_config.ProgressColumn("uncertainty", min_value=0.0, max_value=1.0,
                                                    format="%.2f"),
     "entropy": st.column_config.NumberColumn("entropy", format="%.2f"),
+    "margin": st.column_config.NumberColumn("margin", format="%.2f",
+                                            help="Top class minus the runner-up (0 = a tie)"),
+    "ood": st.column_config.NumberColumn("OOD", format="%.2f",
+                                         help="How unlike the training images (1 = flagged)"),
 }
 
 user, filters = components.page_setup(
@@ -56,17 +61,36 @@ with tab_queue:
     left, mid, right = st.columns(3)
     k = left.slider("Queue length", 5, 100, 20, step=5, key="review_k")
     per_hour = mid.slider("At most per hour", 1, 20, 5, key="review_per_hour",
-                          help="So one busy hour or burst of images cannot fill the queue")
-    weight = right.slider("Weight of entropy vs. closeness to the threshold", 0.0, 1.0, 0.5,
-                          key="review_weight")
-    queue = (review_queue(unlabelled, k=k, max_per_hour=per_hour, entropy_weight=weight)
-             if len(unlabelled) else unlabelled)
+                          help="So one busy hour cannot fill the queue")
+    diversity = right.slider("Diversity", 0.0, 1.0, 0.8, key="review_diversity",
+                             help="How much a case near-identical to one already queued (same "
+                                  "patient data, image statistics and answer) is held back")
+    with st.expander("Weights of the uncertainty signals"):
+        columns = st.columns(4)
+        weights = {name: col.slider(label, 0.0, 1.0, 1.0, key=f"review_weight_{name}")
+                   for col, (name, label) in zip(columns, [
+                       ("entropy", "Entropy"), ("margin", "Margin"),
+                       ("threshold", "Near the threshold"), ("ood", "Unlike training images")],
+                       strict=True)}
+    problem = None
+    try:
+        queue = (review_queue(unlabelled, k=k, max_per_hour=per_hour, diversity=diversity,
+                              weights=RankingWeights(**weights),
+                              references=version_references(components.models_dir()))
+                 if len(unlabelled) else unlabelled)
+    except SkinLesionError as err:  # all weights at 0
+        problem, queue = str(err), unlabelled.iloc[:0]
     st.caption("Unlabelled answers the model is least sure of: probability spread over classes "
-               "(normalised entropy) or p_malignant near the threshold. One case per image.")
-    if queue.empty:
+               "(entropy), top two classes close (margin), p_malignant near the threshold, or an "
+               "image unlike the version's training images (OOD). Near-identical cases are held "
+               "back so one burst cannot fill the queue; one case per image.")
+    if problem:
+        st.error(problem)
+    elif queue.empty:
         st.info("No unlabelled answers in this window.")
     else:
-        st.dataframe(queue[["uncertainty", "why", "entropy", *CASE_COLUMNS]], hide_index=True,
+        st.dataframe(queue[["uncertainty", "why", "entropy", "margin", "ood", *CASE_COLUMNS]],
+                     hide_index=True,
                      width="stretch", column_config=TABLE_CONFIG, key="review_queue_table")
 
 # --- label entry ------------------------------------------------------------------------------------

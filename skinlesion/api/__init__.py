@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from skinlesion import __version__
 from skinlesion.api.errors import install_error_handlers
-from skinlesion.api.metrics import ApiMetrics
+from skinlesion.api.metrics import ApiMetrics, StartStamp
 from skinlesion.api.routes import router
 from skinlesion.serving import ServingService
 from skinlesion.settings import Settings
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, service: ServingService | No
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = ApiMetrics()
+    app.add_middleware(StartStamp)
     install_error_handlers(app)
     app.include_router(router)
     return app

@@ -1,21 +1,48 @@
-"""Errors as JSON: ``{"error": {"field", "message", "allowed"?}, "request_id"?}`` with a 4xx/5xx."""
+"""Errors as JSON: ``{"error": {"field", "message", "allowed"?}, "request_id"?}`` with a 4xx/5xx.
+
+``allowed`` says what the field takes: the values of ``sex`` and ``anatom_site_general``, the range
+of ``age_approx``, the formats and limits of ``image``. Every error answer to a counted endpoint is
+counted in the API's metrics; a prediction request's is also recorded in the store
+(``request_failures``: time, model version if one answered, status, kind and field; never the
+request body or the message, which may quote what was sent), for the error rate of the health report.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from skinlesion.errors import ImageError, MetadataError, ModelNotFoundError, StoreBusyError
-from skinlesion.schema import SEXES, SITES
+from skinlesion.api.metrics import endpoint_of, outcome_of
+from skinlesion.data.images import MAX_PIXELS, MIN_SIDE
+from skinlesion.errors import ImageError, MetadataError, ModelNotFoundError, StoreBusyError, StoreError
+from skinlesion.schema import AGE_ACCEPTED_MAX, AGE_MAX, AGE_MIN, SEXES, SITES
 from skinlesion.serving import RouteError
+from skinlesion.store import FailureRecord, Store
 
 log = logging.getLogger("skinlesion.api")
 
-ALLOWED = {"sex": list(SEXES), "anatom_site_general": list(SITES)}
+ALLOWED: dict[str, Any] = {
+    "sex": list(SEXES),
+    "anatom_site_general": list(SITES),
+    "age_approx": {"min": AGE_MIN, "max": AGE_ACCEPTED_MAX, "unit": "years",
+                   "note": f"ages over {AGE_MAX:g} count as {AGE_MAX:g}; leave empty if unknown"},
+}
+#: The image formats to send (the decoder reads a few more, but these are the ones supported).
+IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG")
+
+
+def allowed_values(field: str | None, max_upload_bytes: int) -> Any:
+    """What ``field`` takes (see the module docstring), or None for a field without such a rule."""
+    if field == "image":
+        return {"formats": list(IMAGE_FORMATS), "max_bytes": max_upload_bytes,
+                "max_pixels": MAX_PIXELS, "min_side_px": MIN_SIDE}
+    return ALLOWED.get(field) if field else None
 
 
 class ApiError(Exception):
@@ -26,25 +53,57 @@ class ApiError(Exception):
         self.status, self.field, self.message, self.extra = status, field, message, extra
 
 
-def error_body(field: str | None, message: str, **extra) -> dict:
+def error_body(field: str | None, message: str, allowed: Any = None, **extra) -> dict:
     err = {"field": field, "message": message}
-    if field in ALLOWED:
-        err["allowed"] = ALLOWED[field]
+    if allowed is not None:
+        err["allowed"] = allowed
     return {"error": err | extra}
+
+
+def request_id_of(request: Request) -> str:
+    """The request's id (set by the route), or a new one kept for the rest of the request."""
+    if getattr(request.state, "request_id", None) is None:
+        request.state.request_id = str(uuid.uuid4())
+    return request.state.request_id
+
+
+def _log_failure(store: Store, failure: FailureRecord) -> None:
+    try:
+        store.log_failure(failure)
+    except StoreError as err:  # the error answer still goes out; metrics have counted it
+        log.warning("request %s: its failure could not be recorded: %s", failure.request_id, err)
+
+
+async def _failed(request: Request, status: int, field: str | None, *, record: bool = True) -> None:
+    """Count an error answer; record it in the store when it answers a prediction request and
+    ``record`` (False when the store itself is what failed)."""
+    version = getattr(request.state, "model_version", None)
+    request.app.state.metrics.observe(request, status, version)
+    if record and endpoint_of(request) == "predictions":
+        failure = FailureRecord(request_id=request_id_of(request), model_version=version,
+                                http_status=status, kind=outcome_of(status), field=field)
+        await run_in_threadpool(_log_failure, request.app.state.service.store, failure)
+
+
+async def _answer(request: Request, status: int, field: str | None, message: str, *,
+                  record: bool = True, **extra) -> JSONResponse:
+    await _failed(request, status, field, record=record)
+    allowed = allowed_values(field, request.app.state.settings.max_upload_bytes)
+    return JSONResponse(error_body(field, message, allowed, **extra), status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse(error_body(exc.field, exc.message, **exc.extra), status_code=exc.status)
+        return await _answer(request, exc.status, exc.field, exc.message, **exc.extra)
 
     @app.exception_handler(MetadataError)
     async def _metadata(request: Request, exc: MetadataError):
-        return JSONResponse(error_body(exc.field, str(exc)), status_code=422)
+        return await _answer(request, 422, exc.field, str(exc))
 
     @app.exception_handler(ImageError)
     async def _image(request: Request, exc: ImageError):
-        return JSONResponse(error_body("image", str(exc)), status_code=422)
+        return await _answer(request, 422, "image", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -54,22 +113,23 @@ def install_error_handlers(app: FastAPI) -> None:
         message = first.get("msg", "invalid input")
         if first.get("type") == "missing":
             message = f"the field '{field}' is required"
-        return JSONResponse(error_body(field, message), status_code=422)
+        return await _answer(request, 422, field, message)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         # The edge's last resort: an unforeseen failure (e.g. inside the model) becomes a 500 whose
         # request id is in the server log with the traceback; the server stays up.
-        request_id = getattr(request.state, "request_id", None) or str(uuid.uuid4())
+        request_id = request_id_of(request)
         log.exception("request %s failed", request_id, exc_info=exc)
-        return JSONResponse(error_body(None, "internal error while answering; quote the request id "
-                                       "to the operators", request_id=request_id), status_code=500)
+        return await _answer(request, 500, None, "internal error while answering; quote the request "
+                             "id to the operators", request_id=request_id)
 
     @app.exception_handler(ModelNotFoundError)
     @app.exception_handler(RouteError)
     @app.exception_handler(StoreBusyError)
     async def _unavailable(request: Request, exc: Exception):
-        request_id = str(uuid.uuid4())
+        request_id = request_id_of(request)
         log.error("request %s: service unavailable: %s", request_id, exc)
-        return JSONResponse(error_body(None, f"service unavailable: {exc}", request_id=request_id),
-                            status_code=503)
+        # a store that stayed locked cannot take the failure's row either: metrics count it
+        return await _answer(request, 503, None, f"service unavailable: {exc}",
+                             record=not isinstance(exc, StoreBusyError), request_id=request_id)

@@ -1,11 +1,56 @@
 """Prometheus metrics of the API, on a registry of the app's own (no global state, so several apps can
-live in one process, as in tests). Labels are low-cardinality only: no request or patient ids."""
+live in one process, as in tests). Labels are low-cardinality only: no request or patient ids.
+
+The writing endpoints (:data:`COUNTED`) are counted and timed by endpoint, model version (``none``
+when no model answered) and outcome: ``ok`` or, for a request answered with an error, the failure
+kinds of the store (:data:`skinlesion.store.FAILURE_KINDS`: rejected, unauthorized, unavailable,
+error). Latency runs from the moment the request reached the app (:class:`StartStamp`)."""
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0)
+#: The model-version label of a request no model answered.
+NO_VERSION = "none"
+#: The counted endpoints: (method, route path) -> endpoint label.
+COUNTED: dict[tuple[str, str], str] = {("POST", "/v1/predictions"): "predictions",
+                                       ("POST", "/v1/labels"): "labels"}
+
+
+def outcome_of(status: int) -> str:
+    """The outcome of an HTTP status: ``ok`` below 400, ``unauthorized`` for 401/403,
+    ``unavailable`` for 503, ``error`` for other 5xx, ``rejected`` for other 4xx (bad input)."""
+    if status < 400:
+        return "ok"
+    if status in (401, 403):
+        return "unauthorized"
+    if status == 503:
+        return "unavailable"
+    return "error" if status >= 500 else "rejected"
+
+
+def endpoint_of(request: Request) -> str | None:
+    """The endpoint label of a request to a :data:`COUNTED` route, else None."""
+    route = request.scope.get("route")
+    return COUNTED.get((request.method, getattr(route, "path", "")))
+
+
+class StartStamp:
+    """ASGI middleware noting when each HTTP request reached the app (``request.state.started``,
+    :func:`time.perf_counter`), so latency also covers requests that fail before a route runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["started"] = time.perf_counter()
+        await self.app(scope, receive, send)
 
 
 class ApiMetrics:
@@ -14,7 +59,8 @@ class ApiMetrics:
         self.requests = Counter("skinlesion_requests_total", "API requests by endpoint and outcome.",
                                 ["endpoint", "model_version", "outcome"], registry=self.registry)
         self.latency = Histogram("skinlesion_request_latency_seconds",
-                                 "End-to-end latency of prediction requests.", ["model_version"],
+                                 "End-to-end latency of API requests by endpoint and outcome.",
+                                 ["endpoint", "model_version", "outcome"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.log_wait = Histogram("skinlesion_log_wait_seconds",
                                   "Time a prediction request waits for its log row to commit.",
@@ -22,6 +68,18 @@ class ApiMetrics:
         self.decisions = Counter("skinlesion_decisions_total", "Answers by decision and class.",
                                  ["model_version", "decision", "predicted_class"],
                                  registry=self.registry)
+
+    def observe(self, request: Request, status: int, model_version: str | None = None) -> None:
+        """Count a finished request to a :data:`COUNTED` endpoint (others are left out) and observe
+        its latency."""
+        endpoint = endpoint_of(request)
+        if endpoint is None:
+            return
+        outcome = outcome_of(status)
+        version = model_version or NO_VERSION
+        self.requests.labels(endpoint, version, outcome).inc()
+        self.latency.labels(endpoint, version, outcome).observe(
+            time.perf_counter() - request.state.started)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

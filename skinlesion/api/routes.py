@@ -114,22 +114,18 @@ def create_prediction(
     anatom_site_general: Annotated[str | None, Form(description="ISIC 2019 site; empty if "
                                                     "unknown")] = None,
 ) -> PredictionOut:
+    # failures are counted and recorded by the error handlers (skinlesion.api.errors)
     metrics = request.app.state.metrics
     request.state.request_id = request_id = str(uuid.uuid4())
-    start = time.perf_counter()
-    try:
-        metadata = Metadata.from_raw(age_approx, sex, anatom_site_general)
-        data = _read_upload(image, request.app.state.settings.max_upload_bytes)
-        record = service.answer(data, metadata, source="api", request_id=request_id)
-    except (ApiError, SkinLesionError):
-        metrics.requests.labels("predictions", "none", "rejected").inc()
-        raise
+    metadata = Metadata.from_raw(age_approx, sex, anatom_site_general)
+    data = _read_upload(image, request.app.state.settings.max_upload_bytes)
+    record = service.answer(data, metadata, source="api", request_id=request_id)
+    request.state.model_version = record.model_version
     logging_start = time.perf_counter()
     service.log(record)  # the client gets its answer only once the log row is durable
     metrics.log_wait.observe(time.perf_counter() - logging_start)
     service.shadow(data, metadata, source="api")  # in the background: logged, never returned
-    metrics.requests.labels("predictions", record.model_version, "ok").inc()
-    metrics.latency.labels(record.model_version).observe(time.perf_counter() - start)
+    metrics.observe(request, 200, record.model_version)
     metrics.decisions.labels(record.model_version, record.decision, record.predicted_class).inc()
     return PredictionOut(**record.model_dump(include=set(PredictionOut.model_fields)))
 
@@ -150,11 +146,12 @@ def read_prediction(request_id: str, service: Service, key_name: ApiKey) -> Pred
 
 @router.post("/v1/labels", status_code=201, tags=["labels"],
              summary="Ground truth for earlier answers (by request id or image hash).")
-def create_labels(body: LabelsIn, service: Service, key_name: ApiKey) -> dict:
+def create_labels(request: Request, body: LabelsIn, service: Service, key_name: ApiKey) -> dict:
     records = [LabelRecord(request_id=lab.request_id, image_sha256=lab.image_sha256,
                            diagnosis=lab.diagnosis, source=lab.source,
                            labelled_by=lab.labelled_by or key_name) for lab in body.labels]
     matched = service.store.add_labels(records)
+    request.app.state.metrics.observe(request, 201)
     return {"stored": len(records), "matched": matched}
 
 

@@ -21,14 +21,21 @@ def check_inputs(inputs: str) -> str:
 
 
 class FusionNet(nn.Module):
-    """``logits = fc(dropout([pooled image embedding, metadata_mlp(metadata)]))``.
+    """``logits = fc(dropout([pooled image embedding, metadata_mlp(metadata)]))``; with
+    ``head_hidden > 0`` the head has a hidden layer:
+    ``fc(dropout(relu(hidden(dropout([...])))))``. ``head_hidden = 0`` (the default) is the single
+    linear head every version saved before the option existed was trained with (same weights keys).
 
     ``start`` arguments let training feed cached activations: the image input is then the output of
     backbone block ``start - 1`` instead of the normalised image batch."""
 
     def __init__(self, backbone: Backbone | None, *, n_metadata: int, n_classes: int,
-                 inputs: str = "image+metadata", meta_hidden: int = 32, dropout: float = 0.3):
+                 inputs: str = "image+metadata", meta_hidden: int = 32, dropout: float = 0.3,
+                 head_hidden: int = 0):
         super().__init__()
+        if head_hidden < 0:
+            raise ValueError(f"head_hidden must be 0 (single linear head) or a positive width, got "
+                             f"{head_hidden}")
         self.inputs = check_inputs(inputs)
         uses_image = inputs != "metadata"
         if uses_image != (backbone is not None):
@@ -41,7 +48,9 @@ class FusionNet(nn.Module):
         width = (backbone.num_features if backbone is not None else 0) + (
             meta_hidden if self.meta is not None else 0)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(width, n_classes)
+        self.hidden = (nn.Sequential(nn.Linear(width, head_hidden), nn.ReLU()) if head_hidden
+                       else None)
+        self.fc = nn.Linear(head_hidden or width, n_classes)
 
     @property
     def uses_image(self) -> bool:
@@ -60,7 +69,10 @@ class FusionNet(nn.Module):
             parts.append(embedding)
         if self.meta is not None:
             parts.append(self.meta(metadata))
-        return self.fc(self.dropout(torch.cat(parts, dim=1)))
+        z = self.dropout(torch.cat(parts, dim=1))
+        if self.hidden is not None:
+            z = self.dropout(self.hidden(z))
+        return self.fc(z)
 
     def forward(self, x: torch.Tensor | None, metadata: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Logits (n, n_classes); ``x`` is the image batch (or block ``start``'s input), ignored
@@ -74,6 +86,9 @@ class FusionNet(nn.Module):
             first = self.meta[0]
             parts.append(f"metadata MLP {first.in_features}->{first.out_features}->"
                          f"{self.meta[2].out_features}")
+        if self.hidden is not None:
+            parts.append(f"dropout {self.dropout.p:g} + linear {self.hidden[0].in_features}->"
+                         f"{self.hidden[0].out_features} + ReLU")
         parts.append(f"dropout {self.dropout.p:g} + linear {self.fc.in_features}->"
                      f"{self.fc.out_features}")
         return f"{self.inputs}: " + "; ".join(parts)

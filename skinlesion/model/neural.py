@@ -39,7 +39,8 @@ def resolve_device(device: str) -> torch.device:
 
 def build_network(architecture: str | None, *, inputs: str, n_metadata: int, pretrained: bool,
                   backbone_config: dict | None = None, meta_hidden: int = 32,
-                  dropout: float = 0.3, weights_path: str | Path | None = None) -> FusionNet:
+                  dropout: float = 0.3, head_hidden: int = 0,
+                  weights_path: str | Path | None = None) -> FusionNet:
     """The FusionNet for ``inputs`` (no backbone when it is ``metadata``)."""
     backbone = None
     if inputs != "metadata":
@@ -48,7 +49,7 @@ def build_network(architecture: str | None, *, inputs: str, n_metadata: int, pre
         backbone = create_model(architecture, pretrained=pretrained, weights_path=weights_path,
                                 **(backbone_config or {}))
     return FusionNet(backbone, n_metadata=n_metadata, n_classes=len(CLASSES), inputs=inputs,
-                     meta_hidden=meta_hidden, dropout=dropout)
+                     meta_hidden=meta_hidden, dropout=dropout, head_hidden=head_hidden)
 
 
 def freeze_trunk(net: FusionNet, cut: int) -> None:
@@ -70,7 +71,8 @@ class NeuralClassifier:
     """A trained FusionNet ready to serve.
 
     ``config`` holds what rebuilds the network (architecture, inputs, backbone_config, meta_hidden,
-    dropout, cut); ``tta`` the orientation views whose logits are averaged (one = no TTA)."""
+    dropout, head_hidden (absent from versions saved before it existed: 0), cut); ``tta`` the
+    orientation views whose logits are averaged (one = no TTA)."""
 
     kind: ClassVar[str] = "neural"
 
@@ -165,7 +167,8 @@ class NeuralClassifier:
         net = build_network(config.get("architecture"), inputs=config["inputs"],
                             n_metadata=len(encoder.feature_names_), pretrained=False,
                             backbone_config=config.get("backbone_config"),
-                            meta_hidden=config["meta_hidden"], dropout=config["dropout"])
+                            meta_hidden=config["meta_hidden"], dropout=config["dropout"],
+                            head_hidden=config.get("head_hidden", 0))
         state = torch.load(Path(directory) / model_section.get("weights_file", WEIGHTS_FILE),
                            map_location="cpu", weights_only=True)
         net.load_state_dict(state)

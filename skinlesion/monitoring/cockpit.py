@@ -22,6 +22,7 @@ from skinlesion import metrics
 from skinlesion.errors import DataError, ModelNotFoundError
 from skinlesion.monitoring.health import DRIFT_METRIC, LATENCY_METRIC, HealthReport, compute_health
 from skinlesion.monitoring.policy import Policy, Status, Threshold
+from skinlesion.monitoring.runner import DRIFT_SAMPLE_SIZE
 from skinlesion.registry import ModelCard, read_card, read_reference, resolve_version
 from skinlesion.schema import class_index
 from skinlesion.store import PROBABILITY_COLUMNS, ServingRoute, Store
@@ -126,9 +127,11 @@ def window_health(store: Store, models_dir: Path, policy: Policy, start: datetim
     """:func:`~skinlesion.monitoring.health.compute_health` over ``[start, end)`` (answers of
     ``source`` only, when given) plus, with ``drift``, the data drift of the window's answers
     against the reference answers of ``model_version`` (default: the active version of the serving
-    route), as the monitor computes it. The drift's change is measured against the newest stored
-    snapshot taken at or before ``start`` (recomputing the previous window's drift would double
-    the cost)."""
+    route), as the monitor computes it. The health numbers are aggregated over the whole window in
+    the store; drift compares a uniform sample of at most :data:`DRIFT_SAMPLE_SIZE` answers drawn
+    in the store (all of them in a smaller window), so a month of traffic is never loaded. The
+    drift's change is measured against the newest stored snapshot taken at or before ``start``
+    (recomputing the previous window's drift would double the cost)."""
     version = model_version or store.get_route().active_version
     returned = True if model_version is None else None
     report = compute_health(store, start, end, policy=policy, model_version=model_version, source=source)
@@ -140,8 +143,9 @@ def window_health(store: Store, models_dir: Path, policy: Policy, start: datetim
     reference, skipped = reference_for(models_dir, version)
     result = None
     if reference is not None:
-        current = store.query_predictions(start, end, model_version=model_version, source=source,
-                                          returned=returned, include_embedding=True)
+        current = store.sample_predictions(start, end, n=DRIFT_SAMPLE_SIZE,
+                                           model_version=model_version, source=source,
+                                           returned=returned, include_embedding=True)
         if current.empty:
             skipped = "no predictions in the window"
         else:
@@ -230,9 +234,9 @@ _LABEL_BASED = frozenset({"accuracy", "precision", "recall", "f1", "fnr", "auroc
 class Tile:
     """One metric tile: the realised ``value`` with its ``status`` (the estimated status while the
     realised value is unknown: ``status_estimated`` says so), ``change`` against the previous
-    window, the ``estimated`` value, the label ``coverage`` and ``n`` behind a label-based metric,
-    a ``note`` (why a value is missing, or the volume's spikes and dips) and the threshold in
-    words (``bands``)."""
+    window, the ``estimated`` value, the label ``coverage``, ``n`` and median label lag
+    (``lag_hours``) behind a label-based metric, a ``note`` (why a value is missing, or the
+    volume's spikes and dips) and the threshold in words (``bands``)."""
 
     metric: str
     label: str
@@ -246,8 +250,15 @@ class Tile:
     estimated_status: str = "unknown"
     coverage: float | None = None
     n: int | None = None
+    lag_hours: float | None = None
     note: str = ""
     bands: str = ""
+
+
+def lag_text(hours: float) -> str:
+    """A label lag for display: in hours below two days (``"5.0 h"``), in days from then on
+    (``"3.2 d"``)."""
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
 
 
 def _higher_is_better(metric: str, policy: Policy) -> bool:
@@ -286,7 +297,8 @@ def tiles(health: WindowHealth, policy: Policy) -> list[Tile]:
             _higher_is_better(metric, policy), estimated=m.estimated,
             estimated_status=m.estimated_status.value,
             coverage=report.label_coverage if label_based else None,
-            n=report.n_labelled if label_based else None, note=m.note,
+            n=report.n_labelled if label_based else None,
+            lag_hours=report.label_lag_hours if label_based else None, note=m.note,
             bands=threshold.describe() if threshold else ""))
     return out
 
@@ -396,15 +408,17 @@ def distribution_frame(feature: FeatureDrift) -> pd.DataFrame:
 
 def drift_report(store: Store, models_dir: Path, start: datetime, end: datetime, path: Path, *,
                  model_version: str | None = None) -> Path:
-    """Write Evidently's full drift report of the answers in ``[start, end)`` against the reference
-    answers of ``model_version`` (default: the active version) to ``path``; DataError when there
-    is no reference or no answer to compare."""
+    """Write Evidently's full drift report of the answers in ``[start, end)`` (a uniform sample of
+    at most :data:`DRIFT_SAMPLE_SIZE`, drawn in the store) against the reference answers of
+    ``model_version`` (default: the active version) to ``path``; DataError when there is no
+    reference or no answer to compare."""
     from skinlesion.monitoring.drift import drift_report_html
 
     version = model_version or store.get_route().active_version
     reference, skipped = reference_for(models_dir, version)
     if reference is None:
         raise DataError(f"no drift report: {skipped}", source="reference")
-    current = store.query_predictions(start, end, model_version=model_version,
-                                      returned=True if model_version is None else None)
+    current = store.sample_predictions(start, end, n=DRIFT_SAMPLE_SIZE,
+                                       model_version=model_version,
+                                       returned=True if model_version is None else None)
     return drift_report_html(reference, current, path)

@@ -12,7 +12,8 @@
   prediction's calibrated probability, labelled or not, next to each realised value;
 * label coverage (share of predictions with a label) and label lag (median hours until it came);
 * **operations**, aggregated in SQL by the store: latency p50/p95/p99, hourly volume with
-  spike/dip detection (:func:`flag_volume`), decision mix and uncertain share; and the host's
+  spike/dip detection (:func:`flag_volume`), decision mix and uncertain share, the error rate
+  (:func:`error_rate` of the failed prediction requests the API recorded); and the host's
   resource use (:func:`resource_use`);
 * the same numbers for the window of the same length just before (``previous_value``), the
   per-class recall change between the two, the worst status and its playbook.
@@ -24,7 +25,9 @@ busy clinic day is not a model fault); they are listed in the hints.
 
 Which predictions count: with ``model_version=None`` the answers actually returned to callers
 (active, fallback and challenger; a shadow model's answers are left out so they do not count
-twice); with a version, every answer of that version, shadow included (to judge a shadow).
+twice); with a version, every answer of that version, shadow included (to judge a shadow). The
+error rate counts the failed requests of the same source; with a version, only the failures of
+that version (a request rejected before a model answered carries none).
 
 Nothing here speaks SQL (the store does) or imports streamlit.
 """
@@ -47,7 +50,7 @@ from skinlesion.errors import DataError
 from skinlesion.monitoring.estimate import ASSUMPTIONS, SCORE_DECIMALS, ScoreStats, confusion_rates, estimate
 from skinlesion.monitoring.policy import Hints, Playbook, Policy, Status, VolumePolicy, playbook, worst
 from skinlesion.schema import CLASSES, class_index
-from skinlesion.store import PROBABILITY_COLUMNS, Store
+from skinlesion.store import ERROR_RATE_KINDS, PROBABILITY_COLUMNS, Store
 
 #: The label-based metrics of a window, in display order.
 LABEL_METRICS: tuple[str, ...] = (
@@ -63,6 +66,10 @@ UNDEFINED_WHY: dict[str, str] = {
 #: A class needs this many labelled cases in both windows before its recall change is judged.
 MIN_CLASS_CASES = 10
 LATENCY_METRIC = "latency_p95_ms"
+#: Failed prediction requests (:data:`~skinlesion.store.ERROR_RATE_KINDS`) per request; DESIGN.md
+#: lists it among the numbers shown without a colour, so it has a status only if the policy file
+#: gives it a threshold.
+ERROR_RATE_METRIC = "error_rate"
 DRIFT_METRIC = "drift_score"
 
 
@@ -173,6 +180,7 @@ class HealthReport(BaseModel):
     uncertain_share: float | None
     volume: list[VolumeHour]
     per_class: list[ClassRecall]
+    failures: dict[str, int] = Field(default_factory=dict)
     resources: ResourceUse | None = None
     drifted_features: tuple[str, ...] = ()
     status: Status
@@ -277,6 +285,13 @@ def resource_use() -> ResourceUse:
                        gpu_memory_used_mb=gpu_used, gpu_memory_total_mb=gpu_total)
 
 
+def error_rate(failures: int, answers: int) -> float | None:
+    """``failures / (failures + answers)``: the share of requests that got no answer; None when
+    there were no requests."""
+    requests = failures + answers
+    return failures / requests if requests else None
+
+
 def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -349,6 +364,12 @@ class _Measured(BaseModel):
     label_lag_hours: float | None
     estimated: dict[str, float]
     classes: dict[str, tuple[int, float | None]]
+    failures: dict[str, int]
+
+    @property
+    def n_failed(self) -> int:
+        """Failures that count in the error rate."""
+        return sum(self.failures[k] for k in ERROR_RATE_KINDS)
 
 
 def _measure(store: Store, start: datetime, end: datetime, policy: Policy,
@@ -363,10 +384,12 @@ def _measure(store: Store, start: datetime, end: datetime, policy: Policy,
                        neg=histogram["neg"].to_numpy(dtype=np.float64))
     estimated = estimate(stats)
     enough = len(labelled) >= policy.min_labels
+    failures = store.failure_counts(start, end, model_version=filters["model_version"],
+                                    source=filters["source"])
     return _Measured(summary=summary, n_labelled_rows=len(labelled), estimated=estimated,
                      label_lag_hours=label_lag_hours(labelled),
                      realised=label_metrics(labelled, policy.malignant) if enough else {},
-                     classes=class_recalls(labelled))
+                     classes=class_recalls(labelled), failures=failures)
 
 
 def _metric_values(now: _Measured, before: _Measured | None, policy: Policy) -> dict[str, MetricValue]:
@@ -391,6 +414,12 @@ def _metric_values(now: _Measured, before: _Measured | None, policy: Policy) -> 
         name=LATENCY_METRIC, value=p95, status=policy.status(LATENCY_METRIC, p95),
         n=now.summary["n"], note="" if p95 is not None else "no predictions",
         previous_value=_finite(before.summary["latency_p95_ms"]) if before else None)
+    rate = error_rate(now.n_failed, now.summary["n"])
+    requests = now.n_failed + now.summary["n"]
+    out[ERROR_RATE_METRIC] = MetricValue(
+        name=ERROR_RATE_METRIC, value=rate, status=policy.status(ERROR_RATE_METRIC, rate), n=requests,
+        note=f"{now.n_failed:,} failed of {requests:,} requests" if requests else "no requests",
+        previous_value=error_rate(before.n_failed, before.summary["n"]) if before else None)
     return out
 
 
@@ -470,5 +499,6 @@ def compute_health(store: Store, start: datetime, end: datetime, *, policy: Poli
         latency_ms={q: _finite(summary[f"latency_{q}_ms"]) for q in ("p50", "p95", "p99", "mean")},
         decisions=summary["decisions"],
         uncertain_share=summary["decisions"]["uncertain"] / n if n else None,
-        volume=volume, per_class=per_class, resources=resource_use() if resources else None,
+        volume=volume, per_class=per_class, failures=now.failures,
+        resources=resource_use() if resources else None,
         status=status, hints=hints, playbook=playbook(status, hints), previous_start=previous_start)

@@ -204,10 +204,11 @@ class VolumePolicy(BaseModel):
         return timedelta(hours=self.period_hours * self.baseline_periods)
 
 
-#: Metrics whose alerts launch retraining (model quality and input drift; not latency or volume,
-#: which retraining does not fix).
+#: Metrics whose alerts at or past ``on_status`` launch retraining: model quality only. Drift
+#: launches it only at red (see :func:`skinlesion.monitoring.triggers.alert_fires`); latency and
+#: volume never do, as retraining does not fix them.
 RETRAIN_EVENT_METRICS: tuple[str, ...] = (
-    "accuracy", "precision", "recall", "f1", "auroc", "log_loss", "fnr", "drift_score")
+    "accuracy", "precision", "recall", "f1", "auroc", "log_loss", "fnr")
 
 
 class RetrainingPolicy(BaseModel):

@@ -1,12 +1,12 @@
 """``skinlesion monitor``: one monitoring run, and the loop that repeats it.
 
-A run (:func:`run_once`) takes the health window ending now (``24h`` by default), computes its
-:class:`~skinlesion.monitoring.health.HealthReport`, adds the data-drift score of the window's
-answers (a uniform sample of at most :data:`DRIFT_SAMPLE_SIZE`) against the active model
-version's reference answers (skipped, with the reason in the snapshot, when the version has no
-reference), stores the result as a health snapshot, updates the
-alerts (:mod:`~skinlesion.monitoring.alerts`) and, given a notifier, delivers the alert events not
-delivered yet. It returns a :class:`SnapshotResult` saying what happened.
+A run (:func:`run_once`) takes the health window ending now (``24h`` by default), computes the
+:class:`~skinlesion.monitoring.health.HealthReport` of the active model version's answers in it,
+adds the data-drift score of those answers (a uniform sample of at most :data:`DRIFT_SAMPLE_SIZE`)
+against the version's reference answers (skipped, with the reason in the snapshot, when the
+version has no reference), stores the result as a health snapshot labelled with that version,
+updates the alerts (:mod:`~skinlesion.monitoring.alerts`) and, given a notifier, delivers the
+alert events not delivered yet. It returns a :class:`SnapshotResult` saying what happened.
 
 :func:`run_every` repeats it on a fixed cadence until stopped, handing each result to callbacks
 (the CLI prints a line and refreshes the Prometheus gauges; later, the retraining triggers).
@@ -137,8 +137,9 @@ def measure_drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftOutcom
 
 def _drift(store: Store, models_dir: Path, version: str, start: datetime,
            end: datetime) -> DriftOutcome:
-    """The window's drift against the reference answers of ``version``; skipped (saying why) when
-    the version is not in ``models_dir`` or was saved without reference answers."""
+    """The drift of ``version``'s answers in the window against its reference answers; skipped
+    (saying why) when the version is not in ``models_dir`` or was saved without reference
+    answers."""
     from skinlesion.registry import read_reference
 
     try:
@@ -148,7 +149,7 @@ def _drift(store: Store, models_dir: Path, version: str, start: datetime,
     if reference is None:
         return DriftOutcome(skipped=f"the active model version {version!r} has no reference data")
     return measure_drift(reference, store.sample_predictions(
-        start, end, n=DRIFT_SAMPLE_SIZE, returned=True, include_embedding=True))
+        start, end, n=DRIFT_SAMPLE_SIZE, model_version=version, include_embedding=True))
 
 
 def _extra_metrics(report: HealthReport, policy: Policy) -> list[SnapshotMetric]:
@@ -182,13 +183,21 @@ def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | 
              window: str = "24h", notifier: Notifier | None = None) -> SnapshotResult:
     """One monitoring run over the window ``window`` ending at ``now`` (default: the current time):
     health report, drift against the active version's reference, stored snapshot, alert updates
-    and (with ``notifier``) delivery of the pending alert events. See the module docstring."""
+    and (with ``notifier``) delivery of the pending alert events. See the module docstring.
+
+    The snapshot judges the version it is labelled with, the active one, on its own answers
+    (``compute_health(model_version=...)``): a challenger's A/B answers and the fallback's
+    answers are left out, so neither can colour (or mask) the active version's health, and its
+    alerts and retraining events are about the version retraining would start from. While the
+    fallback is engaged the active version answers nothing new: its snapshot rests on its answers
+    from before the switch still in the window, and turns "unknown" once none are left."""
     end = now or datetime.now(UTC)
     end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
     start = end - window_length(policy, window)
     version = store.get_route().active_version
     # the host's resource use only describes a run at the current time, not a recomputed past one
-    report = compute_health(store, start, end, policy=policy, window=window, resources=now is None)
+    report = compute_health(store, start, end, policy=policy, model_version=version, window=window,
+                            resources=now is None)
     previous = store.latest_snapshot(window)
     previous_drift = previous.metric(DRIFT_METRIC) if previous is not None else None
     drift = _drift(store, Path(models_dir), version, start, end)

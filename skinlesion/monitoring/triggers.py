@@ -7,8 +7,9 @@ before anything is launched, so two monitors cannot both launch for one incident
 - **scheduled** — the policy's ``[retraining] schedule`` (quarterly by default) has elapsed since
   the active version was created or last retrained (the newest retraining job of it that did not
   fail). Key: ``schedule:<version>:<due time>``.
-- **event** — an open alert at or past ``on_status`` on one of ``event_metrics`` (the alert opens
-  only once the status has held for ``alert_after_windows`` windows), or a red drift-score alert.
+- **event** — an open alert at or past ``on_status`` on one of ``event_metrics`` (model-quality
+  metrics by default; the alert opens only once the status has held for ``alert_after_windows``
+  windows), or a red drift-score alert (a yellow one does not fire by default).
   Key: ``alert:<alert id>``: an alert escalating from yellow to red is the same incident.
 - **active_learning** — ``review_labels`` new labels from the review queue since the active version
   was created or last retrained. Key: ``active_learning:<version>:<since>``.

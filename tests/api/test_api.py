@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import io
+import logging
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from skinlesion import registry
 from skinlesion.api import create_app
+from skinlesion.data.images import MAX_PIXELS, MIN_SIDE
+from skinlesion.errors import StoreBusyError
+from skinlesion.monitoring.health import ERROR_RATE_METRIC, compute_health
+from skinlesion.monitoring.policy import Policy, Status
 from skinlesion.serving import ServingService
 from skinlesion.settings import Settings
-from skinlesion.store import ServingRoute, Store
+from skinlesion.store import FailureRecord, ServingRoute, Store
 from tests.standins import STANDIN_KIND, STANDIN_PATH, save_standin
 
 
@@ -173,29 +180,136 @@ def test_unknown_request_id_is_404(env):
     assert client.get("/v1/predictions/not-a-uuid").status_code == 422
 
 
-def test_model_failure_is_500_with_request_id_and_server_stays_up(env, monkeypatch):
-    client, store, _ = env
+def _break_the_model(monkeypatch):
     from tests import standins
 
     def boom(self, images, metadata):
         raise RuntimeError("CUDA exploded")
 
     monkeypatch.setattr(standins.BrightnessClassifier, "predict_proba", boom)
-    r = predict(client)
-    assert r.status_code == 500 and r.json()["error"]["request_id"]
+
+
+def test_model_failure_is_500_with_request_id_and_server_stays_up(env, monkeypatch, caplog):
+    client, store, _ = env
+    _break_the_model(monkeypatch)
+    with caplog.at_level(logging.ERROR, logger="skinlesion.api"):
+        r = predict(client)
+    assert r.status_code == 500
+    request_id = r.json()["error"]["request_id"]
+    logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
+    assert logged and logged[0].exc_info is not None  # the id reaches the log, with the traceback
+    assert "CUDA exploded" in str(logged[0].exc_info[1])
     assert store.count_predictions() == 0
+    failure = store.query_failures().iloc[0]
+    assert (failure["request_id"], failure["kind"], failure["http_status"]) == (request_id, "error", 500)
     assert client.get("/healthz").status_code == 200
 
 
-def test_metrics_have_counts_and_latency_without_request_ids(env):
-    client, _, _ = env
+def _sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the Prometheus sample ``name`` with exactly ``labels``, or None."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+def test_metrics_have_counts_and_latency_without_request_ids(env, monkeypatch):
+    client, store, _ = env
     body = predict(client).json()
     predict(client, sex="nonsense")
+    assert client.post("/v1/labels", json={"labels": [{"request_id": body["request_id"],
+                                                        "diagnosis": "MEL"}]}).status_code == 201
+    assert client.post("/v1/labels", json={"labels": []}).status_code == 422
+    store.set_route(ServingRoute(active_version="ghost-v9"), actor="test", role="ml_lead",
+                    reason="a version that is not there")
+    assert predict(client).status_code == 503
+    store.set_route(ServingRoute(active_version="main-v1"), actor="test", role="ml_lead", reason="back")
+    _break_the_model(monkeypatch)
+    assert predict(client).status_code == 500
     text = client.get("/metrics").text
-    assert 'skinlesion_requests_total{endpoint="predictions",model_version="main-v1",outcome="ok"} 1.0' in text
-    assert 'outcome="rejected"' in text
-    assert "skinlesion_request_latency_seconds_bucket" in text
-    assert body["request_id"] not in text
+    total = "skinlesion_requests_total"
+    assert _sample(text, total, endpoint="predictions", model_version="main-v1", outcome="ok") == 1
+    assert _sample(text, total, endpoint="predictions", model_version="none", outcome="rejected") == 1
+    assert _sample(text, total, endpoint="predictions", model_version="none", outcome="unavailable") == 1
+    assert _sample(text, total, endpoint="predictions", model_version="none", outcome="error") == 1
+    assert _sample(text, total, endpoint="labels", model_version="none", outcome="ok") == 1
+    assert _sample(text, total, endpoint="labels", model_version="none", outcome="rejected") == 1
+    latency = "skinlesion_request_latency_seconds_count"
+    assert _sample(text, latency, endpoint="predictions", model_version="main-v1", outcome="ok") == 1
+    assert _sample(text, latency, endpoint="predictions", model_version="none", outcome="error") == 1
+    assert _sample(text, latency, endpoint="predictions", model_version="none", outcome="rejected") == 1
+    assert body["request_id"] not in text and "nonsense" not in text
+    assert dict(store.query_failures()["kind"].value_counts()) == {"rejected": 1, "unavailable": 1,
+                                                                    "error": 1}
+
+
+def test_store_busy_is_503_counted_with_its_model_version_but_not_recorded(env, monkeypatch):
+    client, store, _ = env
+
+    def busy(record):
+        raise StoreBusyError("the store stayed locked")
+
+    monkeypatch.setattr(client.app.state.service, "log", busy)
+    r = predict(client)
+    assert r.status_code == 503 and r.json()["error"]["request_id"]
+    text = client.get("/metrics").text
+    assert _sample(text, "skinlesion_requests_total", endpoint="predictions", model_version="main-v1",
+                   outcome="unavailable") == 1
+    assert store.query_failures().empty  # the locked store is what failed: no row to write there
+
+
+def test_rejected_and_unauthorized_requests_are_recorded_without_patient_data(env):
+    client, store, _ = env
+    assert predict(client, sex="nonsense", age_approx="47").status_code == 422
+    del client.headers["X-API-Key"]
+    assert predict(client).status_code == 401
+    failures = store.query_failures().set_index("kind")
+    assert set(failures.columns) == {"request_id", "ts", "source", "model_version", "http_status",
+                                     "field"}
+    rejected = failures.loc["rejected"]
+    assert (rejected["http_status"], rejected["field"], rejected["source"]) == (422, "sex", "api")
+    assert rejected["model_version"] is None
+    stored = set(failures.reset_index().drop(columns=["request_id", "ts"]).astype(str).to_numpy().ravel())
+    assert not stored & {"nonsense", "47", "47.0"}  # nothing the client sent is kept
+    unauthorized = failures.loc["unauthorized"]
+    assert (unauthorized["http_status"], unauthorized["field"]) == (401, "X-API-Key")
+    assert store.count_predictions() == 0
+
+
+def test_error_rate_of_the_health_report_counts_failed_requests(env):
+    client, store, _ = env
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    for _ in range(3):
+        assert predict(client).status_code == 200
+    assert predict(client, image=b"not an image").status_code == 422
+    client.headers["X-API-Key"] = "skl_wrong"
+    assert predict(client).status_code == 403  # not a service failure: left out of the rate
+    store.log_failure(FailureRecord(http_status=500, kind="error", model_version="main-v1",
+                                    source="batch"))  # planted: another source
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    report = compute_health(store, start, end, policy=Policy(), resources=False)
+    assert report.metrics[ERROR_RATE_METRIC].value == pytest.approx(2 / 5)
+    assert report.metrics[ERROR_RATE_METRIC].n == 5
+    assert report.failures == {"rejected": 1, "unauthorized": 1, "unavailable": 0, "error": 1}
+    api = compute_health(store, start, end, policy=Policy(), source="api", resources=False)
+    assert api.metrics[ERROR_RATE_METRIC].value == pytest.approx(1 / 4)
+    batch = compute_health(store, start, end, policy=Policy(), source="batch", resources=False)
+    assert batch.metrics[ERROR_RATE_METRIC].value == 1.0  # one failure, no answers
+    assert report.metrics[ERROR_RATE_METRIC].status is Status.UNKNOWN  # no threshold in the policy
+
+
+def test_bad_input_errors_name_the_allowed_values(env):
+    client, _, _ = env
+    age = predict(client, age_approx="150").json()["error"]
+    assert (age["field"], age["allowed"]["min"], age["allowed"]["max"]) == ("age_approx", 0, 120)
+    expected_image = {"formats": ["JPEG", "PNG"], "max_bytes": 200_000, "max_pixels": MAX_PIXELS,
+                      "min_side_px": MIN_SIDE}
+    too_big = predict(client, image=b"x" * 300_000).json()["error"]
+    too_small = predict(client, image=jpeg(size=(8, 8))).json()["error"]
+    missing = client.post("/v1/predictions", data={"sex": "male"}).json()["error"]
+    for err in (too_big, too_small, missing):
+        assert err["field"] == "image" and err["allowed"] == expected_image
 
 
 def test_readyz_reports_model_and_store(env):

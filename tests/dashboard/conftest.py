@@ -3,7 +3,8 @@ days of logged answers with labels, monitoring snapshots, an open alert) and a p
 
 The planted signal: the day before the current 24 h window is healthy (every label agrees with the
 model's call); in the current window of the ``bad_home`` 45% of the labels contradict the call, so
-recall, accuracy and AUROC fall into red. The ``good_home`` keeps every label agreeing."""
+recall, accuracy and AUROC fall into red. The ``good_home`` keeps every label agreeing. Both hold a
+few failed API requests in the current window (error rate 4 of 44 API requests)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from skinlesion import registry
 from skinlesion.auth import User, add_user
 from skinlesion.monitoring.policy import load_policy
 from skinlesion.monitoring.runner import run_once
-from skinlesion.store import Alert, Store
+from skinlesion.store import Alert, FailureRecord, Store
 from tests.monitoring.traffic import reference_frame, traffic
 from tests.standins import STANDIN_KIND, STANDIN_PATH, BrightnessClassifier
 
@@ -62,6 +63,13 @@ def _seed(home: Path, *, agreement: float, data_name: str, brightness_shift: flo
                for i, p in enumerate(current)]
     store.log_predictions([*before, *current])
     store.add_labels([*before_labels, *current_labels])
+    # API requests of the current window answered with an error: 4 count in the error rate (40 API
+    # answers: 4 of 44 requests), the one without a valid key does not
+    for hours, status, kind, version in ((2, 422, "rejected", None), (3, 422, "rejected", None),
+                                         (4, 413, "rejected", None), (5, 500, "error", "reference"),
+                                         (6, 401, "unauthorized", None)):
+        store.log_failure(FailureRecord(ts=now - timedelta(hours=hours), http_status=status, kind=kind,
+                                        model_version=version))
     if not snapshots:
         return home
     policy = load_policy(home / "thresholds.toml")

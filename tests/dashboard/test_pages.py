@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 
@@ -46,6 +47,8 @@ def test_overview_shows_a_healthy_window_in_green(good_home, run_page: Callable[
     badges = _tile_badges(at)
     assert badges["Recall (sensitivity)"] == "GREEN"
     assert badges["Accuracy"] == "GREEN"
+    # label-based tiles show the coverage and lag of their labels (each came an hour after)
+    assert "labels 100% (n=80) · median lag 1.0 h" in _texts(at.caption)
     assert "GREEN — Healthy — keep monitoring" in _texts(at.success)
     assert "synthetic" not in _texts(at.error)  # a model trained on real data gets no demo banner
     assert any(s.value == "Open alerts (0)" for s in at.subheader)
@@ -90,9 +93,16 @@ def test_operations_page_counts_answers_by_source(bad_home, run_page: Callable[.
     assert by_source.loc["dashboard", "answers"] == 20
     assert by_source.loc["batch", "answers"] == 20
     assert by_source.loc["demo", "answers"] == 0
+    # the planted failed API requests (conftest): 4 of 44 API requests, none from other sources
+    assert by_source.loc["api", "failed"] == 4
+    assert by_source.loc["api", "error rate"] == pytest.approx(4 / 44)
+    assert by_source.loc["batch", "error rate"] == 0 and by_source.loc["demo", "failed"] == 0
+    assert at.metric[4].value == "5%"  # error rate of all sources: 4 of 84 requests
+    assert "4 failed of 84 requests" in _texts(at.caption)
     at.radio(key="operations_source").set_value("batch").run()
     assert not at.exception
     assert at.metric[0].value == "20"
+    assert at.metric[4].value == "0%"
 
 
 def test_sidebar_filters_change_the_window_and_the_model_version(bad_home,

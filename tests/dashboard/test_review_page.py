@@ -38,3 +38,13 @@ def test_a_viewer_cannot_open_the_review_page(clinic):
     assert not at.exception
     assert any("clinician" in e.value for e in at.error)
     assert not at.dataframe
+
+
+def test_the_queue_shows_its_signals_and_names_a_weighting_that_ranks_nothing(clinic):
+    at = page("review", "clinician")
+    assert {"margin", "ood"} <= set(frame(at, 1).columns)
+    for name in ("entropy", "margin", "threshold", "ood"):
+        at.slider(key=f"review_weight_{name}").set_value(0.0)
+    at = at.run()
+    assert any("at least one above 0" in e.value for e in at.error)
+    assert len(at.dataframe) == 1  # the triage table only

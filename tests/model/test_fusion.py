@@ -45,3 +45,21 @@ def test_wrong_variant_and_backbone_combination_is_rejected():
         FusionNet(None, n_metadata=14, n_classes=8, inputs="image")
     with pytest.raises(ValueError, match="inputs must be one of"):
         FusionNet(None, n_metadata=14, n_classes=8, inputs="text")
+
+
+def test_the_head_gets_a_hidden_layer_only_when_asked():
+    torch.manual_seed(0)
+    backbone = create_model("efficientnet_lite0", pretrained=False)
+    single = FusionNet(backbone, n_metadata=14, n_classes=8)
+    # the default is the single linear head of every version saved before head_hidden existed
+    assert {k for k in single.state_dict() if not k.startswith(("backbone.", "meta."))} == {
+        "fc.weight", "fc.bias"}
+    assert single.fc.in_features == backbone.num_features + 32
+    wide = FusionNet(backbone, n_metadata=14, n_classes=8, head_hidden=64).eval()
+    assert wide.state_dict()["hidden.0.weight"].shape == (64, backbone.num_features + 32)
+    assert wide.fc.in_features == 64 and "->64 + ReLU" in wide.summary()
+    with torch.no_grad():
+        logits = wide(torch.randn(3, 3, 48, 64), torch.randn(3, 14))
+    assert logits.shape == (3, 8) and torch.isfinite(logits).all()
+    with pytest.raises(ValueError, match="head_hidden"):
+        FusionNet(None, n_metadata=14, n_classes=8, inputs="metadata", head_hidden=-1)

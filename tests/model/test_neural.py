@@ -75,3 +75,22 @@ def test_device_choice():
         assert resolve_device("auto").type == "cpu"
         with pytest.raises(ValueError, match="no CUDA"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("head_hidden", [0, 16])
+def test_the_head_width_round_trips_through_save_and_load(head_hidden, synthetic_df, batch,
+                                                         tmp_path):
+    config = TrainConfig(inputs="metadata", mode="head", epochs=2, device="cpu",
+                         head_hidden=head_hidden)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "fitted temperature")
+        clf = fit(synthetic_df, split_dataset(synthetic_df, seed=0), config, tmp_path / "cache",
+                  progress=False).classifier
+    section = clf.save(tmp_path / "version")
+    assert section["config"]["head_hidden"] == head_hidden
+    if head_hidden == 0:  # a card written before head_hidden existed has no such key
+        section["config"] = {k: v for k, v in section["config"].items() if k != "head_hidden"}
+    loaded = NeuralClassifier.load(tmp_path / "version", section | {"device": "cpu"})
+    assert (loaded.net.hidden is None) == (head_hidden == 0)
+    np.testing.assert_allclose(loaded.predict_proba(*batch), clf.predict_proba(*batch),
+                               rtol=1e-5, atol=1e-7)

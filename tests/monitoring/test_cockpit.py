@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from skinlesion import registry
+from skinlesion.monitoring import cockpit
 from skinlesion.monitoring.cockpit import active_model, chart_range, is_demo, is_synthetic, threshold_bands
-from skinlesion.monitoring.policy import DEFAULT_THRESHOLDS
+from skinlesion.monitoring.policy import DEFAULT_THRESHOLDS, Policy
 from skinlesion.store import ServingRoute, Store
-from tests.standins import save_standin
+from tests.monitoring.traffic import reference_frame, traffic
+from tests.standins import BrightnessClassifier, save_standin
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
 
 
 def test_bands_of_a_higher_is_better_metric_cover_the_range_in_order():
@@ -67,3 +73,50 @@ def test_active_model_follows_the_route_to_the_engaged_fallback(tmp_path: Path):
     active = active_model(store, models)
     assert active.serving_version == "rules" and active.card.id == "rules" and active.fallback_engaged
     assert not active.synthetic  # the stand-in's data is named "standin"
+
+
+@pytest.fixture
+def labelled_window(tmp_path: Path) -> tuple[Store, Path]:
+    """A version ``reference`` with reference answers and one day of 60 answers, every other one
+    labelled three days after it was answered."""
+    manifest = registry.build_manifest(
+        pd.DataFrame({"image": ["a"], "lesion_id": ["a"], "diagnosis": ["MEL"]}),
+        pd.Series(["train"]), pd.Series(["0" * 64]))
+    registry.save_version(tmp_path / "models", BrightnessClassifier(), threshold=0.5,
+                          data=registry.data_info(manifest, name="standin"), manifest=manifest,
+                          version_id="reference", reference=reference_frame())
+    store = Store(tmp_path / "db.duckdb")
+    predictions, labels = traffic(T0, n=60, seed=0, agreement=0.8)
+    store.log_predictions(predictions)
+    store.add_labels([lab.model_copy(update={"ts": lab.ts + timedelta(hours=71)})  # 1 h + 71 h
+                      for lab in labels[::2]])
+    return store, tmp_path / "models"
+
+
+def test_label_based_tiles_show_label_coverage_and_lag(labelled_window):
+    store, models = labelled_window
+    health = cockpit.window_health(store, models, Policy(), T0, T0 + DAY, drift=False)
+    by_metric = {t.metric: t for t in cockpit.tiles(health, Policy())}
+    recall = by_metric["recall"]
+    assert recall.coverage == 0.5 and recall.n == 30 and recall.lag_hours == pytest.approx(72.0)
+    assert cockpit.lag_text(recall.lag_hours) == "3.0 d" and cockpit.lag_text(5.0) == "5.0 h"
+    assert by_metric["latency_p95_ms"].lag_hours is None and by_metric["volume"].lag_hours is None
+
+
+def test_drift_input_is_sampled_in_the_store_and_health_counts_the_whole_window(
+        labelled_window, monkeypatch: pytest.MonkeyPatch):
+    from skinlesion.monitoring.drift import compute_drift
+
+    store, models = labelled_window
+    whole = store.query_predictions(T0, T0 + DAY, returned=True, include_embedding=True)
+    full = cockpit.window_health(store, models, Policy(), T0, T0 + DAY)
+    # a window within the sample size: drift over every answer, as before
+    assert full.drift.n_current_used == 60
+    assert full.drift.share_drifted == compute_drift(reference_frame(), whole).share_drifted
+    monkeypatch.setattr(cockpit, "DRIFT_SAMPLE_SIZE", 25)
+    monkeypatch.setattr(Store, "query_predictions",
+                        lambda *a, **k: pytest.fail("the whole window was loaded"))
+    sampled = cockpit.window_health(store, models, Policy(), T0, T0 + DAY)
+    assert sampled.drift.n_current == sampled.drift.n_current_used == 25
+    assert sampled.report.n_predictions == 60 and sampled.report.n_labelled == 30
+    assert sampled.report.metrics["recall"].value == full.report.metrics["recall"].value

@@ -22,7 +22,7 @@ from skinlesion.monitoring.alerts import WebhookNotifier
 from skinlesion.monitoring.exporter import HealthExporter, render_health
 from skinlesion.monitoring.policy import DEFAULT_THRESHOLDS, Policy, Status, Threshold
 from skinlesion.monitoring.runner import SnapshotResult, parse_interval, run_once, window_length
-from skinlesion.store import Store
+from skinlesion.store import ServingRoute, Store
 from tests.monitoring.traffic import reference_frame, traffic
 from tests.monitoring.webhook import Receiver, webhook_receiver
 from tests.standins import BrightnessClassifier
@@ -210,6 +210,35 @@ def test_drift_against_the_active_versions_reference(tmp_path: Path) -> None:
     assert any("brightness" in hint for hint in after.report.playbook.hints)
     stored = store.latest_snapshot("24h").report["drift"]
     assert {f["name"] for f in stored["features"] if f["drifted"]} == set(after.drift.drifted_features)
+
+
+def test_the_snapshot_judges_the_active_version_on_its_own_answers(tmp_path: Path) -> None:
+    """A challenger taking A/B traffic and a fallback, both answering badly (labels disagreeing)
+    on drifted images, do not degrade the snapshot of the active version it is labelled with."""
+    manifest = registry.build_manifest(
+        pd.DataFrame({"image": ["a"], "lesion_id": ["a"], "diagnosis": ["MEL"]}),
+        pd.Series(["train"]), pd.Series(["0" * 64]))
+    registry.save_version(tmp_path / "models", BrightnessClassifier(), threshold=0.5,
+                          data=registry.data_info(manifest, name="standin"), manifest=manifest,
+                          version_id="reference", reference=reference_frame())
+    store = Store(tmp_path / "monitor.duckdb")
+    store.set_route(ServingRoute(active_version="reference", challenger_version="v2",
+                                 challenger_share=0.5, fallback_version="rules"),
+                    actor="ana", role="ml_lead", reason="A/B test")
+    camera = {"brightness": 0.2, "mean_r": 0.2, "mean_g": 0.2, "mean_b": 0.3, "contrast": 0.1}
+    good, good_labels = traffic(T0, n=60, seed=0)
+    store.log_predictions(good)
+    store.add_labels(good_labels)
+    for seed, version, role in [(1, "v2", "challenger"), (2, "rules", "fallback")]:
+        bad, bad_labels = traffic(T0, n=60, seed=seed, agreement=0.3, model_version=version,
+                                  shift=camera)
+        store.log_predictions([p.model_copy(update={"model_role": role}) for p in bad])
+        store.add_labels(bad_labels)
+    result = run_once(store, tmp_path / "models", Policy(), now=T0 + DAY)
+    assert result.snapshot.model_version == result.report.model_version == "reference"
+    assert result.report.n_predictions == 60 and result.report.n_labelled == 60
+    assert result.status is Status.GREEN and result.report.metrics["accuracy"].value == 1.0
+    assert result.drift.details["n_current_used"] == 60 and result.drift.score <= 0.10
 
 
 def test_drift_sample_is_a_repeatable_subset_of_the_window(default_episode: Episode) -> None:

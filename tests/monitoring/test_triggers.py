@@ -95,6 +95,16 @@ def test_which_alerts_are_retraining_events(home):
     assert outcome.request.key == f"alert:{drift.id}"
 
 
+def test_drift_fires_only_at_red_under_the_default_policy(home):
+    store, launch = home["store"], FakeLauncher()
+    now = datetime.now(UTC)
+    drift = store.upsert_alert(_alert("drift_score", "yellow", now))
+    assert _check(home, _policy(on_status=Status.YELLOW), launch) == []  # yellow drift: hints only
+    store.upsert_alert(drift.model_copy(update={"status": "red", "last_event": "escalated"}))
+    [outcome] = _check(home, _policy(on_status=Status.YELLOW), launch)
+    assert outcome.request.key == f"alert:{drift.id}" and len(launch.requests) == 1
+
+
 def test_simultaneous_alerts_launch_one_job_and_a_refused_launch_is_not_retried(home):
     store = home["store"]
     now = datetime.now(UTC)

@@ -1,0 +1,139 @@
+"""The Predictor's decision logic: confidence (normalised entropy), image quality and distribution
+checks, the decision with its reason, and batches answering as single images do."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skinlesion.data.splits import split_dataset
+from skinlesion.predict import (NO_REFERRAL, REFER, UNCERTAIN, DecisionPolicy, Predictor, decide,
+                                normalised_entropy, quality_issues)
+from skinlesion.register import register
+from skinlesion.schema import CLASSES, Metadata
+from skinlesion.train import TrainConfig, fit
+
+POLICY = DecisionPolicy()
+#: the training images' statistics as a card stores them (median, MAD, 1st percentile)
+REFERENCE = {"brightness": {"median": 0.55, "mad": 0.05, "p01": 0.40},
+             "saturation": {"median": 0.30, "mad": 0.04, "p01": 0.20},
+             "sharpness": {"median": 0.010, "mad": 0.002, "p01": 0.006}}
+TYPICAL = {"brightness": 0.56, "saturation": 0.31, "sharpness": 0.011}
+
+
+def confident(cls: str, p: float = 0.9) -> np.ndarray:
+    """Probabilities with ``p`` on ``cls`` and the rest on NV (or on MEL when ``cls`` is NV)."""
+    out = np.zeros(len(CLASSES))
+    out[CLASSES.index(cls)] = p
+    out[CLASSES.index("MEL" if cls == "NV" else "NV")] += 1 - p
+    return out
+
+
+# --- normalised entropy -----------------------------------------------------------------------------
+
+
+def test_entropy_is_one_for_uniform_zero_for_certain_and_scaled_by_class_count():
+    assert normalised_entropy(np.full(8, 1 / 8)) == pytest.approx(1.0)
+    assert normalised_entropy(np.eye(8)[0]) == pytest.approx(0.0, abs=1e-9)
+    assert normalised_entropy(confident("MEL", 0.5)) == pytest.approx(math.log(2) / math.log(8))
+
+
+# --- quality and distribution checks ----------------------------------------------------------------
+
+
+def test_a_typical_image_has_no_issues():
+    assert quality_issues(TYPICAL, POLICY, REFERENCE) == []
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"brightness": 0.05}, "too dark"),
+    ({"brightness": 0.98}, "overexposed"),
+    ({"sharpness": 0.001}, "blurred"),
+    ({"saturation": 0.95}, "out of distribution: saturation"),
+])
+def test_each_issue_is_named(change, expected):
+    issues = quality_issues(TYPICAL | change, POLICY, REFERENCE)
+    assert any(expected in issue for issue in issues), issues
+
+
+def test_without_a_reference_only_exposure_is_checked():
+    assert quality_issues(TYPICAL | {"sharpness": 0.0, "saturation": 0.99}, POLICY) == []
+    assert quality_issues(TYPICAL | {"brightness": 0.05}, POLICY) != []
+
+
+# --- the decision ------------------------------------------------------------------------------------
+
+
+def test_refer_at_or_above_the_threshold_and_no_referral_below():
+    probs = confident("MEL")
+    assert decide(probs, 0.40, 0.40, [], POLICY)[0] == REFER
+    decision, reason = decide(probs, 0.39, 0.40, [], POLICY)
+    assert decision == NO_REFERRAL and "0.39 < threshold 0.40" in reason
+
+
+def test_low_confidence_is_uncertain_whatever_p_malignant():
+    decision, reason = decide(np.full(8, 1 / 8), 0.9, 0.4, [], POLICY)
+    assert decision == UNCERTAIN and "not confident" in reason
+
+
+def test_quality_issues_make_the_answer_uncertain_with_them_as_reason():
+    issues = ["image too dark (brightness 0.05 < 0.12)", "image blurred"]
+    decision, reason = decide(confident("MEL"), 0.9, 0.4, issues, POLICY)
+    assert decision == UNCERTAIN and reason == "; ".join(issues)
+
+
+@pytest.mark.parametrize(("p_malignant", "issues", "expected"), [
+    (0.10, [], NO_REFERRAL),  # below half the threshold: a clear case, answered
+    (0.30, [], REFER),  # benign at the threshold but not clearly: referred
+    (0.10, ["image too dark"], REFER),  # uncertain: referred
+])
+def test_restricted_mode_answers_only_clear_cases(p_malignant, issues, expected):
+    decision, reason = decide(confident("NV"), p_malignant, 0.4, issues, POLICY, restricted=True)
+    assert decision == expected
+    assert ("clear case" in reason) if expected == NO_REFERRAL else ("restricted" in reason)
+
+
+# --- the Predictor on a trained version --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def predictor(synthetic_df, tmp_path_factory) -> Predictor:
+    folder = tmp_path_factory.mktemp("predictor")
+    split = split_dataset(synthetic_df, seed=0)
+    config = TrainConfig(mode="head", epochs=3, device="cpu", width=64, height=48,
+                         train_views=("identity",), tta=("identity",))
+    result = fit(synthetic_df, split, config, folder / "cache", progress=False)
+    card = register(folder / "models", result.classifier, synthetic_df, split,
+                    threshold=result.threshold, val_probs=result.val_probs, data_name="synthetic",
+                    progress=False)
+    return Predictor.from_registry(card.id, folder / "models", device="cpu")
+
+
+def rows(df, n: int = 6) -> tuple[list[bytes], list[Metadata]]:
+    chosen = df.iloc[:n]
+    return ([open(p, "rb").read() for p in chosen["path"]],
+            [Metadata.from_raw(r.age_approx, r.sex, r.anatom_site_general)
+             for r in chosen.itertuples()])
+
+
+def test_a_batch_answers_as_single_images_do(predictor, synthetic_df):
+    images, meta = rows(synthetic_df)
+    batch = predictor.predict_batch(images, meta)
+    singles = [predictor.predict(image, m) for image, m in zip(images, meta, strict=True)]
+    for a, b in zip(batch, singles, strict=True):
+        assert a.image_sha256 == b.image_sha256
+        np.testing.assert_allclose([a.probabilities[c] for c in CLASSES],
+                                   [b.probabilities[c] for c in CLASSES], atol=1e-5)
+        assert (a.decision, a.predicted_class) == (b.decision, b.predicted_class)
+        assert a.device == "cpu" and a.threshold == predictor.threshold
+
+
+def test_a_too_dark_photo_is_uncertain_through_the_predictor(predictor, synthetic_df):
+    images, meta = rows(synthetic_df, 1)
+    dark = Image.open(io.BytesIO(images[0])).point(lambda v: v // 12)
+    answer = predictor.predict(dark, meta[0])
+    assert answer.decision == UNCERTAIN and "too dark" in answer.decision_reason

@@ -224,9 +224,11 @@ def bench_reference(models_dir: Path, real_data: Path) -> dict:
 def synthetic_log(n: int, *, days: int = 30, label_share: float = 0.3, seed: int = 0,
                   end: datetime | None = None):
     """``n`` logged answers over ``days`` days from a calibrated model (labels drawn from its
-    probabilities), with labels for ``label_share`` of them: vectorised, for benchmarks."""
+    probabilities), with labels for ``label_share`` of them and a monitoring embedding each:
+    vectorised, for benchmarks."""
     import pandas as pd
 
+    from skinlesion.model.neural import MONITORING_DIM
     from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, SITES
     from skinlesion.store import IMAGE_STAT_COLUMNS
 
@@ -246,7 +248,8 @@ def synthetic_log(n: int, *, days: int = 30, label_share: float = 0.3, seed: int
         **{f"p_{c}": probs[:, i] for i, c in enumerate(CLASSES)},
         "p_malignant": probs[:, mal].sum(1), "predicted_class": np.array(CLASSES)[probs.argmax(1)],
         "decision_reason": "", "threshold": 0.3, "latency_ms": rng.gamma(4, 20, n), "device": "cpu",
-        "embedding": None, "image_path": None, "simulated": True, "returned": True})
+        "embedding": list(rng.normal(size=(n, MONITORING_DIM)).astype(np.float32)),
+        "image_path": None, "simulated": True, "returned": True})
     frame["decision"] = np.where(frame["p_malignant"] >= 0.3, "refer", "no referral")
     labelled = rng.random(n) < label_share
     labels = pd.DataFrame({
@@ -275,15 +278,17 @@ def bench_monitoring(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)) -> d
             report, health_s = timed(lambda start=start, end=end: compute_health(
                 store, start, end, policy=policy, resources=False))
             reference, _ = synthetic_log(5_000, seed=1)
-            current, current_s = timed(lambda: store.sample_predictions(n=5_000, seed=0))
+            current, current_s = timed(lambda: store.sample_predictions(n=5_000, seed=0,
+                                                                     include_embedding=True))
             _, drift_s = timed(lambda current=current: compute_drift(reference, current))
             out[f"{n}"] = {"bulk_load_s": load_s, "health_30d_s": health_s,
                            "drift_sample_s": current_s, "drift_s": drift_s,
                            "labelled": int(len(labels)),
                            "estimate_vs_realised_accuracy": _est_error(report, "accuracy"),
                            "estimate_vs_realised_recall": _est_error(report, "recall")}
-    return {"what": "compute_health over a 30-day window and drift of a 5,000-row sample "
-                    "against a 5,000-row reference, calibrated synthetic log", "by_size": out}
+    return {"what": "compute_health over a 30-day window and drift (monitoring embedding "
+                    "included) of a 5,000-row sample against a 5,000-row reference, calibrated "
+                    "synthetic log", "by_size": out}
 
 
 def _est_error(report, metric: str) -> float | None:

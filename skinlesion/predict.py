@@ -19,6 +19,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from skinlesion.data.images import bytes_sha256, image_stats, load_image
+from skinlesion.model.base import Classifier
+from skinlesion.model.neural import has_monitoring_embedding
 from skinlesion.registry import ModelVersion, load_version
 from skinlesion.schema import CLASSES, Metadata, malignant_mask
 
@@ -190,14 +192,15 @@ class Predictor:
         decoded = [load_image(image, name="uploaded image") if isinstance(image, bytes)
                    else image.convert("RGB") for image in images]
         meta = pd.DataFrame([m.as_dict() for m in metadata]).astype({"age_approx": float})
-        probs = self.version.classifier.predict_proba(decoded, meta)
+        probs, embeddings = answer_with_embeddings(self.version.classifier, decoded, meta)
         latency_ms = (time.perf_counter() - start) * 1000 / max(len(images), 1)
         at = self.threshold if threshold is None else threshold
-        return [self._answer(p, img, sha, latency_ms, restricted, at)
-                for p, img, sha in zip(probs, decoded, hashes, strict=True)]
+        return [self._answer(p, img, sha, latency_ms, restricted, at,
+                             None if embeddings is None else embeddings[i].tolist())
+                for i, (p, img, sha) in enumerate(zip(probs, decoded, hashes, strict=True))]
 
     def _answer(self, probs: np.ndarray, image: Image.Image, sha: str, latency_ms: float,
-                restricted: bool, threshold: float) -> Prediction:
+                restricted: bool, threshold: float, embedding: list[float] | None) -> Prediction:
         stats = image_stats(image)
         p_mal = float(probs[self._mask].sum())
         decision, reason = decide(probs, p_mal, threshold,
@@ -208,4 +211,15 @@ class Predictor:
             p_malignant=min(max(p_mal, 0.0), 1.0), predicted_class=CLASSES[int(np.argmax(probs))],
             decision=decision, decision_reason=reason, threshold=threshold,
             model_version=self.version.id, model_role=self.role, latency_ms=latency_ms,
-            device=self.device, image_sha256=sha, image_stats={k: float(v) for k, v in stats.items()})
+            device=self.device, image_sha256=sha, image_stats={k: float(v) for k, v in stats.items()},
+            embedding=embedding)
+
+
+def answer_with_embeddings(classifier: Classifier, images: Sequence[Image.Image],
+                           metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """Calibrated probabilities and, where the classifier has an image network, the monitoring
+    embeddings logged for drift (``NeuralClassifier.monitoring_embed``); None for the
+    rule-based fallback and metadata-only models."""
+    if has_monitoring_embedding(classifier):
+        return classifier.predict_proba_and_embeddings(images, metadata)
+    return classifier.predict_proba(images, metadata), None

@@ -3,34 +3,48 @@
 
 It computes what the version folder must say about its data (content-hash manifest, fingerprint,
 class and split counts) and the reference answers monitoring compares production with (the
-validation split's answers in the predictions-table columns, with image statistics).
+validation split's answers in the predictions-table columns, with image statistics and, for a
+neural version, the monitoring embedding of each image).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from tqdm.auto import tqdm
 
 from skinlesion import metrics
 from skinlesion.data.images import file_sha256, image_stats, load_image
 from skinlesion.model.base import Classifier
 from skinlesion.model.fallback import extract_features, fit_fallback
+from skinlesion.model.neural import has_monitoring_embedding
 from skinlesion.registry import ModelCard, build_manifest, data_info, save_version
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index, malignant_mask
 
 
 def reference_frame(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
                     malignant: tuple[str, ...] = DEFAULT_MALIGNANT,
-                    progress: bool = True) -> pd.DataFrame:
+                    embed: Callable[[list[Image.Image]], np.ndarray] | None = None,
+                    progress: bool = True, batch_size: int = 64) -> pd.DataFrame:
     """Answers for ``df`` rows in the predictions-table columns (metadata, image statistics,
-    p_<CLASS>, p_malignant, predicted_class, decision at ``threshold``) plus the true ``diagnosis``."""
-    stats = [image_stats(load_image(p)) for p in tqdm(df["path"], desc="reference image stats",
-                                                       unit="img", file=sys.stderr,
-                                                       disable=not progress)]
+    p_<CLASS>, p_malignant, predicted_class, decision at ``threshold``) plus the true ``diagnosis``,
+    and the monitoring ``embedding`` of each image where ``embed`` is given (images are read once,
+    ``batch_size`` at a time)."""
+    stats: list[dict] = []
+    embeddings: list[np.ndarray] = []
+    with tqdm(total=len(df), desc="reference image stats", unit="img", file=sys.stderr,
+              disable=not progress) as bar:
+        for start in range(0, len(df), batch_size):
+            images = [load_image(p) for p in df["path"].iloc[start:start + batch_size]]
+            stats += [image_stats(image) for image in images]
+            if embed is not None:
+                embeddings.append(embed(images))
+            bar.update(len(images))
     p_mal = probs[:, np.array(malignant_mask(malignant))].sum(1)
     out = pd.concat([df.loc[:, list(METADATA_FIELDS)].reset_index(drop=True),
                      pd.DataFrame(stats)], axis=1)
@@ -40,7 +54,15 @@ def reference_frame(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
     out["predicted_class"] = [CLASSES[i] for i in probs.argmax(1)]
     out["decision"] = np.where(p_mal >= threshold, "refer", "no referral")
     out["diagnosis"] = df["diagnosis"].to_numpy()
+    if embeddings:
+        out["embedding"] = list(np.concatenate(embeddings))
     return out
+
+
+def monitoring_embedder(classifier: Classifier) -> Callable[[list[Image.Image]], np.ndarray] | None:
+    """What computes the monitoring embeddings of ``classifier``'s answers (None when it logs none:
+    the rule-based fallback, metadata-only models)."""
+    return classifier.monitoring_embed if has_monitoring_embedding(classifier) else None
 
 
 def split_metrics(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
@@ -74,7 +96,7 @@ def register(models_dir: Path, classifier: Classifier, df: pd.DataFrame, split: 
         target_sensitivity=target_sensitivity, malignant=malignant, notes=notes,
         version_id=version_id, extra=extra,
         reference=reference_frame(val, val_probs, threshold=threshold, malignant=malignant,
-                                  progress=progress))
+                                  embed=monitoring_embedder(classifier), progress=progress))
 
 
 def register_fallback(models_dir: Path, df: pd.DataFrame, split: pd.Series, *, data_name: str,

@@ -10,11 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from skinlesion import registry
 from skinlesion.data.splits import split_dataset
+from skinlesion.model.neural import MONITORING_DIM
+from skinlesion.monitoring.drift import compute_drift
 from skinlesion.predict import (NO_REFERRAL, REFER, UNCERTAIN, DecisionPolicy, Predictor, decide,
                                 normalised_entropy, quality_issues)
 from skinlesion.register import register
 from skinlesion.schema import CLASSES, Metadata
+from skinlesion.store import Store
 from skinlesion.train import TrainConfig, fit
 
 POLICY = DecisionPolicy()
@@ -137,3 +141,27 @@ def test_a_too_dark_photo_is_uncertain_through_the_predictor(predictor, syntheti
     dark = Image.open(io.BytesIO(images[0])).point(lambda v: v // 12)
     answer = predictor.predict(dark, meta[0])
     assert answer.decision == UNCERTAIN and "too dark" in answer.decision_reason
+
+
+# --- the monitoring embedding ------------------------------------------------------------------------
+
+
+def test_answers_log_the_same_embedding_as_the_reference_and_drift_tests_it(predictor, synthetic_df,
+                                                                           tmp_path):
+    """The version's reference (its validation answers) and every logged answer carry the same
+    projected image embedding: answering the validation images again reproduces the reference's,
+    and a drift run over the logged answers tests the embedding feature."""
+    reference = registry.read_reference(predictor.version.path.parent, predictor.version.id)
+    assert reference["embedding"].map(len).eq(MONITORING_DIM).all()
+    val = synthetic_df[split_dataset(synthetic_df, seed=0) == "val"]
+    images, meta = rows(val, len(val))
+    answers = predictor.predict_batch(images, meta)
+    np.testing.assert_allclose(np.stack([a.embedding for a in answers]),
+                               np.stack(reference["embedding"]), rtol=1e-4, atol=1e-4)
+    store = Store(tmp_path / "log.duckdb")
+    store.log_predictions(a.to_record(source="batch", metadata=m)
+                          for a, m in zip(answers, meta, strict=True))
+    drift = compute_drift(reference, store.query_predictions(include_embedding=True),
+                          features=["embedding"])
+    (embedding,) = drift.features
+    assert embedding.stattest.startswith("share of drifted components") and not embedding.drifted

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from sklearn.random_projection import GaussianRandomProjection
 
 from skinlesion.data.metadata import MetadataEncoder
 from skinlesion.data.transforms import Preprocessing, apply_view, check_views
@@ -24,6 +25,19 @@ from skinlesion.model.fusion import FusionNet
 from skinlesion.schema import CLASSES
 
 WEIGHTS_FILE = "weights.pt"
+#: Length of the image embedding logged with every answer for drift monitoring (128 bytes a row,
+#: where the pooled features would take kilobytes).
+MONITORING_DIM = 32
+
+
+def monitoring_projection(num_features: int, dim: int = MONITORING_DIM) -> GaussianRandomProjection:
+    """The fixed projection of pooled backbone features (``num_features``) to the logged monitoring
+    embedding: a seeded Gaussian random projection, which keeps distances between embeddings
+    approximately (Johnson-Lindenstrauss), so a shift of the pooled features shows in the logged
+    components. It depends on ``num_features`` alone, so reference and production embeddings of
+    any version of a backbone agree without storing it."""
+    return GaussianRandomProjection(n_components=min(dim, num_features), random_state=0).fit(
+        np.zeros((1, num_features), dtype=np.float32))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -67,6 +81,12 @@ def parameter_counts(net: torch.nn.Module) -> dict[str, int]:
             "trainable": sum(p.numel() for p in net.parameters() if p.requires_grad)}
 
 
+def has_monitoring_embedding(classifier: object) -> bool:
+    """Whether ``classifier`` logs a monitoring embedding with its answers (a neural version with
+    an image branch; not the rule-based fallback or a metadata-only model)."""
+    return isinstance(classifier, NeuralClassifier) and classifier.net.uses_image
+
+
 class NeuralClassifier:
     """A trained FusionNet ready to serve.
 
@@ -86,6 +106,7 @@ class NeuralClassifier:
         self.batch_size = batch_size
         self.device = resolve_device(device)
         self._inference: FusionNet | None = None
+        self._projection: GaussianRandomProjection | None = None
 
     def _network(self) -> FusionNet:
         """The network in eval mode on the device, BatchNorm folded (built once; same outputs)."""
@@ -104,38 +125,69 @@ class NeuralClassifier:
         return torch.from_numpy(self.encoder.transform(metadata.reset_index(drop=True)))
 
     @torch.inference_mode()
-    def predict_logits(self, images: Sequence[Image.Image], metadata: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated logits (n, 8), averaged over the test-time views."""
+    def logits_and_embeddings(self, images: Sequence[Image.Image],
+                              metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Uncalibrated logits (n, 8), averaged over the test-time views, and the monitoring
+        embeddings of the upright view (:meth:`monitoring_embed`; None without an image branch),
+        from the same forward passes: the upright view's pooled features are reused, so
+        monitoring costs no extra pass unless the test-time views leave the upright one out."""
         net = self._network()
         meta = self._metadata(metadata, len(images))
         out = np.zeros((len(images), len(CLASSES)), dtype=np.float64)
+        pooled: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             m = meta[start:start + self.batch_size].to(self.device)
             if not net.uses_image:
                 out[start:start + len(m)] = net(None, m).double().cpu().numpy()
                 continue
             x = self.preprocessing(images[start:start + self.batch_size]).to(self.device)
-            logits = sum(net(apply_view(x, v), m) for v in self.tta) / len(self.tta)
+            views = {v: net.embed(apply_view(x, v)) for v in self.tta}
+            logits = sum(net.classify(e, m) for e in views.values()) / len(views)
             out[start:start + len(m)] = logits.double().cpu().numpy()
-        return out
+            upright = views["identity"] if "identity" in views else net.embed(x)
+            pooled.append(upright.float().cpu().numpy())
+        if not net.uses_image:
+            return out, None
+        return out, self._project(np.concatenate(pooled) if pooled
+                                  else np.zeros((0, net.backbone.num_features), np.float32))
 
-    def predict_proba(self, images: Sequence[Image.Image], metadata: pd.DataFrame) -> np.ndarray:
-        """Calibrated probabilities (n, 8) in CLASSES order: softmax(mean view logits / T)."""
-        z = self.predict_logits(images, metadata) / self.temperature
+    def predict_logits(self, images: Sequence[Image.Image], metadata: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated logits (n, 8), averaged over the test-time views."""
+        return self.logits_and_embeddings(images, metadata)[0]
+
+    def _calibrated(self, logits: np.ndarray) -> np.ndarray:
+        z = logits / self.temperature
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
 
+    def predict_proba(self, images: Sequence[Image.Image], metadata: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities (n, 8) in CLASSES order: softmax(mean view logits / T)."""
+        return self._calibrated(self.predict_logits(images, metadata))
+
+    def predict_proba_and_embeddings(self, images: Sequence[Image.Image], metadata: pd.DataFrame
+                                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_proba` and the monitoring embeddings, in one set of forward passes."""
+        logits, embeddings = self.logits_and_embeddings(images, metadata)
+        return self._calibrated(logits), embeddings
+
     @torch.inference_mode()
-    def embed(self, images: Sequence[Image.Image], metadata: pd.DataFrame | None = None) -> np.ndarray:
-        """Pooled image embeddings (n, num_features) of the upright view (for drift monitoring);
-        ``metadata`` is accepted for symmetry and not used."""
+    def monitoring_embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The image embeddings logged with each answer for drift monitoring (n,
+        ``min(MONITORING_DIM, num_features)``): the upright view's pooled backbone features through
+        a fixed Gaussian random projection (:func:`monitoring_projection`)."""
         net = self._network()
         if not net.uses_image:
             raise ValueError("a metadata-only model has no image embedding")
         parts = [net.embed(self.preprocessing(images[s:s + self.batch_size]).to(self.device))
                  .float().cpu().numpy() for s in range(0, len(images), self.batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, net.backbone.num_features), np.float32)
+        return self._project(np.concatenate(parts) if parts
+                             else np.zeros((0, net.backbone.num_features), np.float32))
+
+    def _project(self, pooled: np.ndarray) -> np.ndarray:
+        if self._projection is None:
+            self._projection = monitoring_projection(self.net.backbone.num_features)
+        return self._projection.transform(pooled).astype(np.float32)
 
     def save(self, directory: Path) -> dict:
         """Write ``weights.pt`` (state_dict) into ``directory``; return the card's model section."""

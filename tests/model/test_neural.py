@@ -9,7 +9,8 @@ import torch
 from skinlesion.data.images import load_image
 from skinlesion.data.splits import split_dataset
 from skinlesion.model.base import Classifier
-from skinlesion.model.neural import NeuralClassifier, resolve_device
+from skinlesion.model.neural import (MONITORING_DIM, NeuralClassifier, monitoring_projection,
+                                     resolve_device)
 from skinlesion.schema import METADATA_FIELDS
 from skinlesion.train import TrainConfig, fit
 
@@ -60,9 +61,22 @@ def test_save_then_load_gives_identical_probabilities(fitted, batch, tmp_path):
     assert loaded.save(tmp_path / "again")["parameters"] == section["parameters"]
 
 
-def test_embeddings_and_input_checks(fitted, batch):
-    emb = fitted.classifier.embed(batch[0])
-    assert emb.shape == (5, 1280) and np.isfinite(emb).all()
+def test_monitoring_embeddings_come_with_the_answers_and_keep_distances(fitted, batch):
+    images, metadata = batch
+    probs, emb = fitted.classifier.predict_proba_and_embeddings(images, metadata)
+    np.testing.assert_allclose(probs, fitted.classifier.predict_proba(images, metadata), rtol=1e-6)
+    assert emb.shape == (5, MONITORING_DIM) and np.isfinite(emb).all()
+    np.testing.assert_allclose(fitted.classifier.monitoring_embed(images), emb, rtol=1e-4, atol=1e-5)
+    # the projection is fixed (same for every version of the backbone) and keeps distances roughly
+    pooled = np.random.default_rng(0).normal(size=(50, 1280)).astype(np.float32)
+    projected = monitoring_projection(1280).transform(pooled)
+    np.testing.assert_array_equal(projected, monitoring_projection(1280).transform(pooled))
+    ratio = np.linalg.norm(projected[1:] - projected[0], axis=1) / np.linalg.norm(
+        pooled[1:] - pooled[0], axis=1)
+    assert 0.5 < ratio.min() and ratio.max() < 1.5
+
+
+def test_input_checks(fitted, batch):
     with pytest.raises(ValueError, match="metadata rows"):
         fitted.classifier.predict_proba(batch[0], batch[1].iloc[:3])
 

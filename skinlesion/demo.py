@@ -5,7 +5,9 @@ simulated clinic traffic sent through the real Predictor and store (working hour
 ground truth arriving days later for part of it, and an incident in the last week: a new imaging
 device (darker, bluish, lower-contrast images) and an older patient mix, which really degrades the
 model. Monitoring snapshots are replayed day by day so the history, the statuses and the alerts exist.
-Everything it writes is marked simulated (``simulated = true``, source ``demo``).
+Everything it writes is marked simulated: predictions and labels (``simulated = true``, source
+``demo``), health snapshots (``simulated = true``) and the alerts they raise (``details.simulated``,
+a ``[simulated]`` message prefix, ``"simulated": true`` in the webhook JSON).
 """
 
 from __future__ import annotations
@@ -297,7 +299,8 @@ def build_demo(settings: Settings, *, data: Path | None = None, n_images: int = 
     say("[5/5] monitoring replay (one 24 h snapshot per day)")
     policy = load_policy(settings.thresholds_file)
     replay_monitoring(traffic.days, now, lambda t: run_once(store, demo.models_dir, policy, now=t,
-                                                            window="24h"), progress=progress)
+                                                            window="24h", simulated=True),
+                      progress=progress)
     add_demo_users(demo)
     (home / "BUILT").write_text(now.isoformat() + "\n")
     return DemoResult(home=home, model=model.id, fallback=fallback.id,

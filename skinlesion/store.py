@@ -472,7 +472,9 @@ class SnapshotMetric(BaseModel):
 class HealthSnapshot(BaseModel):
     """One monitoring run's verdict on one window: a row of ``health_snapshots``, its metrics (rows of
     ``health_metrics``, one per metric, so each can be plotted over time) and the full report as JSON
-    (playbook, hints, drift per feature) for the detail views. ``status`` is the worst status."""
+    (playbook, hints, drift per feature) for the detail views. ``status`` is the worst status.
+    ``simulated`` marks a snapshot of simulated traffic (the embedded demo), as predictions and
+    labels are marked; alerts raised from it carry the mark too."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -486,6 +488,7 @@ class HealthSnapshot(BaseModel):
     status: HealthStatus
     metrics: tuple[SnapshotMetric, ...] = ()
     report: dict[str, Any] = Field(default_factory=dict)
+    simulated: bool = False
 
     @field_validator("window_name")
     @classmethod
@@ -892,6 +895,8 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("serving route: per-version threshold overrides",
      "ALTER TABLE serving_route ADD COLUMN threshold_overrides JSON DEFAULT '{}'"),
     ("request failures: prediction requests answered with an error", _FAILURES_SCHEMA),
+    ("health snapshots: simulated flag (snapshots of the demo's simulated traffic)",
+     "ALTER TABLE health_snapshots ADD COLUMN simulated BOOLEAN DEFAULT false"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1542,11 +1547,11 @@ class Store:
         with self._connection(write=True) as con:
             (inserted,) = con.execute(
                 "INSERT INTO health_snapshots (id, ts, window_name, window_start, window_end, "
-                "model_version, source, status, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
+                "model_version, source, status, report, simulated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [snapshot.id, snapshot.ts, snapshot.window_name, snapshot.window_start,
                  snapshot.window_end, snapshot.model_version, snapshot.source, snapshot.status,
-                 json.dumps(snapshot.report)]).fetchone()
+                 json.dumps(snapshot.report), snapshot.simulated]).fetchone()
             if not inserted:
                 return False
             if snapshot.metrics:
@@ -1562,8 +1567,8 @@ class Store:
                         model_version: str | None = None) -> pd.DataFrame:
         """Snapshot metrics over time: one row per metric per snapshot taken at ``start <= ts < end``,
         oldest first. Columns: ``snapshot_id, ts, window_name, window_start, window_end,
-        model_version, source, snapshot_status`` (the snapshot's worst status) and the
-        :class:`SnapshotMetric` columns ``metric, value, status, n, note, estimated,
+        model_version, source, snapshot_status`` (the snapshot's worst status), ``simulated``
+        and the :class:`SnapshotMetric` columns ``metric, value, status, n, note, estimated,
         estimated_status, previous_value`` plus ``effective_status`` (the realised status, or the
         estimated one while the realised one is unknown: what the alerts follow)."""
         where, params = _where(start, end, dict(window_name=window_name,
@@ -1573,6 +1578,7 @@ class Store:
             params.append(metric)
         sql = ("SELECT s.id AS snapshot_id, s.ts, s.window_name, s.window_start, s.window_end, "
                "s.model_version, s.source, s.status AS snapshot_status, "
+               "coalesce(s.simulated, false) AS simulated, "
                f"{', '.join('m.' + c for c in _SNAPSHOT_METRIC_COLUMNS)}, {_EFFECTIVE_STATUS} "
                f"FROM health_snapshots s JOIN health_metrics m ON m.snapshot_id = s.id{where} "
                "ORDER BY s.ts, s.seq, m.metric")
@@ -1583,13 +1589,14 @@ class Store:
                        window_name: str | None = None, limit: int | None = None,
                        newest_first: bool = False) -> pd.DataFrame:
         """One row per snapshot (``id, ts, window_name, window_start, window_end, model_version,
-        source, status``), without metrics or report: the status timeline."""
+        source, status, simulated``), without metrics or report: the status timeline."""
         where, params = _where(start, end, dict(window_name=window_name), "s")
         order = "DESC" if newest_first else "ASC"
         with self._connection(write=False) as con:
             return con.execute(
                 "SELECT s.id, s.ts, s.window_name, s.window_start, s.window_end, s.model_version, "
-                f"s.source, s.status FROM health_snapshots s{where} "
+                f"s.source, s.status, coalesce(s.simulated, false) AS simulated "
+                f"FROM health_snapshots s{where} "
                 f"ORDER BY s.ts {order}, s.seq {order}{_limit(limit)}", params).df()
 
     def get_snapshot(self, snapshot_id: str) -> HealthSnapshot | None:
@@ -1988,13 +1995,14 @@ def _read_snapshot(con: duckdb.DuckDBPyConnection, where: str,
                    params: list[object]) -> HealthSnapshot | None:
     """The newest snapshot matching ``where`` with its metrics, or None."""
     header = ("id", "ts", "window_name", "window_start", "window_end", "model_version", "source",
-              "status", "report")
+              "status", "report", "simulated")
     row = con.execute(f"SELECT {', '.join(header)} FROM health_snapshots {where} "
                       "ORDER BY ts DESC, seq DESC LIMIT 1", params).fetchone()
     if row is None:
         return None
     values = dict(zip(header, row, strict=True))
     values["report"] = json.loads(values["report"]) if values["report"] else {}
+    values["simulated"] = bool(values["simulated"])
     metrics = con.execute(f"SELECT {', '.join(_SNAPSHOT_METRIC_COLUMNS)} FROM health_metrics "
                           "WHERE snapshot_id = ? ORDER BY metric", [values["id"]]).fetchall()
     values["metrics"] = tuple(SnapshotMetric(**dict(zip(_SNAPSHOT_METRIC_COLUMNS, m, strict=True)))

@@ -80,4 +80,8 @@ def test_build_demo_end_to_end_small(tmp_path):
     assert len(logged) == result.predictions > 0 and logged["simulated"].all()
     assert (logged["source"] == "demo").all() and result.labels > 0
     assert store.query_snapshots()["snapshot_id"].nunique() == 5
+    assert store.list_snapshots()["simulated"].tolist() == [True] * 5
+    alerts = store.query_alerts(include_resolved=True)
+    assert not alerts.empty and all(d["simulated"] for d in alerts["details"])
+    assert alerts["message"].str.startswith("[simulated] ").all()
     assert (result.home / "users.toml").is_file()

@@ -81,6 +81,24 @@ def test_schema_is_created_and_migrate_is_idempotent(store: Store) -> None:
     assert reopened.count_predictions() == 1
 
 
+def test_snapshots_stored_before_the_simulated_flag_read_as_not_simulated(tmp_path: Path) -> None:
+    """A store one migration behind (no ``health_snapshots.simulated``) keeps its snapshots: after
+    the migration they read back as not simulated."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(store_module._SCHEMA_VERSION_DDL)
+    for version, (description, sql) in enumerate(store_module.MIGRATIONS[:-1], start=1):
+        con.execute(sql)
+        con.execute("INSERT INTO schema_version VALUES (?, now(), ?)", [version, description])
+    con.execute("INSERT INTO health_snapshots (id, ts, window_name, window_start, window_end, "
+                "status) VALUES ('old', ?, '24h', ?, ?, 'green')", [T0, T0 - timedelta(days=1), T0])
+    con.close()
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.get_snapshot("old").simulated is False
+    assert store.list_snapshots()["simulated"].tolist() == [False]
+
+
 def test_a_store_newer_than_the_code_is_refused(store: Store) -> None:
     con = duckdb.connect(str(store.path))
     con.execute("INSERT INTO schema_version VALUES (?, now(), 'from the future')", [SCHEMA_VERSION + 1])

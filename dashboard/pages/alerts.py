@@ -31,6 +31,10 @@ if _FLASH in st.session_state:
 def alert_table(frame: pd.DataFrame) -> pd.DataFrame:
     table = frame.loc[:, ALERT_COLUMNS].copy()
     table["status"] = [components.status_text(s) for s in table["status"]]
+    # alerts on simulated data (the demo's) say so in their message and here in a column
+    simulated = [bool(d.get("simulated")) for d in frame["details"]]
+    if any(simulated):
+        table.insert(0, "simulated", simulated)
     return table
 
 

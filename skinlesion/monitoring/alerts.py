@@ -20,6 +20,11 @@ An UNKNOWN window (no labels, no traffic) breaks a streak of bad windows: an ale
 :func:`notify_pending` delivers each alert's latest change (opened, escalated, resolved) to a
 notifier such as :class:`WebhookNotifier` and records it as notified; an undelivered change stays
 pending and is retried on the next run.
+
+An alert raised from a simulated snapshot (the embedded demo's) is simulated: ``details.simulated``
+is true, its messages start with :data:`SIMULATED_MARK`, and its webhook JSON says
+``"simulated": true``, so no one mistakes a demo's alert for a real one. The mark stays for the
+alert's life (escalation and resolution included).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 _OFF_GREEN = (Status.YELLOW, Status.RED)
 WEBHOOK_TIMEOUT_S = 5.0
+#: Leads the message of an alert raised from a simulated snapshot.
+SIMULATED_MARK = "[simulated]"
 
 
 class ActionKind(StrEnum):
@@ -110,10 +117,11 @@ def _value_text(row: SnapshotMetric | None) -> str:
 
 
 def _details(snapshot: HealthSnapshot, row: SnapshotMetric | None, policy: Policy,
-             history: Sequence[str], status: Status | None) -> dict[str, Any]:
-    """What an alert carries for the dashboard and the webhook: the evidence and the playbook."""
+             history: Sequence[str], status: Status | None, *, simulated: bool) -> dict[str, Any]:
+    """What an alert carries for the dashboard and the webhook: the evidence and the playbook, and
+    whether it rests on simulated data."""
     details: dict[str, Any] = {
-        "snapshot_id": snapshot.id, "window": snapshot.window_name,
+        "snapshot_id": snapshot.id, "simulated": simulated, "window": snapshot.window_name,
         "window_start": snapshot.window_start.isoformat(), "window_end": snapshot.window_end.isoformat(),
         "model_version": snapshot.model_version, "history": list(history),
         **({} if row is None else row.model_dump(exclude={"metric", "previous_value"})),
@@ -130,6 +138,11 @@ def _with_threshold(text: str, details: dict[str, Any]) -> str:
     return text + (f" ({details['threshold']})" if "threshold" in details else "")
 
 
+def _marked(text: str, details: dict[str, Any]) -> str:
+    """``text`` led by :data:`SIMULATED_MARK` when the alert rests on simulated data."""
+    return f"{SIMULATED_MARK} {text}" if details.get("simulated") else text
+
+
 def _apply(store: Store, action: Action, current: Alert | None, *, metric: str, scope: str,
            after: int, snapshot: HealthSnapshot, details: dict[str, Any],
            off_green_now: bool) -> AlertChange | None:
@@ -141,9 +154,9 @@ def _apply(store: Store, action: Action, current: Alert | None, *, metric: str, 
             return None
         alert = Alert(metric=metric, scope=scope, status=action.status, opened_at=now,
                       last_seen_at=now, last_event_at=now, details=details,
-                      message=_with_threshold(f"{metric} {action.status.value} in {after} consecutive "
-                                              f"{scope} window{'s' if after > 1 else ''}: {value}",
-                                              details))
+                      message=_marked(_with_threshold(
+                          f"{metric} {action.status.value} in {after} consecutive {scope} "
+                          f"window{'s' if after > 1 else ''}: {value}", details), details))
         stored = store.upsert_alert(alert)
         # Another monitor may have opened the alert for this key meanwhile: that one stands.
         return AlertChange("opened", stored) if stored.id == alert.id else None
@@ -151,11 +164,12 @@ def _apply(store: Store, action: Action, current: Alert | None, *, metric: str, 
         return AlertChange("escalated", store.upsert_alert(current.model_copy(update=dict(
             status=Status.RED.value, last_seen_at=now, last_event="escalated", last_event_at=now,
             notified=False, details=details,
-            message=_with_threshold(f"{metric} escalated to red in the {scope} window: {value}",
-                                    details)))))
+            message=_marked(_with_threshold(f"{metric} escalated to red in the {scope} window: "
+                                            f"{value}", details), details)))))
     if action.kind is ActionKind.RESOLVE:
         return AlertChange("resolved", store.resolve_alert(
-            current.id, at=now, message=f"{metric} back to green in the {scope} window: {value}"))
+            current.id, at=now, message=_marked(f"{metric} back to green in the {scope} window: "
+                                                f"{value}", details)))
     if off_green_now:
         store.upsert_alert(current.model_copy(update=dict(last_seen_at=now)))
     return None
@@ -176,7 +190,11 @@ def update_alerts(store: Store, snapshot: HealthSnapshot, policy: Policy) -> lis
         history = histories.get(metric, [Status.UNKNOWN.value])
         current = open_by_key.get(alert_key(metric, scope))
         action = decide(history, current, after=after)
-        details = _details(snapshot, snapshot.metric(metric), policy, history, action.status)
+        # simulated once, simulated for the alert's life
+        simulated = snapshot.simulated or bool(current is not None
+                                               and current.details.get("simulated"))
+        details = _details(snapshot, snapshot.metric(metric), policy, history, action.status,
+                           simulated=simulated)
         change = _apply(store, action, current, metric=metric, scope=scope, after=after,
                         snapshot=snapshot, details=details,
                         off_green_now=Status(history[-1]) in _OFF_GREEN)
@@ -196,8 +214,11 @@ class Notifier(Protocol):
 
 def alert_payload(alert: Alert) -> dict[str, Any]:
     """The JSON body announcing ``alert``'s latest change: ``event`` (opened, escalated, resolved),
-    a one-line ``text`` (chat webhooks show it as is) and the ``alert`` itself."""
+    ``simulated`` (true for an alert on simulated data, e.g. the demo's), a one-line ``text`` (chat
+    webhooks show it as is; a simulated alert's message starts with :data:`SIMULATED_MARK`) and the
+    ``alert`` itself."""
     return {"service": "skinlesion", "event": alert.last_event,
+            "simulated": bool(alert.details.get("simulated", False)),
             "text": f"[{alert.status.upper()}] {alert.last_event}: {alert.message}",
             "alert": alert.model_dump(mode="json")}
 

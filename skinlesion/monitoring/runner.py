@@ -8,6 +8,11 @@ version has no reference), stores the result as a health snapshot labelled with 
 updates the alerts (:mod:`~skinlesion.monitoring.alerts`) and, given a notifier, delivers the
 alert events not delivered yet. It returns a :class:`SnapshotResult` saying what happened.
 
+A snapshot is marked ``simulated`` when the caller says so (the embedded demo's replay) or when any
+answer it judges is marked simulated, so a plain ``skinlesion monitor`` over the demo's store (or
+any store holding simulated traffic) is marked too; alerts raised from it carry the mark
+(:mod:`~skinlesion.monitoring.alerts`).
+
 :func:`run_every` repeats it on a fixed cadence until stopped, handing each result to callbacks
 (the CLI prints a line and refreshes the Prometheus gauges; later, the retraining triggers).
 """
@@ -163,10 +168,11 @@ def _extra_metrics(report: HealthReport, policy: Policy) -> list[SnapshotMetric]
 
 
 def snapshot_from_report(report: HealthReport, policy: Policy, *, ts: datetime, window_name: str,
-                         model_version: str | None, drift: DriftOutcome) -> HealthSnapshot:
+                         model_version: str | None, drift: DriftOutcome,
+                         simulated: bool = False) -> HealthSnapshot:
     """The snapshot row of ``report``: one :class:`SnapshotMetric` per metric of the report plus
     volume, label coverage and lag, uncertain share and latency p50/p99; the whole report (and the
-    drift details) as its JSON payload."""
+    drift details) as its JSON payload; ``simulated`` for a snapshot of simulated traffic."""
     rows = [SnapshotMetric(metric=name, value=m.value, status=m.status, n=m.n, note=m.note,
                            estimated=m.estimated, estimated_status=m.estimated_status,
                            previous_value=m.previous_value)
@@ -176,14 +182,19 @@ def snapshot_from_report(report: HealthReport, policy: Policy, *, ts: datetime, 
     return HealthSnapshot(ts=ts, window_name=window_name, window_start=report.start,
                           window_end=report.end, model_version=model_version, source=report.source,
                           status=report.status, metrics=(*rows, *_extra_metrics(report, policy)),
-                          report=payload)
+                          report=payload, simulated=simulated)
 
 
 def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | None = None,
-             window: str = "24h", notifier: Notifier | None = None) -> SnapshotResult:
+             window: str = "24h", notifier: Notifier | None = None,
+             simulated: bool = False) -> SnapshotResult:
     """One monitoring run over the window ``window`` ending at ``now`` (default: the current time):
     health report, drift against the active version's reference, stored snapshot, alert updates
     and (with ``notifier``) delivery of the pending alert events. See the module docstring.
+
+    ``simulated=True`` marks the snapshot (and the alerts it raises) as simulated even when the
+    window holds no answer (the demo's replay); otherwise it is marked when any of the active
+    version's answers in the window is marked simulated.
 
     The snapshot judges the version it is labelled with, the active one, on its own answers
     (``compute_health(model_version=...)``): a challenger's A/B answers and the fallback's
@@ -207,8 +218,10 @@ def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | 
         metrics = dict(report.metrics)
         metrics[DRIFT_METRIC] = metrics[DRIFT_METRIC].model_copy(update={"note": drift.skipped})
         report = report.model_copy(update={"metrics": metrics})
+    simulated = simulated or store.count_predictions(start, end, model_version=version,
+                                                     simulated=True) > 0
     snapshot = snapshot_from_report(report, policy, ts=end, window_name=window, model_version=version,
-                                    drift=drift)
+                                    drift=drift, simulated=simulated)
     store.save_snapshot(snapshot)
     changes = update_alerts(store, snapshot, policy)
     notified = notify_pending(store, notifier) if notifier is not None else None

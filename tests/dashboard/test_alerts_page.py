@@ -15,6 +15,25 @@ def test_open_and_past_alerts_and_the_audit_log_are_shown(clinic):
     assert audit["reason"].tolist() == ["promote v2", "first release"]
 
 
+def test_simulated_alerts_are_marked_and_real_ones_are_not(clinic):
+    from datetime import UTC, datetime
+
+    from skinlesion.store import Alert
+
+    at = page("alerts", "viewer")
+    assert "simulated" not in frame(at, 0).columns  # a real deployment: no column of noes
+    now = datetime.now(UTC)
+    clinic["store"].upsert_alert(Alert(
+        metric="accuracy", scope="24h", status="red", opened_at=now, last_seen_at=now,
+        last_event_at=now, details={"simulated": True},
+        message="[simulated] accuracy red in 2 consecutive 24h windows: 0.5"))
+    at = page("alerts", "viewer")
+    assert_clean(at)
+    shown = frame(at, 0).set_index("metric")
+    assert shown.loc["accuracy", "simulated"] and not shown.loc["recall", "simulated"]
+    assert shown.loc["accuracy", "message"].startswith("[simulated]")
+
+
 def test_the_audit_log_filters_by_actor_and_action(clinic):
     store = clinic["store"]
     store.append_audit("dr_kim", "clinician", "label", target="x", reason="checked")

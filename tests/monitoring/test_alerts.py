@@ -12,6 +12,7 @@ import pytest
 
 from skinlesion.monitoring.alerts import (
     ActionKind,
+    SIMULATED_MARK,
     NotifyOutcome,
     WebhookNotifier,
     alert_payload,
@@ -86,10 +87,12 @@ def test_decide_after_one_and_three_windows() -> None:
 # --- applied through the store --------------------------------------------------------------------------
 
 
-def snapshot(day: int, recall_status: str, value: float, *, window: str = "24h") -> HealthSnapshot:
+def snapshot(day: int, recall_status: str, value: float, *, window: str = "24h",
+             simulated: bool = False) -> HealthSnapshot:
     end = T0 + timedelta(days=day)
     return HealthSnapshot(ts=end, window_name=window, window_start=end - timedelta(days=1),
-                          window_end=end, model_version="v1", status=recall_status, metrics=[
+                          window_end=end, model_version="v1", status=recall_status,
+                          simulated=simulated, metrics=[
                               SnapshotMetric(metric="recall", value=value, status=recall_status, n=40),
                               SnapshotMetric(metric="accuracy", value=0.95, status="green", n=40)])
 
@@ -99,10 +102,11 @@ def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "monitor.duckdb")
 
 
-def run_days(store: Store, days: list[tuple[str, float]], policy: Policy, *, window: str = "24h"):
+def run_days(store: Store, days: list[tuple[str, float]], policy: Policy, *, window: str = "24h",
+             simulated: bool = False):
     changes = []
     for day, (status, value) in enumerate(days, start=1):
-        snap = snapshot(day, status, value, window=window)
+        snap = snapshot(day, status, value, window=window, simulated=simulated)
         store.save_snapshot(snap)
         changes.append([(c.event, c.alert.metric, c.alert.status)
                         for c in update_alerts(store, snap, policy)])
@@ -226,3 +230,46 @@ def test_unreachable_webhook_is_logged_not_raised(store: Store, caplog) -> None:
 def test_payload_is_json_serialisable() -> None:
     payload = alert_payload(alert())
     assert json.loads(json.dumps(payload))["alert"]["opened_at"].startswith("2025-03-01")
+
+
+def test_alerts_from_simulated_snapshots_are_marked_in_store_message_and_webhook(
+        store: Store, webhook: Receiver) -> None:
+    """A simulated snapshot (the demo's) raises an alert marked simulated, from opening through
+    escalation to resolution; its webhook JSON says so."""
+    run_days(store, [("yellow", 0.8), ("yellow", 0.8), ("red", 0.6), ("green", 0.9)], Policy(),
+             simulated=True)
+    assert store.get_snapshot(store.latest_snapshot("24h").id).simulated
+    (row,) = store.query_alerts().itertuples()
+    assert row.details["simulated"] is True and row.message.startswith(SIMULATED_MARK)
+    assert row.last_event == "resolved"
+    notify_pending(store, WebhookNotifier(webhook.url))
+    (body,) = webhook.bodies  # the latest event of the alert: its resolution
+    assert body["simulated"] is True and SIMULATED_MARK in body["text"]
+    assert body["alert"]["details"]["simulated"] is True
+
+
+def test_alerts_from_real_snapshots_are_not_marked(store: Store, webhook: Receiver) -> None:
+    run_days(store, [("red", 0.6), ("red", 0.6)], Policy())
+    (opened,) = store.open_alerts()
+    assert opened.details["simulated"] is False and SIMULATED_MARK not in opened.message
+    notify_pending(store, WebhookNotifier(webhook.url))
+    (body,) = webhook.bodies
+    assert body["simulated"] is False and SIMULATED_MARK not in body["text"]
+
+
+def test_payload_says_whether_the_alert_is_simulated() -> None:
+    assert alert_payload(alert())["simulated"] is False
+    marked = alert().model_copy(update={"details": {"simulated": True}})
+    assert alert_payload(marked)["simulated"] is True
+
+
+def test_escalation_and_resolution_keep_the_mark_of_the_opening(store: Store) -> None:
+    for day, (status, value, simulated) in enumerate(
+            [("yellow", 0.8, True), ("yellow", 0.8, True), ("red", 0.6, False),
+             ("green", 0.9, False)], start=1):
+        snap = snapshot(day, status, value, simulated=simulated)
+        store.save_snapshot(snap)
+        update_alerts(store, snap, Policy())
+    (row,) = store.query_alerts().itertuples()
+    assert row.status == "red" and row.details["simulated"] is True
+    assert row.message.startswith(SIMULATED_MARK)

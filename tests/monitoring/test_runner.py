@@ -133,6 +133,38 @@ def test_webhook_receives_the_alert_events(recall_episode: Episode) -> None:
     assert recall_episode.store.pending_alert_notifications() == []
 
 
+def test_windows_of_simulated_answers_give_simulated_snapshots_and_alerts(tmp_path: Path) -> None:
+    """No caller flag needed: a window holding answers marked simulated (e.g. a plain monitor run
+    over the demo's store) gives a simulated snapshot, and the alert it raises is marked."""
+    store = Store(tmp_path / "simulated.duckdb")
+    for day, agreement in enumerate(AGREEMENT[:4]):
+        predictions, labels = traffic(T0 + day * DAY, n=60, seed=day, agreement=agreement)
+        store.log_predictions([p.model_copy(update={"simulated": True}) for p in predictions])
+        store.add_labels(labels)
+    results = [run_once(store, tmp_path / "models", only_recall_policy(), now=T0 + (day + 1) * DAY)
+               for day in range(4)]
+    assert [r.snapshot.simulated for r in results] == [True] * 4
+    assert store.list_snapshots()["simulated"].tolist() == [True] * 4
+    (change,) = results[3].changes
+    assert change.event == "opened" and change.alert.details["simulated"] is True
+    assert change.alert.message.startswith("[simulated] recall red in 2 consecutive 24h windows")
+
+
+def test_the_caller_can_mark_a_run_simulated(tmp_path: Path) -> None:
+    """The demo's replay says so explicitly: even a window without answers is marked."""
+    store = Store(tmp_path / "empty.duckdb")
+    assert run_once(store, tmp_path / "models", Policy(), now=T0, simulated=True).snapshot.simulated
+    assert not run_once(store, tmp_path / "models", Policy(), now=T0 + DAY).snapshot.simulated
+    assert store.latest_snapshot("24h").simulated is False
+
+
+def test_real_traffic_is_not_marked_simulated(default_episode: Episode) -> None:
+    assert not any(r.snapshot.simulated for r in default_episode.results)
+    alerts = default_episode.store.query_alerts()
+    assert not any(d["simulated"] for d in alerts["details"])
+    assert not alerts["message"].str.contains("[simulated]", regex=False).any()
+
+
 def test_snapshots_can_be_queried_over_time(default_episode: Episode) -> None:
     store, results = default_episode.store, default_episode.results
     recall = store.query_snapshots(metric="recall")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from skinlesion import registry
 from skinlesion.schema import CLASSES
+from skinlesion.settings import Settings
 
 STANDIN_KIND = "standin"
 STANDIN_PATH = f"{__name__}:BrightnessClassifier"
@@ -43,10 +44,21 @@ class BrightnessClassifier:
 
 
 def save_standin(models_dir: Path, version_id: str, *, threshold: float = 0.5,
-                 scale: float = 1.0) -> registry.ModelCard:
+                 scale: float = 1.0, reference: pd.DataFrame | None = None) -> registry.ModelCard:
     manifest = registry.build_manifest(
         pd.DataFrame({"image": ["a"], "lesion_id": ["a"], "diagnosis": ["MEL"]}),
         pd.Series(["train"]), pd.Series(["0" * 64]))
     return registry.save_version(models_dir, BrightnessClassifier(scale), threshold=threshold,
                                  data=registry.data_info(manifest, name="standin"),
-                                 manifest=manifest, version_id=version_id)
+                                 manifest=manifest, version_id=version_id, reference=reference)
+
+
+def standin_home(tmp_path: Path, monkeypatch, versions: tuple[str, ...]) -> Settings:
+    """A ``SKINLESION_HOME`` in ``tmp_path`` whose models folder holds stand-in ``versions``
+    (loadable: the stand-in kind is registered for the test)."""
+    monkeypatch.setenv("SKINLESION_HOME", str(tmp_path))
+    monkeypatch.setitem(registry.CLASSIFIER_KINDS, STANDIN_KIND, STANDIN_PATH)
+    settings = Settings()
+    for version in versions:
+        save_standin(settings.models_dir, version)
+    return settings

@@ -17,19 +17,14 @@ from skinlesion.data.isic_csv import read_ground_truth_csv
 from skinlesion.schema import CLASSES
 from skinlesion.settings import Settings
 from skinlesion.store import ServingRoute, Store
-from tests.standins import STANDIN_KIND, STANDIN_PATH, save_standin
+from tests.standins import STANDIN_KIND, standin_home
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKINLESION_HOME", str(tmp_path))
-    monkeypatch.setitem(registry.CLASSIFIER_KINDS, STANDIN_KIND, STANDIN_PATH)
-    settings = Settings()
-    for vid in ("main-v1", "rules-v1", "cand-v2"):
-        save_standin(settings.models_dir, vid, threshold=0.5)
-    return settings
+    return standin_home(tmp_path, monkeypatch, ("main-v1", "rules-v1", "cand-v2"))
 
 
 def run(*args: str) -> str:

@@ -5,23 +5,16 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from skinlesion import registry
 from skinlesion.cli import app
-from skinlesion.settings import Settings
 from skinlesion.store import Store
-from tests.standins import STANDIN_KIND, STANDIN_PATH, save_standin
+from tests.standins import standin_home
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKINLESION_HOME", str(tmp_path))
-    monkeypatch.setitem(registry.CLASSIFIER_KINDS, STANDIN_KIND, STANDIN_PATH)
-    settings = Settings()
-    save_standin(settings.models_dir, "main-v1")
-    save_standin(settings.models_dir, "rules-v1")
-    return settings
+    return standin_home(tmp_path, monkeypatch, ("main-v1", "rules-v1"))
 
 
 def run(*args):

@@ -14,7 +14,7 @@ from skinlesion.monitoring.cockpit import active_model, chart_range, is_demo, is
 from skinlesion.monitoring.policy import DEFAULT_THRESHOLDS, Policy
 from skinlesion.store import ServingRoute, Store
 from tests.monitoring.traffic import reference_frame, traffic
-from tests.standins import BrightnessClassifier, save_standin
+from tests.standins import save_standin
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -79,12 +79,7 @@ def test_active_model_follows_the_route_to_the_engaged_fallback(tmp_path: Path):
 def labelled_window(tmp_path: Path) -> tuple[Store, Path]:
     """A version ``reference`` with reference answers and one day of 60 answers, every other one
     labelled three days after it was answered."""
-    manifest = registry.build_manifest(
-        pd.DataFrame({"image": ["a"], "lesion_id": ["a"], "diagnosis": ["MEL"]}),
-        pd.Series(["train"]), pd.Series(["0" * 64]))
-    registry.save_version(tmp_path / "models", BrightnessClassifier(), threshold=0.5,
-                          data=registry.data_info(manifest, name="standin"), manifest=manifest,
-                          version_id="reference", reference=reference_frame())
+    save_standin(tmp_path / "models", "reference", reference=reference_frame())
     store = Store(tmp_path / "db.duckdb")
     predictions, labels = traffic(T0, n=60, seed=0, agreement=0.8)
     store.log_predictions(predictions)

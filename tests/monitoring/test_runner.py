@@ -11,12 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from skinlesion import registry
 from skinlesion.cli import app
 from skinlesion.monitoring.alerts import WebhookNotifier
 from skinlesion.monitoring.exporter import HealthExporter, render_health
@@ -25,7 +23,7 @@ from skinlesion.monitoring.runner import SnapshotResult, parse_interval, run_onc
 from skinlesion.store import ServingRoute, Store
 from tests.monitoring.traffic import reference_frame, traffic
 from tests.monitoring.webhook import Receiver, webhook_receiver
-from tests.standins import BrightnessClassifier
+from tests.standins import save_standin
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -220,12 +218,7 @@ def test_gauges_render_the_latest_snapshot_and_open_alerts(recall_episode: Episo
 def test_drift_against_the_active_versions_reference(tmp_path: Path) -> None:
     """A new camera (brighter, bluer images) on day 2 drifts the image statistics: the drift score
     turns red and names them; day 1 (same distribution as the reference) stays green."""
-    manifest = registry.build_manifest(
-        pd.DataFrame({"image": ["a"], "lesion_id": ["a"], "diagnosis": ["MEL"]}),
-        pd.Series(["train"]), pd.Series(["0" * 64]))
-    registry.save_version(tmp_path / "models", BrightnessClassifier(), threshold=0.5,
-                          data=registry.data_info(manifest, name="standin"), manifest=manifest,
-                          version_id="reference", reference=reference_frame())
+    save_standin(tmp_path / "models", "reference", reference=reference_frame())
     store = Store(tmp_path / "monitor.duckdb")
     camera = {"brightness": 0.2, "mean_r": 0.2, "mean_g": 0.2, "mean_b": 0.3, "contrast": 0.1}
     for day, shift in enumerate([None, camera]):
@@ -247,12 +240,7 @@ def test_drift_against_the_active_versions_reference(tmp_path: Path) -> None:
 def test_the_snapshot_judges_the_active_version_on_its_own_answers(tmp_path: Path) -> None:
     """A challenger taking A/B traffic and a fallback, both answering badly (labels disagreeing)
     on drifted images, do not degrade the snapshot of the active version it is labelled with."""
-    manifest = registry.build_manifest(
-        pd.DataFrame({"image": ["a"], "lesion_id": ["a"], "diagnosis": ["MEL"]}),
-        pd.Series(["train"]), pd.Series(["0" * 64]))
-    registry.save_version(tmp_path / "models", BrightnessClassifier(), threshold=0.5,
-                          data=registry.data_info(manifest, name="standin"), manifest=manifest,
-                          version_id="reference", reference=reference_frame())
+    save_standin(tmp_path / "models", "reference", reference=reference_frame())
     store = Store(tmp_path / "monitor.duckdb")
     store.set_route(ServingRoute(active_version="reference", challenger_version="v2",
                                  challenger_share=0.5, fallback_version="rules"),

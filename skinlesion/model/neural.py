@@ -146,10 +146,7 @@ class NeuralClassifier:
             out[start:start + len(m)] = logits.double().cpu().numpy()
             upright = views["identity"] if "identity" in views else net.embed(x)
             pooled.append(upright.float().cpu().numpy())
-        if not net.uses_image:
-            return out, None
-        return out, self._project(np.concatenate(pooled) if pooled
-                                  else np.zeros((0, net.backbone.num_features), np.float32))
+        return out, (self._project(pooled) if net.uses_image else None)
 
     def predict_logits(self, images: Sequence[Image.Image], metadata: pd.DataFrame) -> np.ndarray:
         """Uncalibrated logits (n, 8), averaged over the test-time views."""
@@ -179,15 +176,18 @@ class NeuralClassifier:
         net = self._network()
         if not net.uses_image:
             raise ValueError("a metadata-only model has no image embedding")
-        parts = [net.embed(self.preprocessing(images[s:s + self.batch_size]).to(self.device))
-                 .float().cpu().numpy() for s in range(0, len(images), self.batch_size)]
-        return self._project(np.concatenate(parts) if parts
-                             else np.zeros((0, net.backbone.num_features), np.float32))
+        return self._project([net.embed(self.preprocessing(images[s:s + self.batch_size])
+                                        .to(self.device)).float().cpu().numpy()
+                              for s in range(0, len(images), self.batch_size)])
 
-    def _project(self, pooled: np.ndarray) -> np.ndarray:
+    def _project(self, pooled: list[np.ndarray]) -> np.ndarray:
+        """Batches of pooled upright-view features (num_features wide; none for no image) as one
+        array of monitoring embeddings."""
+        num_features = self.net.backbone.num_features
         if self._projection is None:
-            self._projection = monitoring_projection(self.net.backbone.num_features)
-        return self._projection.transform(pooled).astype(np.float32)
+            self._projection = monitoring_projection(num_features)
+        features = np.concatenate(pooled) if pooled else np.zeros((0, num_features), np.float32)
+        return self._projection.transform(features).astype(np.float32)
 
     def save(self, directory: Path) -> dict:
         """Write ``weights.pt`` (state_dict) into ``directory``; return the card's model section."""

@@ -178,7 +178,8 @@ def _apply(store: Store, action: Action, current: Alert | None, *, metric: str, 
 def update_alerts(store: Store, snapshot: HealthSnapshot, policy: Policy) -> list[AlertChange]:
     """Apply :func:`decide` to every metric with a threshold in ``policy`` (and every metric with an
     open alert) over consecutive (non-overlapping) snapshots of ``snapshot``'s window, ending
-    with ``snapshot`` (which must be stored already). Alerts are scoped by the window name. Returns the changes."""
+    with ``snapshot`` (which must be stored already). Alerts are scoped by the window name.
+    Returns the changes."""
     scope = snapshot.window_name
     after = policy.alert_after_windows
     histories = store.metric_status_history(scope, last=after, until=snapshot.ts)

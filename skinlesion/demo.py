@@ -37,6 +37,7 @@ from skinlesion.predict import Predictor
 from skinlesion.register import register, register_fallback
 from skinlesion.registry import ModelCard, load_version, read_card, read_manifest, resolve_version
 from skinlesion.schema import CLASSES, Metadata
+from skinlesion.serving import prediction_record
 from skinlesion.settings import Settings
 from skinlesion.store import LabelRecord, ServingRoute, Store
 from skinlesion.train import TrainConfig, fit, training_summary
@@ -167,8 +168,8 @@ def simulate_traffic(store: Store, predictor: Predictor, now: datetime, config: 
         for t, cls, img, meta, answer in zip(batch_times, classes, images, metas, answers,
                                              strict=True):
             path = _retain(img, answer.image_sha256, retention_dir)
-            record = answer.to_record(source="demo", metadata=meta, ts=t, simulated=True,
-                                      image_path=path)
+            record = prediction_record(answer, source="demo", metadata=meta, ts=t,
+                                       simulated=True, image_path=path)
             records.append(record)
             delay = timedelta(days=float(rng.uniform(*config.label_delay_days)))
             if rng.random() < config.label_share and t + delay < now:

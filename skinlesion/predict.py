@@ -118,7 +118,7 @@ def decide(probs: np.ndarray, p_malignant: float, threshold: float, issues: Sequ
 
 @dataclass(frozen=True)
 class Prediction:
-    """One answer. ``to_record`` turns it into the store's row."""
+    """One answer (``serving.prediction_record`` turns it into the store's row)."""
 
     probabilities: dict[str, float]
     p_malignant: float
@@ -133,21 +133,6 @@ class Prediction:
     image_sha256: str
     image_stats: dict[str, float]
     embedding: list[float] | None = field(default=None, repr=False)
-
-    def to_record(self, *, source: str, metadata: Metadata, request_id: str | None = None,
-                  image_path: str | None = None, simulated: bool = False, returned: bool = True,
-                  ts=None):
-        from skinlesion.store import PredictionRecord
-
-        extra = {k: v for k, v in (("request_id", request_id), ("ts", ts)) if v is not None}
-        return PredictionRecord(
-            source=source, model_version=self.model_version, model_role=self.model_role,
-            **metadata.as_dict(), image_sha256=self.image_sha256, **self.image_stats,
-            probabilities=self.probabilities, p_malignant=self.p_malignant,
-            predicted_class=self.predicted_class, decision=self.decision,
-            decision_reason=self.decision_reason, threshold=self.threshold,
-            latency_ms=self.latency_ms, device=self.device, embedding=self.embedding,
-            image_path=image_path, simulated=simulated, returned=returned, **extra)
 
 
 class Predictor:

@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from skinlesion.data.images import load_image
 from skinlesion.errors import SkinLesionError, StoreError
-from skinlesion.predict import DecisionPolicy, Predictor, image_sha256
+from skinlesion.predict import DecisionPolicy, Prediction, Predictor, image_sha256
 from skinlesion.schema import CLASSES, Metadata
 from skinlesion.store import PredictionRecord, PredictionWriter, ServingRoute, Store
 
@@ -61,6 +62,24 @@ def traffic_bucket(key: str, salt: str = "") -> float:
     gets the same bucket, in every process."""
     digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def prediction_record(answer: Prediction, *, source: str, metadata: Metadata,
+                      request_id: str | None = None, image_path: str | None = None,
+                      simulated: bool = False, returned: bool = True,
+                      ts: datetime | None = None) -> PredictionRecord:
+    """The store's row for one answer: what was asked (``metadata``, ``source``), what was
+    answered, and how it is kept (retained ``image_path``, ``simulated``, ``returned``).
+    ``request_id`` and ``ts`` default to a fresh id and now (the record's own defaults)."""
+    extra = {k: v for k, v in (("request_id", request_id), ("ts", ts)) if v is not None}
+    return PredictionRecord(
+        source=source, model_version=answer.model_version, model_role=answer.model_role,
+        **metadata.as_dict(), image_sha256=answer.image_sha256, **answer.image_stats,
+        probabilities=answer.probabilities, p_malignant=answer.p_malignant,
+        predicted_class=answer.predicted_class, decision=answer.decision,
+        decision_reason=answer.decision_reason, threshold=answer.threshold,
+        latency_ms=answer.latency_ms, device=answer.device, embedding=answer.embedding,
+        image_path=image_path, simulated=simulated, returned=returned, **extra)
 
 
 def _choice(route: ServingRoute, version: str, role: str) -> Choice:
@@ -168,8 +187,8 @@ class ServingService:
         answer = predictor.predict(image, metadata, restricted=choice.restricted,
                                    threshold=choice.threshold)
         image_path = self._retain(image, answer.image_sha256)
-        return answer.to_record(source=source, metadata=metadata, request_id=request_id,
-                                image_path=image_path, simulated=simulated)
+        return prediction_record(answer, source=source, metadata=metadata, request_id=request_id,
+                                 image_path=image_path, simulated=simulated)
 
     def answer_batch(self, version: str, images: list[bytes], metadata: list[Metadata], *,
                      source: str) -> list[PredictionRecord]:
@@ -179,8 +198,9 @@ class ServingService:
         choice = batch_choice(self.route(), version)
         answers = self.predictor(choice.version, choice.role).predict_batch(
             images, metadata, restricted=choice.restricted, threshold=choice.threshold)
-        return [a.to_record(source=source, metadata=m, image_path=self._retain(img, a.image_sha256),
-                            returned=choice.role in RETURNED_ROLES)
+        return [prediction_record(a, source=source, metadata=m,
+                                  image_path=self._retain(img, a.image_sha256),
+                                  returned=choice.role in RETURNED_ROLES)
                 for a, m, img in zip(answers, metadata, images, strict=True)]
 
     def log(self, record: PredictionRecord) -> None:
@@ -212,8 +232,8 @@ class ServingService:
                        source: str, simulated: bool) -> None:
         answer = self.predictor(choice.version, choice.role).predict(
             image, metadata, restricted=choice.restricted, threshold=choice.threshold)
-        self.log(answer.to_record(source=source, metadata=metadata, simulated=simulated,
-                                  returned=False))
+        self.log(prediction_record(answer, source=source, metadata=metadata, simulated=simulated,
+                                   returned=False))
 
     def _shadow_done(self, future: Future[None]) -> None:
         with self._shadow_lock:

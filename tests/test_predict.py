@@ -18,6 +18,7 @@ from skinlesion.predict import (NO_REFERRAL, REFER, UNCERTAIN, DecisionPolicy, P
                                 normalised_entropy, quality_issues)
 from skinlesion.register import register
 from skinlesion.schema import CLASSES, Metadata
+from skinlesion.serving import prediction_record
 from skinlesion.store import Store
 from skinlesion.train import TrainConfig, fit
 
@@ -159,7 +160,7 @@ def test_answers_log_the_same_embedding_as_the_reference_and_drift_tests_it(pred
     np.testing.assert_allclose(np.stack([a.embedding for a in answers]),
                                np.stack(reference["embedding"]), rtol=1e-4, atol=1e-4)
     store = Store(tmp_path / "log.duckdb")
-    store.log_predictions(a.to_record(source="batch", metadata=m)
+    store.log_predictions(prediction_record(a, source="batch", metadata=m)
                           for a, m in zip(answers, meta, strict=True))
     drift = compute_drift(reference, store.query_predictions(include_embedding=True),
                           features=["embedding"])

@@ -22,6 +22,7 @@ from skinlesion.auth import User
 from skinlesion.data.images import bytes_sha256
 from skinlesion.predict import Predictor
 from skinlesion.schema import Metadata
+from skinlesion.serving import prediction_record
 from skinlesion.store import Alert, ServingRoute, Store
 from tests.standins import STANDIN_KIND, STANDIN_PATH, save_standin
 
@@ -63,8 +64,8 @@ def seed(home: Path) -> dict[str, str]:
         path = retained / f"{bytes_sha256(content)}.png"
         path.write_bytes(content)
         meta = Metadata.from_raw(60, "female", "lower extremity")
-        record = predictor.predict(content, meta).to_record(
-            source="api", metadata=meta, image_path=str(path), ts=now - timedelta(hours=1 + i))
+        record = prediction_record(
+            predictor.predict(content, meta), source="api", metadata=meta, image_path=str(path), ts=now - timedelta(hours=1 + i))
         store.log_predictions([record])
         ids[name] = record.request_id
     store.upsert_alert(Alert(metric="recall", scope="24h", status="red", opened_at=now,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinlesion.data.splits import SPLITS, split_dataset
+from skinlesion.data.splits import SPLITS, split_composition, split_dataset
 from skinlesion.errors import DataError
 from skinlesion.schema import CLASSES
 
@@ -83,3 +83,40 @@ def test_bad_fractions_are_refused(fractions):
 def test_table_without_lesion_ids_is_refused():
     with pytest.raises(DataError, match="lesion_id"):
         split_dataset(_table().drop(columns="lesion_id"))
+
+
+def _follow_up_table(seed: int = 0) -> pd.DataFrame:
+    """Like HAM10000: most lesions have one image, a third have a series of 2-6 (planted)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cls, n_lesions in {"MEL": 120, "NV": 600, "BCC": 60, "AK": 20, "BKL": 90, "DF": 12,
+                           "VASC": 14, "SCC": 18}.items():
+        for k in range(n_lesions):
+            n_images = 1 if rng.random() < 0.65 else int(rng.integers(2, 7))
+            rows += [{"image": f"{cls}_{k}_{i}", "diagnosis": cls, "lesion_id": f"L_{cls}_{k}"}
+                     for i in range(n_images)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_each_split_has_the_mix_of_single_and_multi_image_lesions_of_the_whole(seed):
+    df = _follow_up_table(seed)
+    composition = split_composition(df, split_dataset(df, seed=seed))
+    whole = composition.loc["all", "multi_image_share_of_images"]
+    assert 0.5 < whole < 0.8  # the planted structure: most images come from multi-image lesions
+    for name in SPLITS:
+        share = composition.loc[name, "multi_image_share_of_images"]
+        assert abs(share - whole) <= 0.03, composition
+        assert composition.loc[name, "images_per_lesion"] == pytest.approx(
+            composition.loc["all", "images_per_lesion"], rel=0.05), composition
+
+
+def test_composition_counts_images_and_lesions_per_split():
+    df = pd.DataFrame({"lesion_id": ["a", "a", "b", "c", "c", "c"], "diagnosis": ["NV"] * 6})
+    split = pd.Series(["train", "train", "test", "train", "train", "train"])
+    composition = split_composition(df, split)
+    assert list(composition.index) == ["all", "train", "test"]
+    assert composition.loc["train", ["images", "lesions"]].tolist() == [5, 2]
+    assert composition.loc["train", "multi_image_share_of_images"] == 1.0
+    assert composition.loc["test", "multi_image_share_of_images"] == 0.0
+    assert composition.loc["all", "multi_image_share_of_lesions"] == pytest.approx(2 / 3)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from skinlesion import metrics, plots
+from skinlesion import intervals, metrics, plots, scoring
 from skinlesion.data.images import file_sha256, load_image
 from skinlesion.errors import DataError
 from skinlesion.registry import ModelVersion, read_manifest
@@ -81,9 +81,13 @@ def most_confident_mistakes(y: np.ndarray, probs: np.ndarray, k: int = 12) -> np
 
 
 def evaluate_version(version: ModelVersion, df: pd.DataFrame, out_dir: Path, *,
-                     description: str = "", batch_size: int = 32,
+                     description: str = "", batch_size: int = 32, n_boot: int = 1000,
                      progress: bool = True) -> EvaluationReport:
-    """Predict ``df``, write ``metrics.json`` and the plots into ``out_dir``, return the metrics."""
+    """Predict ``df``, write ``metrics.json`` and the plots into ``out_dir``, return the metrics.
+
+    Besides the point numbers (``summary``, ``per_class``, ``official``: the challenge's names),
+    ``intervals`` holds every headline metric per image and per lesion (``df["lesion_id"]``) with a
+    95 % bootstrap interval clustered by lesion (``n_boot`` resamples; see skinlesion.intervals)."""
     y = _labels(df)
     probs = predict_dataset(version, df, batch_size=batch_size, progress=progress)
     card = version.card
@@ -97,6 +101,10 @@ def evaluate_version(version: ModelVersion, df: pd.DataFrame, out_dir: Path, *,
         "malignant": list(malignant),
         "summary": summary,
         "per_class": per_class.to_dict(orient="records"),
+        "official": scoring.official(y, probs, per_class),
+        "intervals": intervals.honest_report(y, probs, df["lesion_id"].to_numpy(),
+                                             threshold=card.threshold, malignant=malignant,
+                                             n_boot=n_boot),
         "confusion_matrix": metrics.confusion_matrix(y, probs).tolist(),
         "classes": list(CLASSES),
     }

@@ -64,6 +64,11 @@ def test_agrees_with_official_isic_scorer(tmp_path: Path, seed: int) -> None:
             theirs.per_category.loc[cls, "auc_sens_80"], abs=1e-6), cls
         assert per_class.loc[cls, "ap"] == pytest.approx(theirs.per_category.loc[cls, "ap"],
                                                          abs=1e-6), cls
+    for name in ("auc", "auc_sens_80", "ap"):  # the challenge's macro averages, by its names
+        assert ours["official"]["macro_average"][name] == pytest.approx(
+            theirs.macro_average[name], abs=1e-6), name
+    assert ours["official"]["aggregate"]["balanced_accuracy"] == pytest.approx(
+        theirs.aggregate["balanced_accuracy"], abs=1e-6)
 
 
 def test_score_files_result_is_json_and_complete(tmp_path: Path) -> None:
@@ -93,7 +98,9 @@ def test_score_command_table_and_json(tmp_path: Path) -> None:
     res = runner.invoke(app, ["score", "--truth", str(truth_csv), "--predictions", str(pred_csv),
                               "--json", str(out)])
     assert res.exit_code == 0, res.output
-    assert json.loads(out.read_text())["summary"] == score_files(truth_csv, pred_csv)["summary"]
+    written = json.loads(out.read_text())
+    assert written["summary"] == score_files(truth_csv, pred_csv)["summary"]
+    assert set(written["official"]["macro_average"]) == {"auc", "auc_sens_80", "ap"}
     bad = runner.invoke(app, ["score", "--truth", str(truth_csv), "--predictions", str(pred_csv),
                               "--malignant", "MEL,CANCER"])
     assert bad.exit_code == 2 and "unknown malignant classes" in bad.output

@@ -27,10 +27,11 @@ from matplotlib.figure import Figure
 from skinlesion.auth import ROLES, User, authenticate, can, load_users
 from skinlesion.monitoring import cockpit
 from skinlesion.monitoring.cockpit import ActiveModel, Tile, WindowHealth, active_model
-from skinlesion.monitoring.policy import Policy, Threshold, load_policy
+from skinlesion.monitoring.policy import Policy, load_policy
 from skinlesion.registry import ModelVersion, load_version, resolve_version
 from skinlesion.settings import Settings
 from skinlesion.store import Store
+from skinlesion.thresholds import Threshold
 
 #: Seconds a query result is reused before the store is asked again.
 QUERY_TTL_S = 30

@@ -37,8 +37,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from skinlesion.monitoring.policy import Policy, Status, playbook
+from skinlesion.monitoring.policy import Policy, playbook
 from skinlesion.store import Alert, AlertEvent, HealthSnapshot, SnapshotMetric, Store, alert_key
+from skinlesion.thresholds import Status
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,12 @@ import pandas as pd
 from skinlesion import metrics
 from skinlesion.errors import DataError, ModelNotFoundError
 from skinlesion.monitoring.health import DRIFT_METRIC, LATENCY_METRIC, HealthReport, compute_health
-from skinlesion.monitoring.policy import Policy, Status, Threshold
+from skinlesion.monitoring.policy import Policy
 from skinlesion.monitoring.runner import DRIFT_SAMPLE_SIZE
 from skinlesion.registry import ModelCard, read_card, read_reference, resolve_version
 from skinlesion.schema import class_index
 from skinlesion.store import PROBABILITY_COLUMNS, ServingRoute, Store
+from skinlesion.thresholds import Status, Threshold
 
 if TYPE_CHECKING:  # drift imports evidently (seconds): only when a page computes drift
     from skinlesion.monitoring.drift import DriftResult, FeatureDrift

@@ -48,9 +48,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from skinlesion import metrics
 from skinlesion.errors import DataError
 from skinlesion.monitoring.estimate import ASSUMPTIONS, SCORE_DECIMALS, ScoreStats, confusion_rates, estimate
-from skinlesion.monitoring.policy import Hints, Playbook, Policy, Status, VolumePolicy, playbook, worst
+from skinlesion.monitoring.policy import Hints, Playbook, Policy, VolumePolicy, playbook
 from skinlesion.schema import CLASSES, class_index
 from skinlesion.store import ERROR_RATE_KINDS, PROBABILITY_COLUMNS, Store
+from skinlesion.thresholds import Status, worst
 
 #: The label-based metrics of a window, in display order.
 LABEL_METRICS: tuple[str, ...] = (

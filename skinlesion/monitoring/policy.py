@@ -1,29 +1,20 @@
-"""The clinic's health policy: thresholds, status colours and what to do in each colour.
+"""The clinic's health policy: the monitoring plan, and what to do in each colour.
 
-Value objects in the style of NannyML's thresholds: a :class:`Threshold` says, for one metric,
-which way is better and where green ends and red begins; :func:`status` maps a value to
-:class:`Status`. A :class:`Policy` gathers the thresholds of every monitored metric with the
-other knobs of the monitoring plan (windows, minimum labels, alerting, volume anomalies,
-retraining schedule). It is read from one TOML file (``thresholds.toml`` at the project home,
-``Settings().thresholds_file``) by :func:`load_policy`; defaults are the DESIGN.md table.
-
-Boundaries (DESIGN.md "Health policy"): for a higher-is-better metric a value ``>= green`` is
-green, ``< red`` is red and anything between (``red`` itself included) is yellow — accuracy 0.90
-is green, 0.85 yellow, 0.8499 red. For a lower-is-better metric a value ``<= green`` is green and
-``> red`` is red — log loss 0.30 is green, 0.50 yellow, 0.5001 red. A missing or NaN value is
-:attr:`Status.UNKNOWN`.
+A :class:`Policy` gathers the :class:`~skinlesion.thresholds.Threshold` of every monitored metric
+with the other knobs of the monitoring plan (windows, minimum labels, alerting, volume anomalies,
+the retraining policy of :mod:`skinlesion.lifecycle.policy`). It is read from one TOML file
+(``thresholds.toml`` at the project home, ``Settings().thresholds_file``) by :func:`load_policy`;
+defaults are the DESIGN.md table. :func:`playbook` says what each status calls for.
 
 Pure Python: no SQL, no streamlit.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,122 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from skinlesion.errors import DataError
 from skinlesion.schema import CLASS_NAMES, DEFAULT_MALIGNANT, malignant_mask
-
-
-class Status(StrEnum):
-    """Health colour of a value, a window or the whole service."""
-
-    GREEN = "green"
-    YELLOW = "yellow"
-    RED = "red"
-    UNKNOWN = "unknown"
-
-
-#: How bad each status is, for :func:`worst`. UNKNOWN ranks below GREEN: a metric without data
-#: (no labels yet, no malignant case in the window) says nothing, so it never hides a known colour;
-#: a set of statuses is UNKNOWN only when nothing in it is known.
-SEVERITY: dict[Status, int] = {Status.UNKNOWN: 0, Status.GREEN: 1, Status.YELLOW: 2, Status.RED: 3}
-
-
-def worst(statuses: Iterable[Status | str]) -> Status:
-    """The most severe of ``statuses`` (RED > YELLOW > GREEN); UNKNOWN when empty or all unknown."""
-    return max((Status(s) for s in statuses), key=SEVERITY.__getitem__, default=Status.UNKNOWN)
-
-
-# --- thresholds -------------------------------------------------------------------------------------
-
-
-class Threshold(BaseModel):
-    """Where ``metric`` turns yellow and red.
-
-    ``higher_is_better``: green when ``value >= green``, red when ``value < red``.
-    Otherwise: green when ``value <= green``, red when ``value > red``. Values in between are
-    yellow, so ``green == red`` means there is no yellow band. A yellow band past the red bound
-    (``green < red`` for a higher-is-better metric) is rejected with an error naming the metric.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    metric: str
-    higher_is_better: bool
-    green: float
-    red: float
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a threshold needs the name of its metric")
-        return value.strip()
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Threshold:
-        if self.higher_is_better and self.green < self.red:
-            raise ValueError(
-                f"metric {self.metric!r} (higher is better): the green bound {self.green:g} lies "
-                f"below the red bound {self.red:g}, so the yellow band would lie past the red one; "
-                f"set green >= red (e.g. green = {self.red:g}, red = {self.green:g})")
-        if not self.higher_is_better and self.green > self.red:
-            raise ValueError(
-                f"metric {self.metric!r} (lower is better): the green bound {self.green:g} lies "
-                f"above the red bound {self.red:g}, so the yellow band would lie past the red one; "
-                f"set green <= red (e.g. green = {self.red:g}, red = {self.green:g})")
-        return self
-
-    def describe(self) -> str:
-        """The bands in words, for tables and tooltips: ``green ≥ 0.9 · yellow 0.85–0.9 · red < 0.85``."""
-        if self.higher_is_better:
-            return f"green ≥ {self.green:g} · yellow {self.red:g}–{self.green:g} · red < {self.red:g}"
-        return f"green ≤ {self.green:g} · yellow {self.green:g}–{self.red:g} · red > {self.red:g}"
-
-
-def status(value: float | None, threshold: Threshold) -> Status:
-    """The colour of ``value`` under ``threshold``; UNKNOWN for None or NaN (see module docstring)."""
-    if value is None or math.isnan(value):
-        return Status.UNKNOWN
-    if threshold.higher_is_better:
-        if value >= threshold.green:
-            return Status.GREEN
-        return Status.RED if value < threshold.red else Status.YELLOW
-    if value <= threshold.green:
-        return Status.GREEN
-    return Status.RED if value > threshold.red else Status.YELLOW
-
-
-#: The DESIGN.md table (positive class = malignant), plus the latency bound of the service level.
-DEFAULT_THRESHOLDS: dict[str, Threshold] = {
-    t.metric: t for t in (
-        Threshold(metric="accuracy", higher_is_better=True, green=0.90, red=0.85),
-        Threshold(metric="precision", higher_is_better=True, green=0.80, red=0.70),
-        Threshold(metric="recall", higher_is_better=True, green=0.85, red=0.75),
-        Threshold(metric="auroc", higher_is_better=True, green=0.90, red=0.85),
-        Threshold(metric="log_loss", higher_is_better=False, green=0.30, red=0.50),
-        Threshold(metric="fnr", higher_is_better=False, green=0.10, red=0.15),
-        Threshold(metric="drift_score", higher_is_better=False, green=0.10, red=0.20),
-        Threshold(metric="latency_p95_ms", higher_is_better=False, green=500.0, red=1000.0),
-    )
-}
-#: Metrics every policy must have a threshold for (others, e.g. ``f1``, may be added).
-REQUIRED_METRICS: tuple[str, ...] = tuple(DEFAULT_THRESHOLDS)
+from skinlesion.thresholds import (DEFAULT_THRESHOLDS, REQUIRED_METRICS, Status, Threshold, parse_duration,
+                                   status)
 
 
 # --- durations and schedules ------------------------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|min|h|d|w)\s*$")
-_DURATION_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``"90m"``, ``"24h"``, ``"7d"``, ``"2w"`` as a timedelta; ValueError naming the format otherwise."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"a duration is a number and a unit m, h, d or w (e.g. '24h', '7d'), "
-                         f"got {text!r}")
-    value = timedelta(**{_DURATION_UNITS[match.group(2)]: float(match.group(1))})
-    if value <= timedelta(0):
-        raise ValueError(f"a duration must be positive, got {text!r}")
-    return value
-
 
 #: Named retraining periods, in calendar months (a duration such as ``"90d"`` is also accepted).
 SCHEDULE_MONTHS: dict[str, int] = {"monthly": 1, "quarterly": 3, "semiannually": 6, "yearly": 12}
@@ -400,7 +280,7 @@ def load_policy(path: Path | str | None = None) -> Policy:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise DataError(f"not valid TOML: {err}", source=str(path)) from None
-    thresholds = {name: {**DEFAULT_THRESHOLDS[name].model_dump(), **spec}
+    thresholds = {name: {**asdict(DEFAULT_THRESHOLDS[name]), **spec}
                   if name in DEFAULT_THRESHOLDS and isinstance(spec, Mapping) else spec
                   for name, spec in data.get("thresholds", {}).items()}
     if "thresholds" in data:

@@ -35,8 +35,9 @@ import pandas as pd
 from skinlesion.errors import ModelNotFoundError, SkinLesionError
 from skinlesion.monitoring.alerts import AlertChange, Notifier, NotifyOutcome, notify_pending, update_alerts
 from skinlesion.monitoring.health import DRIFT_METRIC, HealthReport, compute_health
-from skinlesion.monitoring.policy import Policy, Status, parse_duration
+from skinlesion.monitoring.policy import Policy
 from skinlesion.store import Alert, HealthSnapshot, SnapshotMetric, Store
+from skinlesion.thresholds import Status, parse_duration
 
 logger = logging.getLogger(__name__)
 

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from skinlesion.errors import JobConflictError, ModelNotFoundError, SkinLesionError
-from skinlesion.monitoring.policy import SEVERITY, Policy, Status
+from skinlesion.monitoring.policy import Policy
 from skinlesion.registry import read_card, resolve_version
 from skinlesion.store import Alert, JobRecord, Store
+from skinlesion.thresholds import SEVERITY, Status
 
 #: the actor and role the monitor's launches are recorded under
 MONITOR_ACTOR, MONITOR_ROLE = "monitor", "system"

@@ -17,10 +17,11 @@ from skinlesion.api import create_app
 from skinlesion.data.images import MAX_PIXELS, MIN_SIDE
 from skinlesion.errors import StoreBusyError
 from skinlesion.monitoring.health import ERROR_RATE_METRIC, compute_health
-from skinlesion.monitoring.policy import Policy, Status
+from skinlesion.monitoring.policy import Policy
 from skinlesion.serving import ServingService
 from skinlesion.settings import Settings
 from skinlesion.store import FailureRecord, ServingRoute, Store
+from skinlesion.thresholds import Status
 from tests.standins import STANDIN_KIND, STANDIN_PATH, save_standin
 
 

@@ -20,8 +20,9 @@ from skinlesion.monitoring.alerts import (
     notify_pending,
     update_alerts,
 )
-from skinlesion.monitoring.policy import Policy, Status
+from skinlesion.monitoring.policy import Policy
 from skinlesion.store import Alert, HealthSnapshot, SnapshotMetric, Store
+from skinlesion.thresholds import Status
 from tests.monitoring.webhook import Receiver, webhook_receiver
 
 G, Y, R, U = Status.GREEN, Status.YELLOW, Status.RED, Status.UNKNOWN

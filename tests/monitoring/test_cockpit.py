@@ -11,8 +11,9 @@ import pytest
 from skinlesion import registry
 from skinlesion.monitoring import cockpit
 from skinlesion.monitoring.cockpit import active_model, chart_range, is_demo, is_synthetic, threshold_bands
-from skinlesion.monitoring.policy import DEFAULT_THRESHOLDS, Policy
+from skinlesion.monitoring.policy import Policy
 from skinlesion.store import ServingRoute, Store
+from skinlesion.thresholds import DEFAULT_THRESHOLDS
 from tests.monitoring.traffic import reference_frame, traffic
 from tests.standins import save_standin
 

@@ -20,9 +20,10 @@ from skinlesion.monitoring.health import (
     flag_volume,
     window_bounds,
 )
-from skinlesion.monitoring.policy import Policy, Status, VolumePolicy
+from skinlesion.monitoring.policy import Policy, VolumePolicy
 from skinlesion.schema import CLASSES
 from skinlesion.store import PredictionRecord, Store
+from skinlesion.thresholds import Status
 from tests.monitoring.calibrated import calibrated_traffic
 
 DAY0 = datetime(2024, 5, 1, tzinfo=UTC)

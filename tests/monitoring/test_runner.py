@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from skinlesion.cli import app
 from skinlesion.monitoring.alerts import WebhookNotifier
 from skinlesion.monitoring.exporter import HealthExporter, render_health
-from skinlesion.monitoring.policy import DEFAULT_THRESHOLDS, Policy, Status, Threshold
+from skinlesion.monitoring.policy import Policy
 from skinlesion.monitoring.runner import SnapshotResult, parse_interval, run_once, window_length
 from skinlesion.store import ServingRoute, Store
+from skinlesion.thresholds import DEFAULT_THRESHOLDS, Status, Threshold
 from tests.monitoring.traffic import reference_frame, traffic
 from tests.monitoring.webhook import Receiver, webhook_receiver
 from tests.standins import save_standin

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from skinlesion.errors import JobConflictError
-from skinlesion.monitoring.policy import Policy, RetrainingPolicy, Status
+from skinlesion.monitoring.policy import Policy, RetrainingPolicy
 from skinlesion.monitoring.triggers import TriggerRequest, check_retraining
 from skinlesion.store import Alert, JobRecord, LabelRecord, ServingRoute, Store
+from skinlesion.thresholds import Status
 from tests.standins import BrightnessClassifier, save_standin
 
 

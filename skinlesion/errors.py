@@ -25,6 +25,10 @@ class ImageError(DataError):
     """An image cannot be used: not an image, empty, truncated, corrupt, too large or too small."""
 
 
+class ImageFormatError(ImageError):
+    """An image in a format that is not accepted (only JPEG and single-frame PNG are; HTTP 415)."""
+
+
 class MetadataError(DataError):
     """A metadata value is outside the ISIC 2019 vocabulary or range."""
 

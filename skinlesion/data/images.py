@@ -2,9 +2,16 @@
 
 :func:`load_image` is the one door every image goes through (datasets, the API, the dashboard): it
 returns a fully decoded RGB :class:`PIL.Image.Image` or raises :class:`~skinlesion.errors.ImageError`
-naming the file and the fix. It refuses empty, oversized, non-image, truncated and corrupt files,
-decompression bombs and images too small to hold a lesion; it converts every colour mode to 8-bit RGB
-and applies the EXIF orientation, so a phone photo is seen the way the clinician saw it.
+naming the file and the fix. It accepts the :data:`ACCEPTED_FORMATS` only (what the API advertises:
+JPEG, including a phone's multi-picture JPEG, and single-frame PNG); it refuses empty, oversized,
+non-image, animated, truncated and corrupt files, decompression bombs and images too small to hold a
+lesion; it converts every colour mode to 8-bit RGB and applies the EXIF orientation, so a phone photo
+is seen the way the clinician saw it. What the conversion loses is kept as caveats
+(:func:`image_caveats`): a greyscale or high-bit-depth original is answered ``uncertain`` with that
+reason, since the models were trained on 8-bit colour dermoscopy.
+
+:func:`read_header` reads the format, mode and size without decoding a pixel (the API uses it to
+refuse early and to reserve memory for the decode).
 
 :func:`image_stats` gives the image statistics stored with every prediction (the monitoring layer
 watches them for drift: a new camera, darker lighting, blur); :func:`file_sha256` /
@@ -17,14 +24,20 @@ import hashlib
 import io
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from skinlesion.errors import ImageError
+from skinlesion.errors import ImageError, ImageFormatError
 
+#: The image formats accepted everywhere (PIL's names); the API advertises exactly these.
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG")
+#: PIL formats read as one of :data:`ACCEPTED_FORMATS`: a phone's multi-picture JPEG (MPO) is a JPEG
+#: whose first picture is the photo.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
 MAX_BYTES = 25 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
@@ -37,6 +50,31 @@ UPLOAD_NAME = "uploaded image"
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"}) | _SIXTEEN_BIT_MODES
+_HIGH_BIT_MODES = frozenset({"I", "F"}) | _SIXTEEN_BIT_MODES
+#: Where :func:`load_image` keeps the caveats of the decoded image (in ``Image.info``).
+CAVEATS_INFO_KEY = "skinlesion_caveats"
+#: Largest difference between colour channels (0-255) of a greyscale picture stored as colour
+#: (JPEG's chroma rounding leaves a little).
+_GREY_SPREAD = 3
+#: Side (px) the colour check looks at.
+_GREY_CHECK_SIDE = 64
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file says about itself before any pixel is decoded."""
+
+    format: str
+    mode: str
+    width: int
+    height: int
+    frames: int
+    high_bit_depth: bool
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 # ITU-R BT.601 luma weights: the same ones PIL uses for convert("L").
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -73,6 +111,7 @@ def load_image(source: Path | str | bytes, *, name: str | None = None, max_bytes
     data = _read_bytes(source, label, max_bytes)
     stream = _WatchedBytes(data)
     img = _open(stream, label, max_pixels)
+    header = _header(img)
     try:
         img.load()  # force the full decode: Image.open only reads the header
     except _DECODE_ERRORS as err:
@@ -82,7 +121,7 @@ def load_image(source: Path | str | bytes, *, name: str | None = None, max_bytes
         raise ImageError("the image file is truncated (it ends before the image data does); "
                          "re-export or re-upload the complete file", source=label)
     try:
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no second full-size copy
     except _DECODE_ERRORS as err:
         raise ImageError(f"the EXIF orientation data is corrupt ({err}); re-export the image "
                          "without EXIF data", source=label) from err
@@ -91,7 +130,51 @@ def load_image(source: Path | str | bytes, *, name: str | None = None, max_bytes
         raise ImageError(f"the image is {rgb.width}x{rgb.height} pixels; at least {min_side} pixels "
                          "per side are needed to show a lesion, send the full-resolution image",
                          source=label)
+    rgb.info[CAVEATS_INFO_KEY] = tuple(_caveats(header, rgb))
     return rgb
+
+
+def read_header(data: bytes, *, name: str = UPLOAD_NAME, max_pixels: int = MAX_PIXELS) -> ImageHeader:
+    """The header of the image file ``data``, no pixel decoded. Raises what :func:`load_image`
+    raises for a file that is not an image, in a format not accepted, animated, or over
+    ``max_pixels``."""
+    if not data:
+        raise ImageError("the file is empty (0 bytes); re-export or re-upload the image", source=name)
+    return _header(_open(io.BytesIO(data), name, max_pixels))
+
+
+def image_caveats(img: Image.Image) -> list[str]:
+    """Why an image decoded by :func:`load_image` is not what the models were trained on (a
+    greyscale or high-bit-depth original); empty for an 8-bit colour image or one not from
+    :func:`load_image`."""
+    return list(img.info.get(CAVEATS_INFO_KEY, ()))
+
+
+def _header(img: Image.Image) -> ImageHeader:
+    rawmodes = " ".join(str(tile.args) for tile in getattr(img, "tile", ()) or ())
+    return ImageHeader(format=_FORMAT_ALIASES.get(img.format or "", img.format or "unknown"),
+                       mode=img.mode, width=img.width, height=img.height,
+                       frames=int(getattr(img, "n_frames", 1)),
+                       high_bit_depth=img.mode in _HIGH_BIT_MODES or ";16" in rawmodes)
+
+
+def _caveats(header: ImageHeader, rgb: Image.Image) -> list[str]:
+    """The caveats of a decoded image (see :func:`image_caveats`)."""
+    caveats = []
+    if header.mode in _GREY_MODES or _looks_grey(rgb):
+        caveats.append(f"greyscale image (mode {header.mode}); the model was trained on colour "
+                       "dermoscopy, send the colour original")
+    if header.high_bit_depth:
+        caveats.append("high-bit-depth image (16-bit or float) reduced to 8 bits; the model was "
+                       "trained on 8-bit images, send an 8-bit export")
+    return caveats
+
+
+def _looks_grey(rgb: Image.Image) -> bool:
+    """Whether a colour image holds grey pixels only (checked on a box-reduced copy)."""
+    factor = max(1, min(rgb.size) // _GREY_CHECK_SIDE)
+    small = np.asarray(rgb.reduce(factor), dtype=np.int16)
+    return int((small.max(axis=2) - small.min(axis=2)).max()) <= _GREY_SPREAD
 
 
 def _read_bytes(source: Path | str | bytes, label: str, max_bytes: int) -> bytes:
@@ -141,11 +224,19 @@ def _open(stream: io.BytesIO, label: str, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(bomb, source=label) from err
     except UnidentifiedImageError as err:
-        raise ImageError("not an image file (or an unsupported format); send a JPEG or PNG",
-                         source=label) from err
+        raise ImageError(f"not an image file (or an unsupported format); send a "
+                         f"{' or '.join(ACCEPTED_FORMATS)}", source=label) from err
     except _DECODE_ERRORS as err:
         raise ImageError(f"the image header is corrupt ({err}); re-export the image",
                          source=label) from err
+    accepted = " or ".join(ACCEPTED_FORMATS)
+    fmt = _FORMAT_ALIASES.get(img.format or "", img.format)
+    if fmt not in ACCEPTED_FORMATS:
+        raise ImageFormatError(f"{img.format} images are not accepted; send a {accepted} file",
+                               source=label)
+    if fmt == "PNG" and getattr(img, "n_frames", 1) > 1:
+        raise ImageFormatError(f"an animated PNG ({img.n_frames} frames) is not accepted; send one "
+                               f"still {accepted} image", source=label)
     if img.width * img.height > max_pixels:
         raise ImageError(f"{img.width}x{img.height}: {bomb}", source=label)
     return img

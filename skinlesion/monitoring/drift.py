@@ -1,8 +1,12 @@
 """Data drift of a window of logged predictions against the model version's reference answers.
 
-The reference is the version's validation-split answers (``registry.read_reference``), the current
-data a window of the predictions table (``Store.query_predictions(..., include_embedding=True)``);
-both carry the predictions-table columns. Each monitored feature gets one statistical comparison:
+**What the reference is.** The version's reference answers (``registry.read_reference``): its
+answers on the whole validation split, one row per image (a lesion photographed three times counts
+three times, as it would in traffic, where each photograph is one answer), lesions never shared with
+the training split. :func:`reference_description` says what a given reference holds (rows, lesions,
+share of images from multi-image lesions, class mix) and registration stores it in the card. The
+current data is a window of the predictions table (``Store.sample_predictions(...,
+include_embedding=True)``); both carry the predictions-table columns. Monitored features:
 
 * ``metadata`` — ``age_approx`` (numeric, NaN = missing), ``sex``, ``anatom_site_general``;
 * ``image`` — the image statistics of ``data.images.image_stats``;
@@ -10,30 +14,32 @@ both carry the predictions-table columns. Each monitored feature gets one statis
   (:data:`CLASS_PROBABILITY_FEATURES`) can be added through ``features=``;
 * ``embedding`` — the projected image embedding, one feature for the whole vector.
 
-Tabular features run through one Evidently 0.7 ``Report`` of ``ValueDrift`` metrics (with tests on,
-whose pass/fail is the drift verdict). Evidently chooses the statistical test per column, as in its
-``DataDriftPreset``: with at most 1,000 reference rows K-S (numeric) or chi-square / Z-test
-(categorical, or numeric with <= 5 distinct values), all p-values against 0.05; with more
-reference rows the normed Wasserstein distance (numeric) or the Jensen-Shannon distance
-(categorical), distances against 0.1. Missing values are left out of numeric tests; a missing
-category (NaN or blank) is the ``"missing"`` category of :mod:`skinlesion.schema`. A category the
-reference never saw is compared like any other (share 0 in the reference), so many of them drift.
+**Drift is judged by size, calibrated against null replays.** Each feature gets one *distance*,
+computed by Evidently's stat tests (the engine): the normed Wasserstein distance (Wasserstein
+distance over the reference's standard deviation) for a numeric feature, the Jensen-Shannon
+distance of the category shares for a categorical one, and for the embedding the mean normed
+Wasserstein distance over its components. A feature drifts only when its distance is
 
-The embedding goes through Evidently's ``RatioDriftMethod`` (the share of embedding components
-that drifted, each component compared with the test Evidently picks for a numeric column; the
-embedding drifted when more than 20% of its components did). Evidently's ``EmbeddingsDrift``
-report metric is not used here: it always computes a t-SNE view (minutes for a few thousand rows)
-and its default classifier method flags noise on held-out data; ``drift_report_html`` can still
-include it on demand.
+1. beyond what same-population windows of that size show: the :class:`DriftNull` of the version,
+   computed once at registration (:func:`compute_null`) by splitting the reference itself, lesion
+   by lesion, into a pseudo-window of ``n`` answers and the rest, many times over, for a grid of
+   window sizes; the bound is the null's :data:`NULL_QUANTILE` quantile at the window's size
+   (interpolated between sizes, scaled by ``sqrt(1/n + 1/N)`` beyond them); and
+2. at least a practical effect size (:data:`EFFECT_SIZES`: 0.1 for each distance, Evidently's own
+   drift threshold for these tests: a tenth of a standard deviation of mass moved, or a shift of
+   category shares of that order).
+
+A version without a stored null is judged by the effect size alone (the result says so). Below
+:data:`MIN_ANSWERS` answers no feature is judged: the score is None and the note says "not enough
+answers", which the cockpit shows as such, not as a colour.
 
 The data-drift score of the health policy (``drift_score``) is :attr:`DriftResult.share_drifted`:
-the share of drifted features among those that could be tested. Evidently's distance tests have a
-fixed threshold, so with a large reference and a very small window (a few hundred rows or fewer)
-sampling noise alone can approach it; the monitoring runner judges small windows with care.
+the share of drifted features among those that could be tested.
 
 Windows larger than ``sample_size`` rows are sampled (seeded) on each side, so a run over 100k
 predictions takes seconds. This module is the only one in the project that imports evidently; what
-it returns is the project's own dataclasses.
+it returns is the project's own dataclasses. :func:`drift_report_html` writes Evidently's full
+``DataDriftPreset`` report for a closer look.
 """
 
 from __future__ import annotations
@@ -48,9 +54,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
-from evidently.legacy.calculations.stattests import get_stattest
+from evidently.legacy.calculations.stattests import (
+    StatTest, get_stattest, jensenshannon_stat_test, wasserstein_stat_test)
 from evidently.legacy.core import ColumnType
-from evidently.metrics import ValueDrift
 from evidently.metrics.embeddings import EmbeddingsDrift, RatioDriftMethod
 from evidently.presets import DataDriftPreset
 
@@ -62,8 +68,27 @@ Kind = Literal["numeric", "categorical", "embedding"]
 
 #: Feature groups in display order.
 GROUPS: tuple[str, ...] = ("metadata", "image", "output", "embedding")
-#: The embedding drifted when more than this share of its components drifted (Evidently's default).
+#: The embedding drifted when more than this share of its components drifted (Evidently's default;
+#: only the full HTML report uses this method).
 EMBEDDING_RATIO_THRESHOLD = 0.2
+#: Evidently's stat test of each kind of feature (the embedding: the numeric one per component).
+STATTESTS: dict[str, StatTest] = {"numeric": wasserstein_stat_test, "categorical": jensenshannon_stat_test,
+                                  "embedding": wasserstein_stat_test}
+#: What each kind's distance is called in the results.
+STATTEST_NAMES = {"numeric": "Wasserstein distance (normed)", "categorical": "Jensen-Shannon distance",
+                  "embedding": "mean Wasserstein distance (normed) over the components"}
+#: Practical effect size of each kind: a feature drifts only at or above it (Evidently's default
+#: drift threshold of these distances).
+EFFECT_SIZES: dict[str, float] = {"numeric": 0.1, "categorical": 0.1, "embedding": 0.1}
+#: Below this many answers in a window no feature is judged ("not enough answers").
+MIN_ANSWERS = 100
+#: Window sizes the null distribution is computed for (those up to half the reference).
+NULL_SIZES: tuple[int, ...] = (100, 200, 300, 500, 1000, 2000)
+#: Null replicates per window size, and the quantile of the null that bounds a feature's distance.
+NULL_REPLICATES = 200
+NULL_QUANTILE = 0.99
+#: The reference column that groups rows of one lesion (a null pseudo-window takes whole lesions).
+GROUP_COLUMN = "lesion_id"
 #: Bins of the numeric histograms in the summaries.
 HISTOGRAM_BINS = 20
 #: Numeric histograms span these percentiles of both samples together; values beyond fall in the
@@ -135,10 +160,13 @@ Summary = NumericSummary | CategoricalSummary
 class FeatureDrift:
     """The drift verdict for one feature.
 
-    ``stattest`` names the test Evidently used and ``score`` its value: a p-value (names ending in
-    "p_value"; drift when below ``threshold``) or a distance / share (drift when at or above
-    ``threshold``, as Evidently decides). A feature that could not be tested (no values on one side)
-    has ``stattest`` ``""``, NaN score and threshold, ``drifted`` False and says why in ``note``.
+    ``stattest`` names the distance Evidently computed and ``score`` its value; ``null_bound`` is
+    the version's null bound at this window's size (NaN without a stored null), ``effect_size`` the
+    practical effect size, and ``threshold`` the larger of the two: the feature drifted when its
+    score is at or above ``threshold`` (and the window had enough answers to be judged). A feature
+    that could not be tested (no values on one side) has ``stattest`` ``""``, NaN score and
+    threshold, ``drifted`` False and says why in ``note``. (Results stored by earlier releases may
+    hold p-values: names ending in "p_value", drift when below ``threshold``.)
     """
 
     name: str
@@ -151,6 +179,8 @@ class FeatureDrift:
     reference_summary: Summary | None
     current_summary: Summary | None
     note: str = ""
+    null_bound: float = math.nan
+    effect_size: float = math.nan
 
     @property
     def tested(self) -> bool:
@@ -179,10 +209,12 @@ class DriftResult:
     """Drift of a window against the reference.
 
     ``share_drifted`` is the data-drift score of the health policy (share of drifted features among
-    the tested ones; NaN when none could be tested, e.g. an empty window). ``n_reference`` /
+    the tested ones; NaN when none could be tested, e.g. an empty window, or when the window has
+    fewer than ``min_answers`` answers: :attr:`enough_answers` is then False). ``n_reference`` /
     ``n_current`` count the rows given, ``n_reference_used`` / ``n_current_used`` the rows compared
-    after sampling (``sampled`` says whether either side was sampled). ``notes`` explain what was
-    skipped.
+    after sampling (``sampled`` says whether either side was sampled). ``null`` says how the
+    features were bounded (the version's null, or the effect size alone). ``notes`` explain what
+    was skipped.
     """
 
     features: tuple[FeatureDrift, ...]
@@ -193,6 +225,13 @@ class DriftResult:
     n_reference_used: int = 0
     n_current_used: int = 0
     notes: tuple[str, ...] = ()
+    min_answers: int = MIN_ANSWERS
+    null: str = ""
+
+    @property
+    def enough_answers(self) -> bool:
+        """Whether the window had enough answers for its features to be judged."""
+        return self.n_current >= self.min_answers
 
     def drifted_features(self) -> tuple[str, ...]:
         """Names of the drifted features, most drifted first (for the playbook's hints)."""
@@ -221,6 +260,8 @@ class DriftResult:
         """Rebuild a result written by :meth:`as_dict`."""
         features = tuple(FeatureDrift(**{
             **f, "score": _none_to_nan(f["score"]), "threshold": _none_to_nan(f["threshold"]),
+            "null_bound": _none_to_nan(f.get("null_bound")),
+            "effect_size": _none_to_nan(f.get("effect_size")),
             "reference_summary": _summary_from_dict(f["reference_summary"]),
             "current_summary": _summary_from_dict(f["current_summary"])}) for f in data["features"])
         return cls(**{**data, "features": features, "share_drifted": _none_to_nan(data["share_drifted"]),
@@ -313,6 +354,23 @@ def embedding_matrix(values: pd.Series, side: str) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, 0))
 
 
+def reference_description(reference: pd.DataFrame) -> dict[str, Any]:
+    """What a version's reference holds, for its card and the cockpit: ``rows``, ``lesions`` and
+    the ``multi_image_share`` (images from lesions photographed more than once) where it carries
+    ``lesion_id``, the ``class_mix`` (share of each true diagnosis) where it carries ``diagnosis``,
+    and ``weighting`` (one row per image: traffic answers one photograph at a time)."""
+    out: dict[str, Any] = {"rows": len(reference), "weighting": "one row per image, as traffic answers"}
+    if GROUP_COLUMN in reference.columns:
+        per_lesion = reference[GROUP_COLUMN].value_counts()
+        out["lesions"] = int(len(per_lesion))
+        multi = per_lesion[per_lesion > 1].sum()
+        out["multi_image_share"] = float(multi / len(reference)) if len(reference) else 0.0
+    if "diagnosis" in reference.columns:
+        out["class_mix"] = {str(k): float(v) for k, v in
+                            reference["diagnosis"].value_counts(normalize=True).items()}
+    return out
+
+
 # --- summaries ----------------------------------------------------------------------------------------
 
 
@@ -373,9 +431,6 @@ class _Tabular:
     def columns(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
-    def definition(self) -> DataDefinition:
-        return DataDefinition(numerical_columns=self.numeric, categorical_columns=self.categorical)
-
 
 def _tabular(reference: pd.DataFrame, current: pd.DataFrame, specs: Sequence[FeatureSpec]) -> _Tabular:
     """Clean the tabular feature columns; note the ones that cannot be tested and why."""
@@ -402,53 +457,18 @@ def _tabular(reference: pd.DataFrame, current: pd.DataFrame, specs: Sequence[Fea
     return out
 
 
-def _run_value_drift(tab: _Tabular) -> dict[str, tuple[str, float, float, bool]]:
-    """Evidently ValueDrift per column: name -> (stattest, score, threshold, drifted)."""
-    if not tab.columns:
-        return {}
-    report = Report([ValueDrift(column=c) for c in tab.columns], include_tests=True)
-    definition = tab.definition()
-    with warnings.catch_warnings():
-        # chi-square against a category the reference never saw divides by a zero expectation:
-        # scipy warns and returns p = 0, the right verdict (drift)
-        warnings.filterwarnings("ignore", "divide by zero", RuntimeWarning)
-        snapshot = report.run(Dataset.from_pandas(tab.current[tab.columns], data_definition=definition),
-                              Dataset.from_pandas(tab.reference[tab.columns], data_definition=definition))
-    results = snapshot.dict()
-    failed = {t["metric_config"]["metric_id"]: t["status"] == "FAIL" for t in results["tests"]}
-    out = {}
-    for metric in results["metrics"]:
-        config = metric["config"]
-        out[config["column"]] = (str(config["method"]), float(metric["value"]), float(config["threshold"]),
-                                 failed[metric["id"]])
-    return out
-
-
-def _tabular_drift(tab: _Tabular, specs: Sequence[FeatureSpec]) -> dict[str, FeatureDrift]:
-    verdicts = _run_value_drift(tab)
-    out = {}
-    for spec in specs:
-        if spec.kind == "embedding":
-            continue
-        ref_summary: Summary | None = None
-        cur_summary: Summary | None = None
-        if spec.name in tab.reference.columns:
-            ref, cur = tab.reference[spec.name], tab.current[spec.name]
-            if spec.kind == "categorical":
-                ref_summary, cur_summary = categorical_summaries(ref, cur)
-            else:
-                ref_values, cur_values = ref.dropna().to_numpy(), cur.dropna().to_numpy()
-                if len(ref_values) or len(cur_values):  # an empty side plots as all missing
-                    edges = histogram_edges(ref_values, cur_values)
-                    ref_summary = numeric_summary(ref_values, edges, len(ref))
-                    cur_summary = numeric_summary(cur_values, edges, len(cur))
-        if spec.name in tab.skipped:
-            out[spec.name] = _untested(spec, tab.skipped[spec.name], ref_summary, cur_summary)
-        else:
-            stattest, score, threshold, drifted = verdicts[spec.name]
-            out[spec.name] = FeatureDrift(spec.name, spec.group, spec.kind, stattest, score, threshold,
-                                          drifted, ref_summary, cur_summary)
-    return out
+def _summaries(spec: FeatureSpec, tab: _Tabular) -> tuple[Summary | None, Summary | None]:
+    """Both sides' summaries of a tabular feature (None when its column is absent)."""
+    if spec.name not in tab.reference.columns:
+        return None, None
+    ref, cur = tab.reference[spec.name], tab.current[spec.name]
+    if spec.kind == "categorical":
+        return categorical_summaries(ref, cur)
+    ref_values, cur_values = ref.dropna().to_numpy(), cur.dropna().to_numpy()
+    if not (len(ref_values) or len(cur_values)):
+        return None, None
+    edges = histogram_edges(ref_values, cur_values)  # an empty side plots as all missing
+    return numeric_summary(ref_values, edges, len(ref)), numeric_summary(cur_values, edges, len(cur))
 
 
 def embedding_method(reference: np.ndarray, current: np.ndarray) -> tuple[RatioDriftMethod, str]:
@@ -464,7 +484,199 @@ def embedding_method(reference: np.ndarray, current: np.ndarray) -> tuple[RatioD
     return method, name
 
 
-def _embedding_drift(spec: FeatureSpec, reference: pd.DataFrame, current: pd.DataFrame) -> FeatureDrift:
+def _embedding_rows(df: pd.DataFrame, column: str, side: str) -> np.ndarray:
+    """The embedding of each row as a float (n, d) array, NaN rows where a row has none."""
+    values = df[column]
+    matrix = embedding_matrix(values, side)
+    present = values.map(_has_embedding).to_numpy(dtype=bool)
+    out = np.full((len(df), matrix.shape[1] if matrix.size else 0), np.nan)
+    out[present] = matrix
+    return out
+
+
+def _prepare(df: pd.DataFrame, specs: Sequence[FeatureSpec], side: str) -> dict[str, Any]:
+    """Each feature's cleaned values, row-aligned with ``df`` (absent columns left out)."""
+    out: dict[str, Any] = {}
+    for spec in specs:
+        if spec.name not in df.columns:
+            continue
+        if spec.kind == "numeric":
+            out[spec.name] = _numeric(df, spec.name, side).to_numpy()
+        elif spec.kind == "categorical":
+            out[spec.name] = _categorical(df, spec.name).to_numpy()
+        else:
+            out[spec.name] = _embedding_rows(df, spec.name, side)
+    return out
+
+
+def feature_distance(kind: str, reference: np.ndarray, current: np.ndarray) -> float:
+    """The drift distance of one feature between two samples of its cleaned values (see the module
+    docstring), computed by Evidently's stat test of its kind; NaN when a side has no values (an
+    embedding: fewer than 2 rows)."""
+    test = STATTESTS[kind]
+    if kind == "categorical":
+        return float(test(pd.Series(reference), pd.Series(current), ColumnType.Categorical,
+                          EFFECT_SIZES[kind]).drift_score)
+    if kind == "numeric":
+        ref, cur = reference[~np.isnan(reference)], current[~np.isnan(current)]
+        if not (len(ref) and len(cur)):
+            return math.nan
+        return float(test(pd.Series(ref), pd.Series(cur), ColumnType.Numerical,
+                          EFFECT_SIZES[kind]).drift_score)
+    ref = reference[~np.isnan(reference).any(axis=1)] if reference.size else reference
+    cur = current[~np.isnan(current).any(axis=1)] if current.size else current
+    if len(ref) < 2 or len(cur) < 2:
+        return math.nan
+    if ref.shape[1] != cur.shape[1]:
+        raise DataError(f"reference embeddings have {ref.shape[1]} components, current ones "
+                        f"{cur.shape[1]}: compare a window with its own model version's reference",
+                        field="embedding")
+    return float(np.mean([test(pd.Series(ref[:, k]), pd.Series(cur[:, k]), ColumnType.Numerical,
+                               EFFECT_SIZES[kind]).drift_score for k in range(ref.shape[1])]))
+
+
+# --- the null distribution ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftNull:
+    """A version's null distribution of each feature's drift distance: for windows of each of
+    ``sizes`` answers drawn from the reference population, the ``quantile`` of the distance between
+    such a window and the rest of the reference (``bounds[feature][i]`` for ``sizes[i]``; NaN
+    where the feature could not be measured). ``n_reference`` rows were split ``replicates`` times
+    per size (seed ``seed``), whole lesions at a time when ``grouped_by`` names the lesion column."""
+
+    sizes: tuple[int, ...]
+    bounds: dict[str, tuple[float, ...]]
+    n_reference: int
+    quantile: float = NULL_QUANTILE
+    replicates: int = NULL_REPLICATES
+    seed: int = 0
+    grouped_by: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sizes or any(b <= a for a, b in zip(self.sizes, self.sizes[1:], strict=False)):
+            raise ValueError(f"null sizes must be increasing and not empty, got {self.sizes}")
+        if any(s >= self.n_reference for s in self.sizes):
+            raise ValueError(f"null sizes {self.sizes} must be below the reference's {self.n_reference} rows")
+        for name, bounds in self.bounds.items():
+            if len(bounds) != len(self.sizes):
+                raise ValueError(f"feature {name!r} has {len(bounds)} null bounds for {len(self.sizes)} sizes")
+
+    def _scale(self, n: float, n_reference: float) -> float:
+        return math.sqrt(1 / n + 1 / n_reference)
+
+    def bound(self, feature: str, n: int, n_reference: int | None = None) -> float:
+        """The null bound of ``feature`` for a window of ``n`` answers compared with
+        ``n_reference`` reference rows (default: the reference the null was computed on):
+        interpolated between the computed sizes on the sampling scale ``sqrt(1/n + 1/N)``, and
+        proportional to that scale beyond them; NaN for a feature without a null."""
+        if feature not in self.bounds or n < 1:
+            return math.nan
+        grid = np.array([self._scale(s, self.n_reference - s) for s in self.sizes])[::-1]
+        values = np.array(self.bounds[feature], dtype=float)[::-1]
+        x = self._scale(n, n_reference or self.n_reference)
+        if x < grid[0]:
+            return float(values[0] * x / grid[0])
+        if x > grid[-1]:
+            return float(values[-1] * x / grid[-1])
+        return float(np.interp(x, grid, values))
+
+    def describe(self) -> str:
+        """One line for the result's notes."""
+        return (f"null: {self.quantile:.0%} quantile of {self.replicates} same-population windows "
+                f"of {', '.join(map(str, self.sizes))} answers split from {self.n_reference} "
+                f"reference answers{' by ' + self.grouped_by if self.grouped_by else ''}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form (NaN as None); :meth:`from_dict` reads it."""
+        return _nan_to_none(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DriftNull:
+        return cls(**{**data, "sizes": tuple(int(s) for s in data["sizes"]),
+                      "bounds": {k: tuple(_none_to_nan(v) for v in vs) for k, vs in data["bounds"].items()}})
+
+
+def _group_codes(reference: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """A group number per row: its lesion where the reference says, else the row itself."""
+    if GROUP_COLUMN in reference.columns:
+        ids = reference[GROUP_COLUMN].astype(object)
+        ids = ids.where(ids.notna(), pd.Series([f"row-{i}" for i in range(len(ids))], index=ids.index))
+        return pd.factorize(ids)[0], GROUP_COLUMN
+    return np.arange(len(reference)), ""
+
+
+def group_split(codes: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a pseudo-window of ``size`` rows made of whole groups in a random order (the
+    last group taken may be cut) and of the rest: the rows of the groups not taken."""
+    rank = rng.permutation(int(codes.max()) + 1)[codes]
+    order = np.argsort(rank, kind="stable")
+    window = order[:size]
+    return window, np.flatnonzero(rank > rank[window[-1]])
+
+
+def compute_null(reference: pd.DataFrame, *, features: Iterable[FeatureSpec | str] = DEFAULT_FEATURES,
+                 sizes: Sequence[int] = NULL_SIZES, replicates: int = NULL_REPLICATES,
+                 quantile: float = NULL_QUANTILE, seed: int = 0) -> DriftNull:
+    """The :class:`DriftNull` of ``reference`` (a version's reference answers): for each size up to
+    half the reference, ``replicates`` times, split it into a pseudo-window of that many answers
+    (whole lesions, see :func:`group_split`) and the rest, and measure each feature's distance.
+    A reference of fewer than ``2 * MIN_ANSWERS`` rows gets one size, half its rows."""
+    specs = resolve_features(features)
+    if replicates < 20 or not 0.5 < quantile < 1:
+        raise ValueError(f"a null needs at least 20 replicates and a quantile in (0.5, 1); got "
+                         f"{replicates} and {quantile}")
+    n = len(reference)
+    usable = tuple(s for s in sizes if s <= n // 2) or ((n // 2,) if n >= 20 else ())
+    if not usable:
+        raise DataError(f"the reference has {n} rows: a null distribution needs at least 20",
+                        source="reference")
+    values = _prepare(reference.reset_index(drop=True), specs, "reference")
+    codes, grouped_by = _group_codes(reference)
+    rng = np.random.default_rng(seed)
+    bounds: dict[str, list[float]] = {s.name: [] for s in specs if s.name in values}
+    for size in usable:
+        draws = {name: [] for name in bounds}
+        for _ in range(replicates):
+            window, rest = group_split(codes, size, rng)
+            for spec in specs:
+                if spec.name in values:
+                    column = values[spec.name]
+                    draws[spec.name].append(feature_distance(spec.kind, column[rest], column[window]))
+        for name, d in draws.items():
+            finite = np.asarray(d)[np.isfinite(d)]
+            bounds[name].append(float(np.quantile(finite, quantile)) if len(finite) else math.nan)
+    return DriftNull(sizes=usable, bounds={k: tuple(v) for k, v in bounds.items()}, n_reference=n,
+                     quantile=quantile, replicates=replicates, seed=seed, grouped_by=grouped_by)
+
+
+# --- the comparison ---------------------------------------------------------------------------------
+
+
+def _verdict(spec: FeatureSpec, score: float, n_current: int, n_reference: int, null: DriftNull | None,
+             judged: bool, summaries: tuple[Summary | None, Summary | None], note: str = "") -> FeatureDrift:
+    if math.isnan(score):
+        return _untested(spec, note or "not tested: no values on one side", *summaries)
+    effect = EFFECT_SIZES[spec.kind]
+    bound = null.bound(spec.name, n_current, n_reference) if null is not None else math.nan
+    threshold = effect if math.isnan(bound) else max(effect, bound)
+    drifted = judged and score >= threshold and (math.isnan(bound) or score > bound)
+    return FeatureDrift(spec.name, spec.group, spec.kind, STATTEST_NAMES[spec.kind], score, threshold,
+                        drifted, *summaries, note, null_bound=bound, effect_size=effect)
+
+
+def _embedding_summaries(reference: np.ndarray, current: np.ndarray, n_ref: int,
+                         n_cur: int) -> tuple[Summary, Summary]:
+    centre = reference.mean(axis=0)
+    ref_dist = np.linalg.norm(reference - centre, axis=1)
+    cur_dist = np.linalg.norm(current - centre, axis=1)
+    edges = histogram_edges(ref_dist, cur_dist)
+    return numeric_summary(ref_dist, edges, n_ref), numeric_summary(cur_dist, edges, n_cur)
+
+
+def _embedding_drift(spec: FeatureSpec, reference: pd.DataFrame, current: pd.DataFrame,
+                     null: DriftNull | None, judged: bool) -> FeatureDrift:
     absent = [side for side, df in (("reference", reference), ("current", current)) if spec.name not in df]
     if absent:
         return _untested(spec, f"not tested: no column {spec.name!r} in the {' and '.join(absent)} data")
@@ -473,34 +685,27 @@ def _embedding_drift(spec: FeatureSpec, reference: pd.DataFrame, current: pd.Dat
     empty = [side for side, m in (("reference", ref), ("current", cur)) if len(m) < 2]
     if empty:
         return _untested(spec, f"not tested: fewer than 2 embeddings in the {' and '.join(empty)} data")
-    if ref.shape[1] != cur.shape[1]:
-        raise DataError(f"reference embeddings have {ref.shape[1]} components, current ones "
-                        f"{cur.shape[1]}: compare a window with its own model version's reference",
-                        field=spec.name)
-    method, name = embedding_method(ref, cur)
-    columns = [f"{_EMBEDDING_PREFIX}{i}" for i in range(ref.shape[1])]
-    score, drifted, _ = method(pd.DataFrame(cur, columns=columns), pd.DataFrame(ref, columns=columns))
-    centre = ref.mean(axis=0)
-    ref_dist = np.linalg.norm(ref - centre, axis=1)
-    cur_dist = np.linalg.norm(cur - centre, axis=1)
-    edges = histogram_edges(ref_dist, cur_dist)
+    score = feature_distance(spec.kind, ref, cur)
     note = ("summaries: distance of each embedding to the reference mean embedding"
             + (f"; {len(current) - len(cur)} current rows without an embedding left out"
                if len(cur) < len(current) else ""))
-    return FeatureDrift(spec.name, spec.group, spec.kind, name, float(score), EMBEDDING_RATIO_THRESHOLD,
-                        bool(drifted), numeric_summary(ref_dist, edges, len(reference)),
-                        numeric_summary(cur_dist, edges, len(current)), note)
+    return _verdict(spec, score, len(current), len(reference), null, judged,
+                    _embedding_summaries(ref, cur, len(reference), len(current)), note)
 
 
-def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, *, sample_size: int = 5000,
-                  seed: int = 0, features: Iterable[FeatureSpec | str] = DEFAULT_FEATURES) -> DriftResult:
+def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, *, null: DriftNull | None = None,
+                  min_answers: int = MIN_ANSWERS, sample_size: int = 5000, seed: int = 0,
+                  features: Iterable[FeatureSpec | str] = DEFAULT_FEATURES) -> DriftResult:
     """Per-feature drift of ``current`` (a window of logged predictions) against ``reference`` (the
-    model version's validation answers), both with predictions-table columns.
+    model version's reference answers), both with predictions-table columns, judged against the
+    version's ``null`` and the practical effect sizes (see the module docstring).
 
     Each side is sampled to at most ``sample_size`` rows (seeded by ``seed``). ``features`` are
     :class:`FeatureSpec` or names of known features; a feature whose column is absent, or which has
-    no values on one side, is reported untested with a note. An empty ``current`` gives a result
-    with ``n_current=0``, no features and a note; an empty ``reference`` is a DataError.
+    no values on one side, is reported untested with a note. A window of fewer than
+    ``min_answers`` answers has its distances measured but none judged (``share_drifted`` NaN, the
+    note "not enough answers"). An empty ``current`` gives a result with ``n_current=0``, no
+    features and a note; an empty ``reference`` is a DataError.
     """
     specs = resolve_features(features)
     if len(reference) == 0:
@@ -508,19 +713,33 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, *, sample_size
                         "register the version with its reference (registry.register)", source="reference")
     if len(current) == 0:
         return DriftResult((), math.nan, len(reference), 0, False, 0, 0,
-                           ("the current window has no predictions: nothing to compare",))
+                           ("the current window has no predictions: nothing to compare",), min_answers)
     ref, cur = sample_rows(reference, sample_size, seed), sample_rows(current, sample_size, seed)
-    tabular = _tabular_drift(_tabular(ref, cur, specs), specs)
-    verdicts = [tabular[s.name] if s.kind != "embedding" else _embedding_drift(s, ref, cur) for s in specs]
+    judged = len(current) >= min_answers
+    tab = _tabular(ref, cur, specs)
+    verdicts = []
+    for spec in specs:
+        if spec.kind == "embedding":
+            verdicts.append(_embedding_drift(spec, ref, cur, null, judged))
+        elif spec.name in tab.skipped:
+            verdicts.append(_untested(spec, tab.skipped[spec.name], *_summaries(spec, tab)))
+        else:
+            score = feature_distance(spec.kind, tab.reference[spec.name].to_numpy(),
+                                     tab.current[spec.name].to_numpy())
+            verdicts.append(_verdict(spec, score, len(cur), len(ref), null, judged, _summaries(spec, tab)))
     tested = [f for f in verdicts if f.tested]
-    share = sum(f.drifted for f in tested) / len(tested) if tested else math.nan
+    share = sum(f.drifted for f in tested) / len(tested) if tested and judged else math.nan
     sampled = len(ref) < len(reference) or len(cur) < len(current)
     notes = [f"{f.name}: {f.note}" for f in verdicts if not f.tested]
+    if not judged:
+        notes.insert(0, f"not enough answers ({len(current)} of {min_answers}): drift not judged")
     if sampled:
         notes.append(f"sampled {len(ref)} of {len(reference)} reference and {len(cur)} of {len(current)} "
                      f"current rows (seed {seed})")
+    how = (null.describe() if null is not None
+           else "no null distribution stored with this version: judged by the practical effect size alone")
     return DriftResult(tuple(verdicts), share, len(reference), len(current), sampled, len(ref), len(cur),
-                       tuple(notes))
+                       tuple(notes), min_answers, how)
 
 
 # --- the full report ----------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
-"""Drift against the reference: planted shifts are flagged (and nothing else), sampling, the HTML report.
+"""Drift against the reference: planted shifts are flagged (and nothing else), the null distribution
+bounds sampling noise, too few answers are not judged, sampling, the HTML report.
 
-Frames of 3,000 rows put Evidently in its distance-test regime (more than 1,000 reference rows:
-Wasserstein / Jensen-Shannon against 0.1), where sampling noise stays below the thresholds (at most
-~0.09 over 20 seeds for the noisiest column, age), so "only the planted column" is a stable
-assertion; smaller frames get its p-value tests."""
+Frames of 3,000 rows keep sampling noise below the effect size (at most ~0.09 over 20 seeds for the
+noisiest column, age), so "only the planted column" is a stable assertion without a null; windows
+of 100-300 answers need the null."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 
 from skinlesion.errors import DataError
 from skinlesion.monitoring.drift import (
-    CLASS_PROBABILITY_FEATURES, DEFAULT_FEATURES, CategoricalSummary, DriftResult, NumericSummary,
-    compute_drift, drift_report_html, resolve_features)
+    CLASS_PROBABILITY_FEATURES, DEFAULT_FEATURES, CategoricalSummary, DriftNull, DriftResult,
+    NumericSummary, compute_drift, compute_null, drift_report_html, reference_description, resolve_features)
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, SITES
 
 N = 3000
@@ -68,18 +68,80 @@ def test_no_shift_flags_nothing(no_shift: DriftResult) -> None:
     assert (no_shift.n_reference, no_shift.n_current, no_shift.sampled) == (N, N, False)
 
 
-def test_stattests_chosen_by_evidently_and_reported(no_shift: DriftResult) -> None:
+def test_distances_by_evidently_bounded_by_the_effect_size_without_a_null(no_shift: DriftResult) -> None:
     brightness, site = no_shift.feature("brightness"), no_shift.feature("anatom_site_general")
     assert brightness.stattest == "Wasserstein distance (normed)" and brightness.threshold == 0.1
     assert site.stattest == "Jensen-Shannon distance" and site.threshold == 0.1
     assert not brightness.is_p_value and 0 <= brightness.score < 0.1
-    small = compute_drift(window(400, seed=0), window(400, seed=1, brightness=0.15),
-                          features=["brightness", "sex", "embedding"])
-    assert small.feature("embedding").stattest.startswith("share of drifted components (K-S p_value")
-    assert not small.feature("embedding").is_p_value and small.feature("embedding").threshold == 0.2
-    assert small.feature("brightness").stattest == "K-S p_value"
-    assert small.feature("brightness").drifted and small.feature("brightness").score < 1e-10
-    assert small.feature("sex").stattest == "chi-square p_value"
+    assert math.isnan(brightness.null_bound) and brightness.effect_size == 0.1
+    assert "effect size alone" in no_shift.null
+
+
+@pytest.fixture(scope="module")
+def small_reference() -> pd.DataFrame:
+    """1,000 reference answers, 2-3 images per lesion (a lesion's images alike in brightness)."""
+    ref = window(1000, seed=10)
+    lesions = np.repeat(np.arange(400), 3)[:1000]
+    ref["lesion_id"] = [f"L{i}" for i in lesions]
+    rng = np.random.default_rng(3)  # the same marginal as window()'s, most of it shared per lesion
+    ref["brightness"] = 0.55 + 0.07 * (0.95 * rng.normal(size=400)[lesions] + 0.312 * rng.normal(size=1000))
+    return ref
+
+
+@pytest.fixture(scope="module")
+def null(small_reference: pd.DataFrame) -> DriftNull:
+    return compute_null(small_reference, sizes=(100, 300), replicates=40, seed=0)
+
+
+def test_the_null_is_stored_per_size_and_bounds_noise(null: DriftNull, small_reference: pd.DataFrame) -> None:
+    assert null.sizes == (100, 300) and null.grouped_by == "lesion_id" and null.n_reference == 1000
+    for name in ("brightness", "sex", "embedding"):
+        small, large = null.bound(name, 100), null.bound(name, 300)
+        assert small > large > 0  # smaller windows are noisier
+        at_100, at_300 = null.bounds[name]
+        assert null.bound(name, 200) == pytest.approx(np.interp(
+            math.sqrt(1 / 200 + 1 / 1000), [math.sqrt(1 / 300 + 1 / 700), math.sqrt(1 / 100 + 1 / 900)],
+            [at_300, at_100]))
+        assert null.bound(name, 3000) < large  # beyond the grid: the sampling scale
+    assert DriftNull.from_dict(json.loads(json.dumps(null.as_dict()))) == null
+    with pytest.raises(ValueError, match="increasing"):
+        DriftNull(sizes=(300, 100), bounds={}, n_reference=1000)
+
+
+def test_a_null_replay_stays_green(small_reference: pd.DataFrame, null: DriftNull) -> None:
+    shares = [compute_drift(small_reference, window(300, seed=s), null=null).share_drifted for s in range(20, 30)]
+    assert max(shares) <= 0.1 and np.mean(shares) < 0.05
+
+
+@pytest.mark.parametrize(("shift", "flagged"), [({"brightness": 0.05}, "brightness"),
+                                                ({"embedding_shift": 0.3}, "embedding")])
+def test_a_planted_shift_beyond_the_null_goes_red_naming_its_feature(
+        small_reference: pd.DataFrame, null: DriftNull, shift: dict, flagged: str) -> None:
+    result = compute_drift(small_reference, window(300, seed=40, **shift), null=null)
+    assert result.drifted_features()[0] == flagged and len(result.drifted_features()) <= 2
+    feature = result.feature(flagged)
+    assert feature.score > feature.threshold == max(feature.null_bound, feature.effect_size)
+
+
+def test_a_shift_within_the_null_is_not_drift(small_reference: pd.DataFrame, null: DriftNull) -> None:
+    """A shift of half the noise passes the effect size alone but not the null at 100 answers."""
+    result = compute_drift(small_reference, window(100, seed=41, brightness=0.01), null=null,
+                           features=["brightness"])
+    assert result.drifted_features() == () and result.feature("brightness").null_bound > 0.1
+
+
+def test_too_few_answers_are_not_judged(small_reference: pd.DataFrame, null: DriftNull) -> None:
+    result = compute_drift(small_reference, window(60, seed=42, brightness=0.3), null=null)
+    assert not result.enough_answers and math.isnan(result.share_drifted)
+    assert result.feature("brightness").score > 1 and not result.feature("brightness").drifted
+    assert result.notes[0] == "not enough answers (60 of 100): drift not judged"
+
+
+def test_reference_description(small_reference: pd.DataFrame) -> None:
+    described = reference_description(small_reference)
+    assert described["rows"] == 1000 and described["lesions"] == 334
+    assert described["multi_image_share"] == pytest.approx(0.999)  # the last lesion has one image
+    assert "one row per image" in described["weighting"]
 
 
 @pytest.mark.parametrize(("shift", "flagged"), [

@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 
 #: The assumptions behind every estimated number, in words the dashboard can show next to them.
 ASSUMPTIONS = (
@@ -152,3 +153,117 @@ def estimate_performance(p_malignant: object, threshold: float | object) -> dict
     """CBPE estimate of the binary metrics of the cases ``p_malignant`` at ``threshold`` (scalar or
     per case): :func:`estimate` of :func:`score_stats`."""
     return estimate(score_stats(p_malignant, threshold))
+
+
+# --- how sure the estimate is -------------------------------------------------------------------------
+
+#: Replicates and central level of :func:`estimate_band`.
+BAND_REPLICATES = 200
+BAND_LEVEL = 0.90
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """Platt recalibration of ``p_malignant``: ``sigmoid(slope * logit(p) + intercept)``."""
+
+    slope: float
+    intercept: float
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        q = np.clip(p, 1e-6, 1 - 1e-6)
+        return 1.0 / (1.0 + np.exp(-(self.slope * np.log(q / (1 - q)) + self.intercept)))
+
+
+def fit_recalibration(p_malignant: np.ndarray, malignant: np.ndarray, *, steps: int = 50) -> Recalibration:
+    """Platt's two parameters fitted to labelled answers by Newton steps on the binary log loss
+    (identity when the answers are calibrated; a light ridge keeps a tiny sample finite)."""
+    q = np.clip(np.asarray(p_malignant, dtype=np.float64), 1e-6, 1 - 1e-6)
+    x = np.stack([np.log(q / (1 - q)), np.ones_like(q)], axis=1)
+    y = np.asarray(malignant, dtype=np.float64)
+    w = np.array([1.0, 0.0])
+    ridge = np.diag([1e-3, 1e-3])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-x @ w))
+        grad = x.T @ (p - y) + ridge @ (w - np.array([1.0, 0.0]))
+        hess = (x * (p * (1 - p))[:, None]).T @ x + ridge
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return Recalibration(slope=float(w[0]), intercept=float(w[1]))
+
+
+def _realised_binary(p: np.ndarray, called: np.ndarray, y: np.ndarray, min_sensitivity: float) -> np.ndarray:
+    """Realised :data:`ESTIMATED_METRICS` of each row of outcomes ``y`` (replicates, n) for scores
+    ``p`` called malignant where ``called``; nan where undefined."""
+    y = y.astype(bool)
+    tp = (y & called).sum(1).astype(float)
+    fp = (~y & called).sum(1).astype(float)
+    fn = (y & ~called).sum(1).astype(float)
+    tn = (~y & ~called).sum(1).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_replicate = [confusion_rates(*counts) for counts in zip(tp, fp, tn, fn, strict=True)]
+        rates = {name: np.array([r[name] for r in per_replicate]) for name in per_replicate[0]}
+        pos = y.sum(1)
+        neg = y.shape[1] - pos
+        auroc = ((rankdata(p)[None, :] * y).sum(1) - pos * (pos + 1) / 2) / (pos * neg)
+    q = np.clip(p, EPS, 1 - EPS)
+    log_loss = -(y * np.log(q) + (~y) * np.log(1 - q)).mean(1)
+    pauc = np.array([_realised_pauc(p, row, min_sensitivity) for row in y])
+    out = {**rates, "auroc": np.where(
+        (pos > 0) & (neg > 0), auroc, np.nan), "pauc_80": pauc, "log_loss": log_loss}
+    return np.stack([out[name] for name in ESTIMATED_METRICS], axis=1)
+
+
+def _realised_pauc(p: np.ndarray, y: np.ndarray, min_sensitivity: float) -> float:
+    if y.all() or not y.any():
+        return math.nan
+    fpr, tpr = expected_roc(p, y.astype(float), (~y).astype(float))
+    return _partial_auc(fpr, tpr, min_sensitivity)
+
+
+def estimate_band(p_malignant: object, threshold: float | object, *,
+                  reference_p: object | None = None, reference_malignant: object | None = None,
+                  replicates: int = BAND_REPLICATES, level: float = BAND_LEVEL, seed: int = 0,
+                  min_sensitivity: float = 0.80) -> dict[str, tuple[float, float]]:
+    """A ``level`` band around each estimated metric of the cases ``p_malignant`` called at
+    ``threshold``: where the *realised* metric of these cases should fall once their labels arrive.
+
+    Each of ``replicates`` replicates (seeded) draws every case's outcome from its probability and
+    computes the realised metrics. With the version's labelled reference answers (``reference_p``,
+    ``reference_malignant``) each replicate first perturbs the probabilities by how much Platt
+    scaling fitted on a bootstrap resample of them moves from the fit on all of them (a basic
+    bootstrap around calibration, as CBPE assumes), so the band also carries how well the
+    reference pins the calibration down. The band is the central ``level`` of the replicates
+    (``(nan, nan)`` where a metric is undefined in most replicates, or without cases)."""
+    p = np.asarray(p_malignant, dtype=np.float64).ravel()
+    t = np.broadcast_to(np.asarray(threshold, dtype=np.float64), p.shape)
+    if not 0 < level < 1 or replicates < 20:
+        raise ValueError(f"a band needs a level in (0, 1) and at least 20 replicates, got {level}, {replicates}")
+    if p.size == 0:
+        return {name: (math.nan, math.nan) for name in ESTIMATED_METRICS}
+    rng = np.random.default_rng(seed)
+    if reference_p is not None and reference_malignant is not None:
+        ref_p = np.asarray(reference_p, dtype=np.float64).ravel()
+        ref_y = np.asarray(reference_malignant, dtype=bool).ravel()
+        if ref_p.shape != ref_y.shape or ref_p.size < 20:
+            raise ValueError("the reference needs at least 20 labelled answers, one label per answer")
+        fitted = fit_recalibration(ref_p, ref_y)
+        probs = np.empty((replicates, p.size))
+        for b in range(replicates):
+            rows = rng.integers(0, ref_p.size, ref_p.size)
+            resampled = fit_recalibration(ref_p[rows], ref_y[rows])
+            probs[b] = Recalibration(slope=1 + resampled.slope - fitted.slope,
+                                     intercept=resampled.intercept - fitted.intercept).apply(p)
+    else:
+        probs = np.broadcast_to(p, (replicates, p.size))
+    outcomes = rng.random((replicates, p.size)) < probs
+    realised = _realised_binary(p, p >= t, outcomes, min_sensitivity)
+    alpha = (1 - level) / 2
+    out = {}
+    for k, name in enumerate(ESTIMATED_METRICS):
+        column = realised[:, k]
+        finite = column[np.isfinite(column)]
+        out[name] = ((float(np.quantile(finite, alpha)), float(np.quantile(finite, 1 - alpha)))
+                     if finite.size >= replicates / 2 else (math.nan, math.nan))
+    return out

@@ -1,4 +1,5 @@
-"""CBPE: the expected confusion matrix and the expected ROC, against hand sums and sklearn."""
+"""CBPE: the expected confusion matrix and the expected ROC, against hand sums and sklearn; the band
+around the estimate covers the realised value on a calibrated simulation, not on a miscalibrated one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sklearn.metrics
 from skinlesion.monitoring.estimate import (
     ASSUMPTIONS,
     ESTIMATED_METRICS,
+    confusion_rates,
+    estimate_band,
     estimate_performance,
     expected_roc,
     score_stats,
@@ -87,3 +90,42 @@ def test_undefined_estimates_are_nan():
 
 def test_assumptions_are_stated():
     assert "calibrated" in ASSUMPTIONS and "concept shift" in ASSUMPTIONS
+
+
+def _window_metrics(p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
+    called = p >= threshold
+    tp, fp = float((y & called).sum()), float((~y & called).sum())
+    fn, tn = float((y & ~called).sum()), float((~y & ~called).sum())
+    return confusion_rates(tp, fp, tn, fn) | {"auroc": sklearn.metrics.roc_auc_score(y, p)}
+
+
+def test_the_band_covers_the_realised_value_on_a_calibrated_simulation() -> None:
+    rng = np.random.default_rng(0)
+    ref_p = rng.beta(0.6, 2.0, 1000)
+    ref_y = rng.random(1000) < ref_p
+    metrics = ("accuracy", "precision", "recall", "specificity", "auroc")
+    covered = dict.fromkeys(metrics, 0)
+    for seed in range(40):
+        p = rng.beta(0.6, 2.0, 300)
+        y = rng.random(300) < p
+        band = estimate_band(p, 0.3, reference_p=ref_p, reference_malignant=ref_y, seed=seed,
+                             replicates=100)
+        point = estimate_performance(p, 0.3)
+        realised = _window_metrics(p, y, 0.3)
+        for name in metrics:
+            low, high = band[name]
+            assert low <= point[name] <= high
+            covered[name] += low <= realised[name] <= high
+    assert min(covered.values()) >= 34  # a 90% band: at least 85% of 40 windows
+
+
+def test_a_miscalibrated_window_falls_outside_the_band() -> None:
+    """Labels drawn from much lower probabilities than the model says: precision far below its band."""
+    rng = np.random.default_rng(1)
+    p = rng.beta(0.6, 2.0, 300)
+    y = rng.random(300) < p / 3
+    band = estimate_band(p, 0.3, seed=0)
+    assert _window_metrics(p, y, 0.3)["precision"] < band["precision"][0]
+    assert estimate_band(np.array([]), 0.3)["auroc"] == (pytest.approx(np.nan, nan_ok=True),) * 2
+    with pytest.raises(ValueError, match="level"):
+        estimate_band(p, 0.3, level=1.5)

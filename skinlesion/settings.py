@@ -31,6 +31,17 @@ class Settings(BaseSettings):
     route_ttl_s: float = 2.0
     #: seconds a process waits on a DuckDB lock held by another process before giving up
     busy_timeout_s: float = 10.0
+    #: API: pixels decoded at once across requests (a request waits up to ``decode_wait_s`` for room,
+    #: then gets 503 with Retry-After); at least the largest image accepted
+    decode_budget_px: int = 40_000_000
+    decode_wait_s: float = 10.0
+    #: API rate limits (``limits`` notation: "N/second|minute|hour"): every request per client
+    #: address, requests per API key, and failed key checks per address
+    rate_limit_per_address: str = "600/minute"
+    rate_limit_per_key: str = "300/minute"
+    auth_failures_per_address: str = "20/minute"
+    #: seconds an API process trusts a checked key (a key revoked elsewhere stops working within it)
+    key_cache_ttl_s: float = 0.5
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -13,7 +13,10 @@ from fastapi import FastAPI
 
 from skinlesion import __version__
 from skinlesion.api.errors import install_error_handlers
+from skinlesion.api.guards import Gate, KeyVerifier, PixelBudget, RateLimits
 from skinlesion.api.metrics import ApiMetrics, StartStamp
+from skinlesion.data.images import MAX_PIXELS
+from skinlesion.errors import DataError
 from skinlesion.api.routes import router
 from skinlesion.serving import ServingService
 from skinlesion.settings import Settings
@@ -46,9 +49,18 @@ def create_app(settings: Settings | None = None, *, service: ServingService | No
                 "every answer logged for monitoring and audit.",
         lifespan=lifespan,
     )
+    if settings.decode_budget_px < MAX_PIXELS:
+        raise DataError(f"decode_budget_px must hold the largest image accepted ({MAX_PIXELS:,} "
+                        f"pixels), got {settings.decode_budget_px:,}", field="decode_budget_px")
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = ApiMetrics()
+    app.state.rate_limits = RateLimits(settings.rate_limit_per_address, settings.rate_limit_per_key,
+                                       settings.auth_failures_per_address)
+    app.state.key_verifier = KeyVerifier(lambda key: app.state.service.store.verify_api_key(key),
+                                         settings.key_cache_ttl_s)
+    app.state.pixel_budget = PixelBudget(settings.decode_budget_px)
+    app.add_middleware(Gate)  # inside StartStamp: a refusal's latency is measured too
     app.add_middleware(StartStamp)
     install_error_handlers(app)
     app.include_router(router)

@@ -4,7 +4,12 @@
 of ``age_approx``, the formats and limits of ``image``. Every error answer to a counted endpoint is
 counted in the API's metrics; a prediction request's is also recorded in the store
 (``request_failures``: time, model version if one answered, status, kind and field; never the
-request body or the message, which may quote what was sent), for the error rate of the health report.
+request body or the message, which may quote what was sent), for the error rate of the health report;
+unauthorized (401/403) and throttled (429) requests are counted in metrics only, never written.
+
+Statuses: 413 too large, 415 an image format or body type not accepted, 422 any other bad input,
+429 rate limited, 503 (with the reason, and ``Retry-After`` where waiting helps) when no model or
+store can serve the request or the decoders are busy.
 """
 
 from __future__ import annotations
@@ -17,15 +22,19 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from skinlesion.api.metrics import endpoint_of, outcome_of
-from skinlesion.data.images import MAX_PIXELS, MIN_SIDE
-from skinlesion.errors import ImageError, MetadataError, ModelNotFoundError, StoreBusyError, StoreError
+from skinlesion.api.metrics import UNRECORDED_OUTCOMES, endpoint_of, outcome_of
+from skinlesion.data.images import ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE
+from skinlesion.errors import (ImageError, ImageFormatError, MetadataError, ModelNotFoundError,
+                               StoreBusyError, StoreError)
 from skinlesion.schema import AGE_ACCEPTED_MAX, AGE_MAX, AGE_MIN, SEXES, SITES
 from skinlesion.serving import RouteError
 from skinlesion.store import FailureRecord, Store
 
 log = logging.getLogger("skinlesion.api")
+#: Seconds a client is asked to wait after a 503 of a missing model or failing store.
+RETRY_AFTER_UNAVAILABLE_S = 5
 
 ALLOWED: dict[str, Any] = {
     "sex": list(SEXES),
@@ -33,8 +42,8 @@ ALLOWED: dict[str, Any] = {
     "age_approx": {"min": AGE_MIN, "max": AGE_ACCEPTED_MAX, "unit": "years",
                    "note": f"ages over {AGE_MAX:g} count as {AGE_MAX:g}; leave empty if unknown"},
 }
-#: The image formats to send (the decoder reads a few more, but these are the ones supported).
-IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG")
+#: The image formats accepted (and advertised).
+IMAGE_FORMATS: tuple[str, ...] = ACCEPTED_FORMATS
 
 
 def allowed_values(field: str | None, max_upload_bytes: int) -> Any:
@@ -48,9 +57,11 @@ def allowed_values(field: str | None, max_upload_bytes: int) -> Any:
 class ApiError(Exception):
     """An error answered as-is: HTTP status, the field at fault and the message."""
 
-    def __init__(self, status: int, field: str | None, message: str, **extra):
+    def __init__(self, status: int, field: str | None, message: str, *,
+                 headers: dict[str, str] | None = None, **extra):
         super().__init__(message)
         self.status, self.field, self.message, self.extra = status, field, message, extra
+        self.headers = headers
 
 
 def error_body(field: str | None, message: str, allowed: Any = None, **extra) -> dict:
@@ -75,27 +86,46 @@ def _log_failure(store: Store, failure: FailureRecord) -> None:
 
 
 async def _failed(request: Request, status: int, field: str | None, *, record: bool = True) -> None:
-    """Count an error answer; record it in the store when it answers a prediction request and
-    ``record`` (False when the store itself is what failed)."""
+    """Count an error answer; record it in the store when it answers a prediction request, is not
+    unauthorized or throttled, and ``record`` (False when the store itself is what failed)."""
     version = getattr(request.state, "model_version", None)
     request.app.state.metrics.observe(request, status, version)
-    if record and endpoint_of(request) == "predictions":
+    if (record and endpoint_of(request) == "predictions"
+            and outcome_of(status) not in UNRECORDED_OUTCOMES):
         failure = FailureRecord(request_id=request_id_of(request), model_version=version,
                                 http_status=status, kind=outcome_of(status), field=field)
         await run_in_threadpool(_log_failure, request.app.state.service.store, failure)
 
 
 async def _answer(request: Request, status: int, field: str | None, message: str, *,
-                  record: bool = True, **extra) -> JSONResponse:
-    await _failed(request, status, field, record=record)
+                  record: bool = True, headers: dict[str, str] | None = None,
+                  **extra) -> JSONResponse:
+    await _failed(request, status, _recorded_field(field), record=record)
     allowed = allowed_values(field, request.app.state.settings.max_upload_bytes)
-    return JSONResponse(error_body(field, message, allowed, **extra), status_code=status)
+    return JSONResponse(error_body(field, message, allowed, **extra), status_code=status,
+                        headers=headers)
+
+
+def _recorded_field(field: str | None) -> str | None:
+    """The field as recorded in the store: a short name of ours; anything else could be client text
+    (e.g. a dotted path into a JSON body) and is cut to its first part."""
+    return field.split(".")[0][:64] if field else None
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return await _answer(request, exc.status, exc.field, exc.message, **exc.extra)
+        return await _answer(request, exc.status, exc.field, exc.message, headers=exc.headers,
+                             **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        # Starlette's own answers (unknown path, method not allowed) in the project's shape
+        return await _answer(request, exc.status_code, None, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(ImageFormatError)
+    async def _image_format(request: Request, exc: ImageFormatError):
+        return await _answer(request, 415, "image", str(exc))
 
     @app.exception_handler(MetadataError)
     async def _metadata(request: Request, exc: MetadataError):
@@ -113,6 +143,8 @@ def install_error_handlers(app: FastAPI) -> None:
         message = first.get("msg", "invalid input")
         if first.get("type") == "missing":
             message = f"the field '{field}' is required"
+        if first.get("type") == "json_invalid":
+            field, message = "body", f"the body is not valid JSON ({first.get('ctx', {}).get('error')})"
         return await _answer(request, 422, field, message)
 
     @app.exception_handler(Exception)
@@ -126,10 +158,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ModelNotFoundError)
     @app.exception_handler(RouteError)
-    @app.exception_handler(StoreBusyError)
+    @app.exception_handler(StoreError)
     async def _unavailable(request: Request, exc: Exception):
         request_id = request_id_of(request)
         log.error("request %s: service unavailable: %s", request_id, exc)
-        # a store that stayed locked cannot take the failure's row either: metrics count it
+        # a store that failed cannot take the failure's row either: metrics count it
         return await _answer(request, 503, None, f"service unavailable: {exc}",
-                             record=not isinstance(exc, StoreBusyError), request_id=request_id)
+                             record=not isinstance(exc, StoreError), request_id=request_id,
+                             headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)})

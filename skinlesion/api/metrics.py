@@ -4,7 +4,11 @@ live in one process, as in tests). Labels are low-cardinality only: no request o
 The writing endpoints (:data:`COUNTED`) are counted and timed by endpoint, model version (``none``
 when no model answered) and outcome: ``ok`` or, for a request answered with an error, the failure
 kinds of the store (:data:`skinlesion.store.FAILURE_KINDS`: rejected, unauthorized, unavailable,
-error). Latency runs from the moment the request reached the app (:class:`StartStamp`)."""
+error), or ``throttled`` (429, rate limited). Unauthorized and throttled requests are counted here
+only, never written to the store (an attacker's guesses must not cost a database write each).
+``skinlesion_refused_total{reason}`` counts the requests the gate (:mod:`skinlesion.api.guards`)
+refused before reading their body, on every ``/v1/`` endpoint. Latency runs from the moment the
+request reached the app (:class:`StartStamp`)."""
 
 from __future__ import annotations
 
@@ -22,22 +26,30 @@ COUNTED: dict[tuple[str, str], str] = {("POST", "/v1/predictions"): "predictions
                                        ("POST", "/v1/labels"): "labels"}
 
 
+#: Outcomes counted in Prometheus only, never recorded in the store.
+UNRECORDED_OUTCOMES = ("unauthorized", "throttled")
+
+
 def outcome_of(status: int) -> str:
-    """The outcome of an HTTP status: ``ok`` below 400, ``unauthorized`` for 401/403,
-    ``unavailable`` for 503, ``error`` for other 5xx, ``rejected`` for other 4xx (bad input)."""
+    """The outcome of an HTTP status: ``ok`` below 400, ``unauthorized`` for 401/403, ``throttled``
+    for 429, ``unavailable`` for 503, ``error`` for other 5xx, ``rejected`` for other 4xx (bad
+    input)."""
     if status < 400:
         return "ok"
     if status in (401, 403):
         return "unauthorized"
+    if status == 429:
+        return "throttled"
     if status == 503:
         return "unavailable"
     return "error" if status >= 500 else "rejected"
 
 
 def endpoint_of(request: Request) -> str | None:
-    """The endpoint label of a request to a :data:`COUNTED` route, else None."""
+    """The endpoint label of a request to a :data:`COUNTED` route, else None (before routing, as
+    in the gate, the request's path stands for the route's)."""
     route = request.scope.get("route")
-    return COUNTED.get((request.method, getattr(route, "path", "")))
+    return COUNTED.get((request.method, getattr(route, "path", request.url.path)))
 
 
 class StartStamp:
@@ -68,6 +80,8 @@ class ApiMetrics:
         self.decisions = Counter("skinlesion_decisions_total", "Answers by decision and class.",
                                  ["model_version", "decision", "predicted_class"],
                                  registry=self.registry)
+        self.refused = Counter("skinlesion_refused_total", "API requests refused before their body "
+                               "was read, by reason.", ["reason"], registry=self.registry)
 
     def observe(self, request: Request, status: int, model_version: str | None = None) -> None:
         """Count a finished request to a :data:`COUNTED` endpoint (others are left out) and observe

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Header, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from skinlesion.api.errors import ApiError
+from skinlesion.api.form import OPENAPI_FORM, PredictionForm, read_prediction_form
+from skinlesion.api.guards import ApiClient, DecodeBusy
+from skinlesion.data.images import read_header
 from skinlesion.errors import SkinLesionError
 from skinlesion.schema import CLASSES, Metadata, class_index
 from skinlesion.serving import ServingService
-from skinlesion.store import LabelRecord
+from skinlesion.store import LabelRecord, PredictionRecord
 
 router = APIRouter()
-KEY_CACHE_TTL_S = 5.0
 
 
 def get_service(request: Request) -> ServingService:
@@ -29,21 +30,13 @@ def require_api_key(request: Request,
                     x_api_key: Annotated[str | None, Header(description="API key "
                                                             "(`skinlesion apikey create`)")] = None
                     ) -> str:
-    """The key's name; 401 without a key, 403 with an unknown or revoked one. Verified keys are cached
-    for a few seconds so a request does not open the database just to check its key."""
-    if not x_api_key:
-        raise ApiError(401, "X-API-Key", "missing API key: send it in the X-API-Key header "
-                       "(create one with `skinlesion apikey create --name NAME`)")
-    cache = request.app.state.__dict__.setdefault("key_cache", {})
-    digest = hashlib.sha256(x_api_key.encode()).hexdigest()
-    hit = cache.get(digest)
-    if hit and hit[1] > time.monotonic():
-        return hit[0]
-    name = get_service(request).store.verify_api_key(x_api_key)
-    if name is None:
-        raise ApiError(403, "X-API-Key", "API key not recognised or revoked")
-    cache[digest] = (name, time.monotonic() + KEY_CACHE_TTL_S)
-    return name
+    """The name of the caller's key, checked by the gate (:mod:`skinlesion.api.guards`) before the
+    body was read; 401 if the gate did not admit the request (the header is declared for the
+    OpenAPI description)."""
+    client = getattr(request.state, "api_client", None)
+    if not isinstance(client, ApiClient):
+        raise ApiError(401, "X-API-Key", "missing API key: send it in the X-API-Key header")
+    return client.name
 
 
 Service = Annotated[ServingService, Depends(get_service)]
@@ -93,38 +86,36 @@ class LabelsIn(BaseModel):
     labels: list[LabelIn] = Field(min_length=1, max_length=10_000)
 
 
-def _read_upload(image: UploadFile, max_bytes: int) -> bytes:
-    data = image.file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ApiError(413, "image", f"image larger than the {max_bytes // (1024 * 1024)} MiB limit; "
-                       "send the dermoscopy image as JPEG or PNG")
-    if not data:
-        raise ApiError(422, "image", "the image file is empty (0 bytes)")
-    return data
-
-
-@router.post("/v1/predictions", response_model=PredictionOut, tags=["predictions"],
-             summary="Classify one dermoscopy image with its metadata; the answer is logged.")
-def create_prediction(
-    request: Request, service: Service, key_name: ApiKey,
-    image: Annotated[UploadFile, File(description="Dermoscopy image (JPEG/PNG)")],
-    age_approx: Annotated[str | None, Form(description="Age in years, 0-85 (85+ as 85); "
-                                           "empty if unknown")] = None,
-    sex: Annotated[str | None, Form(description="male | female; empty if unknown")] = None,
-    anatom_site_general: Annotated[str | None, Form(description="ISIC 2019 site; empty if "
-                                                    "unknown")] = None,
-) -> PredictionOut:
-    # failures are counted and recorded by the error handlers (skinlesion.api.errors)
-    metrics = request.app.state.metrics
-    request.state.request_id = request_id = str(uuid.uuid4())
-    metadata = Metadata.from_raw(age_approx, sex, anatom_site_general)
-    data = _read_upload(image, request.app.state.settings.max_upload_bytes)
-    record = service.answer(data, metadata, source="api", request_id=request_id)
+def answer_form(request: Request, service: ServingService, form: PredictionForm,
+                request_id: str) -> PredictionRecord:
+    """Validate the metadata and the image's header, decode and answer within the pixel budget, log
+    durably (blocking: runs in a worker thread)."""
+    state = request.app.state
+    metadata = Metadata.from_raw(form.age_approx, form.sex, form.anatom_site_general)
+    header = read_header(form.image)  # format, animation and size refused before any decode
+    try:
+        with state.pixel_budget.hold(header.pixels, state.settings.decode_wait_s):
+            record = service.answer(form.image, metadata, source="api", request_id=request_id)
+    except DecodeBusy as busy:
+        raise ApiError(503, "image", f"the server is decoding other large images; {busy}",
+                       headers={"Retry-After": str(busy.retry_after_s)}) from None
     request.state.model_version = record.model_version
     logging_start = time.perf_counter()
     service.log(record)  # the client gets its answer only once the log row is durable
-    metrics.log_wait.observe(time.perf_counter() - logging_start)
-    service.shadow(data, metadata, source="api")  # in the background: logged, never returned
+    state.metrics.log_wait.observe(time.perf_counter() - logging_start)
+    service.shadow(form.image, metadata, source="api")  # in the background: logged, never returned
+    return record
+
+
+@router.post("/v1/predictions", response_model=PredictionOut, tags=["predictions"],
+             summary="Classify one dermoscopy image with its metadata; the answer is logged.",
+             openapi_extra=OPENAPI_FORM)
+async def create_prediction(request: Request, service: Service, key_name: ApiKey) -> PredictionOut:
+    # failures are counted and recorded by the error handlers (skinlesion.api.errors)
+    request.state.request_id = request_id = str(uuid.uuid4())
+    form = await read_prediction_form(request, request.app.state.settings.max_upload_bytes)
+    record = await run_in_threadpool(answer_form, request, service, form, request_id)
+    metrics = request.app.state.metrics
     metrics.observe(request, 200, record.model_version)
     metrics.decisions.labels(record.model_version, record.decision, record.predicted_class).inc()
     return PredictionOut(**record.model_dump(include=set(PredictionOut.model_fields)))

@@ -260,12 +260,15 @@ def test_store_busy_is_503_counted_with_its_model_version_but_not_recorded(env, 
     assert store.query_failures().empty  # the locked store is what failed: no row to write there
 
 
-def test_rejected_and_unauthorized_requests_are_recorded_without_patient_data(env):
+def test_rejected_requests_are_recorded_without_patient_data_unauthorized_only_counted(env):
     client, store, _ = env
     assert predict(client, sex="nonsense", age_approx="47").status_code == 422
     del client.headers["X-API-Key"]
     assert predict(client).status_code == 401
     failures = store.query_failures().set_index("kind")
+    assert list(failures.index) == ["rejected"]  # a request without a key costs no database write
+    assert _sample(client.get("/metrics").text, "skinlesion_requests_total", endpoint="predictions",
+                   model_version="none", outcome="unauthorized") == 1
     assert set(failures.columns) == {"request_id", "ts", "source", "model_version", "http_status",
                                      "field"}
     rejected = failures.loc["rejected"]
@@ -273,8 +276,6 @@ def test_rejected_and_unauthorized_requests_are_recorded_without_patient_data(en
     assert rejected["model_version"] is None
     stored = set(failures.reset_index().drop(columns=["request_id", "ts"]).astype(str).to_numpy().ravel())
     assert not stored & {"nonsense", "47", "47.0"}  # nothing the client sent is kept
-    unauthorized = failures.loc["unauthorized"]
-    assert (unauthorized["http_status"], unauthorized["field"]) == (401, "X-API-Key")
     assert store.count_predictions() == 0
 
 
@@ -285,14 +286,14 @@ def test_error_rate_of_the_health_report_counts_failed_requests(env):
         assert predict(client).status_code == 200
     assert predict(client, image=b"not an image").status_code == 422
     client.headers["X-API-Key"] = "skl_wrong"
-    assert predict(client).status_code == 403  # not a service failure: left out of the rate
+    assert predict(client).status_code == 403  # not a service failure, and not even recorded
     store.log_failure(FailureRecord(http_status=500, kind="error", model_version="main-v1",
                                     source="batch"))  # planted: another source
     end = datetime.now(UTC) + timedelta(minutes=1)
     report = compute_health(store, start, end, policy=Policy(), resources=False)
     assert report.metrics[ERROR_RATE_METRIC].value == pytest.approx(2 / 5)
     assert report.metrics[ERROR_RATE_METRIC].n == 5
-    assert report.failures == {"rejected": 1, "unauthorized": 1, "unavailable": 0, "error": 1}
+    assert report.failures == {"rejected": 1, "unauthorized": 0, "unavailable": 0, "error": 1}
     api = compute_health(store, start, end, policy=Policy(), source="api", resources=False)
     assert api.metrics[ERROR_RATE_METRIC].value == pytest.approx(1 / 4)
     batch = compute_health(store, start, end, policy=Policy(), source="batch", resources=False)

@@ -22,6 +22,7 @@ sensitivity. Runs are seeded: same data + config + seed -> same model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import sys
@@ -50,6 +51,9 @@ from skinlesion.model.neural import (NeuralClassifier, build_network, freeze_tru
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index
 
 SPLITS = ("train", "val", "test")
+#: How validation calibrates the probabilities: a temperature alone, or first the class-prior offset
+#: that undoes the class-weighted loss (see :func:`_prior_shift`), then a temperature.
+CALIBRATION_MODES = ("temperature", "prior+temperature")
 
 
 class TrainConfig(BaseModel):
@@ -83,6 +87,7 @@ class TrainConfig(BaseModel):
     color_jitter: float = 0.2  # only with cut=0 (online augmentation)
     patience: int = 3
     seed: int = 0
+    calibration: Literal["temperature", "prior+temperature"] = "temperature"
     target_sensitivity: float = 0.90
     device: str = "auto"
 
@@ -116,7 +121,9 @@ class TrainConfig(BaseModel):
 @dataclass
 class FitResult:
     """A trained classifier with its validation evidence. ``val_probs`` are calibrated and aligned
-    with ``val_index`` (the df index of the validation rows)."""
+    with ``val_index`` (the df index of the validation rows), as are ``val_labels`` (class indices)
+    and ``val_logits`` (before the temperature, after the calibration mode's ``prior_shift``, which
+    is folded into the network's output bias). ``class_weights``: the training loss's weights."""
 
     classifier: NeuralClassifier
     config: TrainConfig
@@ -126,6 +133,10 @@ class FitResult:
     best_epoch: int
     val_index: pd.Index
     val_probs: np.ndarray
+    val_labels: np.ndarray
+    val_logits: np.ndarray
+    class_weights: np.ndarray
+    prior_shift: np.ndarray
     features: FeatureSource | None = field(default=None, repr=False)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
@@ -396,19 +407,36 @@ def _optimizer(net: FusionNet, config: TrainConfig, steps: int) -> tuple[torch.o
     return opt, sched
 
 
-def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path | str, *,
-        progress: bool = True, init_backbone: Backbone | None = None,
-        on_epoch: Callable[[dict], None] | None = None,
-        soft_targets: SoftTargets | None = None) -> FitResult:
-    """Train on ``split == "train"`` rows, select and calibrate on ``split == "val"`` rows.
+@dataclass
+class _Run:
+    """Everything one fit works with, prepared once by :func:`_prepare` (the named steps of
+    :func:`fit` share it)."""
 
-    ``df`` is a dataset table (skinlesion.data.readers), ``split`` a Series of train/val/test aligned
-    with it; ``cache_dir`` holds the cached frozen-backbone outputs. ``init_backbone`` (same
-    architecture) starts from its weights instead of ImageNet's, e.g. a parent version's fine-tuned
-    backbone. ``on_epoch`` is called with each epoch's history row (``epoch``, ``train_loss``,
-    validation scores) and ``epochs`` (the planned number): progress reports, cancellation, pruning
-    of hyperparameter trials. ``soft_targets`` (a teacher's answers on the train rows) turn the loss
-    into knowledge distillation; selection and calibration still use the true validation labels."""
+    config: TrainConfig
+    train_df: pd.DataFrame
+    val_df: pd.DataFrame
+    y_tr: np.ndarray
+    y_va: np.ndarray
+    meta_tr: np.ndarray
+    meta_va: np.ndarray
+    encoder: MetadataEncoder
+    net: FusionNet
+    cut: int
+    backbone_config: dict
+    preprocessing: Preprocessing
+    features: FeatureSource | None
+    train_views: tuple[str, ...]
+    inputs_tr: _Inputs | None
+    inputs_va: _Inputs | None
+    augment: Augmentation | None
+    weights: torch.Tensor
+    device: torch.device
+    soft_targets: SoftTargets | None
+    soft_tr: torch.Tensor | None
+
+
+def _split_rows(df: pd.DataFrame, split: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The train and validation rows; DataError when the split is incomplete or either is empty."""
     split = split.reindex(df.index)
     if split.isna().any() or not set(split.unique()) <= set(SPLITS):
         raise DataError(f"split must give every row one of {', '.join(SPLITS)}")
@@ -416,13 +444,19 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
     if len(train_df) == 0 or len(val_df) == 0:
         raise DataError(f"training needs train and val rows; got {len(train_df)} train, "
                         f"{len(val_df)} val")
+    return train_df, val_df
+
+
+def _prepare(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path, *,
+             progress: bool, init_backbone: Backbone | None,
+             soft_targets: SoftTargets | None) -> _Run:
+    """Step 1: rows, labels, metadata encoding, the network (frozen up to its cut), and the cached
+    (or in-memory) image inputs of the train and validation rows."""
+    train_df, val_df = _split_rows(df, split)
     y_tr, y_va = _labels(train_df, "train"), _labels(val_df, "validation")
     soft_tr = None if soft_targets is None else torch.from_numpy(
         soft_targets.for_rows(train_df.index))
-
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
     device = resolve_device(config.device)
     if device.type == "cpu":
         torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
@@ -450,85 +484,224 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
     if net.uses_image:
         features = FeatureSource(net.backbone, preprocessing, Path(cache_dir), device=device,
                                  progress=progress)
-    train_views = config.train_views if not (config.mode == "finetune" and cut == 0) else ("identity",)
-    inputs_tr = _gather(net, features, train_df, train_views, cut, config)
-    inputs_va = _gather(net, features, val_df, config.tta, cut, config)
-    augment = Augmentation(config.train_views, config.color_jitter) if (
-        config.mode == "finetune" and cut == 0) else None
+    online = config.mode == "finetune" and cut == 0
+    train_views = ("identity",) if online else config.train_views
+    return _Run(config=config, train_df=train_df, val_df=val_df, y_tr=y_tr, y_va=y_va,
+                meta_tr=meta_tr, meta_va=meta_va, encoder=encoder, net=net, cut=cut,
+                backbone_config=backbone_config, preprocessing=preprocessing, features=features,
+                train_views=train_views,
+                inputs_tr=_gather(net, features, train_df, train_views, cut, config),
+                inputs_va=_gather(net, features, val_df, config.tta, cut, config),
+                augment=Augmentation(config.train_views, config.color_jitter) if online else None,
+                weights=_class_weights(y_tr, config.class_weight).to(device), device=device,
+                soft_targets=soft_targets, soft_tr=soft_tr)
 
-    weights = _class_weights(y_tr, config.class_weight).to(device)
-    n_batches = math.ceil(len(train_df) / config.batch_size)
-    opt, sched = _optimizer(net, config, config.epochs * n_batches)
-    amp = device.type == "cuda"
+
+def _train_epoch(run: _Run, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+                 rng: np.random.Generator, generator: torch.Generator, bar) -> float:
+    """Step 2a: one pass over the train rows in a seeded random order, each image in a random
+    training view; returns the mean training loss."""
+    config, net, device = run.config, run.net, run.device
+    net.train()
+    freeze_trunk(net, run.cut)
+    order = rng.permutation(len(run.train_df))
+    total, seen = 0.0, 0
+    for s in range(0, len(order), config.batch_size):
+        rows = order[s:s + config.batch_size]
+        views = rng.integers(len(run.train_views), size=len(rows))
+        x = None if run.inputs_tr is None else run.inputs_tr.batch(
+            rows, views, names=run.train_views, device=device,
+            normalize=run.preprocessing.normalize, augment=run.augment, generator=generator)
+        meta = torch.from_numpy(run.meta_tr[rows]).to(device)
+        target = torch.from_numpy(run.y_tr[rows]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = _forward(net, x, meta, config, run.cut)
+        loss = F.cross_entropy(logits.float(), target, weight=run.weights,
+                               label_smoothing=config.label_smoothing)
+        if run.soft_tr is not None:
+            soft = run.soft_tr[torch.from_numpy(rows)].to(device)
+            loss = distillation_loss(logits.float(), soft, loss, alpha=run.soft_targets.alpha,
+                                     temperature=run.soft_targets.temperature,
+                                     sample_weight=run.weights[target])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item() * len(rows)
+        seen += len(rows)
+        bar.update(1)
+    return total / seen
+
+
+def _val_logits(run: _Run) -> np.ndarray:
+    return _logits(run.net, run.features, run.meta_va, run.val_df, run.config, run.inputs_va)
+
+
+def _train(run: _Run, *, progress: bool, on_epoch: Callable[[dict], None] | None
+           ) -> tuple[list[dict], int]:
+    """Step 2: the epochs, each scored on validation; keeps the best epoch by validation balanced
+    accuracy (early stopping after ``patience`` epochs without a better one) and loads its weights
+    into ``run.net``. Returns the history and the best epoch."""
+    config = run.config
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    n_batches = math.ceil(len(run.train_df) / config.batch_size)
+    opt, sched = _optimizer(run.net, config, config.epochs * n_batches)
     history: list[dict] = []
     best = (-math.inf, -1, None)
     bar = tqdm(total=config.epochs * n_batches, desc=f"train {config.mode}", unit="batch",
                file=sys.stderr, disable=not progress)
     for epoch in range(1, config.epochs + 1):
-        net.train()
-        freeze_trunk(net, cut)
-        order = rng.permutation(len(train_df))
-        total, seen = 0.0, 0
-        for s in range(0, len(order), config.batch_size):
-            rows = order[s:s + config.batch_size]
-            views = rng.integers(len(train_views), size=len(rows))
-            x = None if inputs_tr is None else inputs_tr.batch(
-                rows, views, names=train_views, device=device,
-                normalize=preprocessing.normalize, augment=augment, generator=generator)
-            meta = torch.from_numpy(meta_tr[rows]).to(device)
-            target = torch.from_numpy(y_tr[rows]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = _forward(net, x, meta, config, cut)
-            loss = F.cross_entropy(logits.float(), target, weight=weights,
-                                   label_smoothing=config.label_smoothing)
-            if soft_tr is not None:
-                loss = distillation_loss(logits.float(), soft_tr[torch.from_numpy(rows)].to(device),
-                                         loss, alpha=soft_targets.alpha,
-                                         temperature=soft_targets.temperature,
-                                         sample_weight=weights[target])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(rows)
-            seen += len(rows)
-            bar.update(1)
-        val_logits = _logits(net, features, meta_va, val_df, config, inputs_va)
-        row = {"epoch": epoch, "train_loss": total / seen, **_scores(y_va, val_logits)}
+        loss = _train_epoch(run, opt, sched, rng, generator, bar)
+        row = {"epoch": epoch, "train_loss": loss, **_scores(run.y_va, _val_logits(run))}
         history.append(row)
         if on_epoch is not None:
             on_epoch({**row, "epochs": config.epochs})
         bar.set_postfix(val_bacc=f"{row['val_balanced_accuracy']:.3f}",
                         val_auroc=f"{row['val_auroc']:.3f}")
         if row["val_balanced_accuracy"] > best[0]:
-            best = (row["val_balanced_accuracy"], epoch, copy.deepcopy(net.state_dict()))
+            best = (row["val_balanced_accuracy"], epoch, copy.deepcopy(run.net.state_dict()))
         elif epoch - best[1] >= config.patience:
             break
     bar.close()
+    run.net.load_state_dict(best[2])
+    run.net.eval()
+    return history, best[1]
 
-    net.load_state_dict(best[2])
-    net.eval()
-    val_logits = _logits(net, features, meta_va, val_df, config, inputs_va)
+
+def _prior_shift(weights: np.ndarray, calibration_mode: str) -> np.ndarray:
+    """Per-class logit offset of the calibration mode: ``-log(weights)`` for ``prior+temperature``
+    (a loss weighted by ``w_c`` learns ``p(c|x)`` times ``w_c``; the offset undoes that, so the
+    probabilities follow the training prevalence again), zeros for ``temperature``."""
+    if calibration_mode == "prior+temperature":
+        return -np.log(weights / weights.max())
+    return np.zeros_like(weights)
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    temperature: float
+    threshold: float
+    val_probs: np.ndarray
+
+
+def _calibrate(val_logits: np.ndarray, y_va: np.ndarray, target_sensitivity: float) -> _Calibration:
+    """Step 3: temperature on the validation logits (NLL), then the malignant threshold giving the
+    target sensitivity on validation."""
     temperature = calibration.fit_temperature(val_logits, y_va)
     val_probs = calibration.apply_temperature(val_logits, temperature)
     is_mal = np.isin(y_va, [class_index(c) for c in DEFAULT_MALIGNANT])
     threshold = calibration.threshold_for_sensitivity(
-        is_mal, metrics.p_malignant(val_probs), target=config.target_sensitivity)
+        is_mal, metrics.p_malignant(val_probs), target=target_sensitivity)
+    return _Calibration(temperature=temperature, threshold=threshold, val_probs=val_probs)
+
+
+def _shift_output_bias(net: FusionNet, shift: np.ndarray) -> None:
+    """Add ``shift`` to the network's class logits, for good (folded into the last layer's bias,
+    so every path that serves the network gives the shifted logits)."""
+    with torch.no_grad():
+        net.fc.bias.add_(torch.as_tensor(shift, dtype=net.fc.bias.dtype, device=net.fc.bias.device))
+
+
+def _package(run: _Run, history: list[dict], best_epoch: int, val_logits: np.ndarray,
+             class_weights: np.ndarray) -> FitResult:
+    """Step 4: fold the calibration mode's prior offset into the network, calibrate, and wrap the
+    network as a NeuralClassifier with its preprocessing, encoder and temperature."""
+    config, net = run.config, run.net
+    shift = _prior_shift(class_weights, config.calibration)
+    _shift_output_bias(net, shift)
+    cal = _calibrate(val_logits + shift, run.y_va, config.target_sensitivity)
     clf_config = {
         "architecture": config.backbone if net.uses_image else None, "inputs": config.inputs,
-        "backbone_config": backbone_config, "meta_hidden": config.meta_hidden,
+        "backbone_config": run.backbone_config, "meta_hidden": config.meta_hidden,
         "head_hidden": config.head_hidden,
-        "dropout": config.dropout, "cut": cut, "mode": config.mode,
+        "dropout": config.dropout, "cut": run.cut, "mode": config.mode,
     }
-    classifier = NeuralClassifier(net.cpu() if device.type != "cpu" else net, config=clf_config,
-                                  preprocessing=preprocessing, encoder=encoder,
-                                  temperature=temperature,
+    classifier = NeuralClassifier(net.cpu() if run.device.type != "cpu" else net, config=clf_config,
+                                  preprocessing=run.preprocessing, encoder=run.encoder,
+                                  temperature=cal.temperature,
                                   tta=config.tta if net.uses_image else ("identity",),
                                   device=config.device)
-    net.to(device)
-    return FitResult(classifier=classifier, config=config, history=history, temperature=temperature,
-                     threshold=threshold, best_epoch=best[1], val_index=val_df.index,
-                     val_probs=val_probs, features=features)
+    net.to(run.device)
+    return FitResult(classifier=classifier, config=config, history=history,
+                     temperature=cal.temperature, threshold=cal.threshold, best_epoch=best_epoch,
+                     val_index=run.val_df.index, val_probs=cal.val_probs, features=run.features,
+                     val_labels=run.y_va, val_logits=val_logits + shift,
+                     class_weights=class_weights, prior_shift=shift)
+
+
+def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path | str, *,
+        progress: bool = True, init_backbone: Backbone | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
+        soft_targets: SoftTargets | None = None) -> FitResult:
+    """Train on ``split == "train"`` rows, select and calibrate on ``split == "val"`` rows.
+
+    ``df`` is a dataset table (skinlesion.data.readers), ``split`` a Series of train/val/test aligned
+    with it; ``cache_dir`` holds the cached frozen-backbone outputs. ``init_backbone`` (same
+    architecture) starts from its weights instead of ImageNet's, e.g. a parent version's fine-tuned
+    backbone. ``on_epoch`` is called with each epoch's history row (``epoch``, ``train_loss``,
+    validation scores) and ``epochs`` (the planned number): progress reports, cancellation, pruning
+    of hyperparameter trials. ``soft_targets`` (a teacher's answers on the train rows) turn the loss
+    into knowledge distillation; selection and calibration still use the true validation labels.
+
+    The steps: :func:`_prepare` (data, network, cached inputs), :func:`_train` (epochs, best epoch
+    by validation balanced accuracy), :func:`_package` (the calibration mode's prior offset,
+    temperature and threshold on validation, the classifier)."""
+    run = _prepare(df, split, config, Path(cache_dir), progress=progress,
+                   init_backbone=init_backbone, soft_targets=soft_targets)
+    history, best_epoch = _train(run, progress=progress, on_epoch=on_epoch)
+    return _package(run, history, best_epoch, _val_logits(run), run.weights.cpu().numpy())
+
+
+@dataclass(frozen=True)
+class CalibrationChoice:
+    """One calibration mode fitted on a result's validation logits: the prior ``shift`` added to the
+    raw logits, the ``temperature`` and the ``threshold`` for the target sensitivity."""
+
+    mode: str
+    shift: np.ndarray
+    temperature: float
+    threshold: float
+
+    def probs(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from raw logits (:func:`raw_logits`)."""
+        return calibration.apply_temperature(raw + self.shift, self.temperature)
+
+
+def raw_logits(result: FitResult, df: pd.DataFrame) -> np.ndarray:
+    """The trained network's logits for dataset rows (TTA-averaged, via the activation cache),
+    without the calibration mode's prior shift and before any temperature."""
+    logits = _logits(result.classifier.net, result.features, result.classifier.encoder.transform(
+        _metadata(df)), df, result.config)
+    return logits - result.prior_shift
+
+
+def calibration_choice(result: FitResult, calibration_mode: str) -> CalibrationChoice:
+    """``calibration_mode`` (one of :data:`CALIBRATION_MODES`) fitted on ``result``'s validation
+    logits; nothing is changed."""
+    if calibration_mode not in CALIBRATION_MODES:
+        raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_MODES)}, "
+                         f"got {calibration_mode!r}")
+    shift = _prior_shift(result.class_weights, calibration_mode)
+    cal = _calibrate(result.val_logits - result.prior_shift + shift, result.val_labels,
+                     result.config.target_sensitivity)
+    return CalibrationChoice(mode=calibration_mode, shift=shift, temperature=cal.temperature,
+                             threshold=cal.threshold)
+
+
+def recalibrate(result: FitResult, calibration_mode: str) -> FitResult:
+    """The same trained network under another calibration mode: its output bias, temperature,
+    threshold and validation probabilities redone from the stored validation logits, without
+    training again. The network is shared with (and changed in) ``result``'s classifier; use the
+    returned result from then on."""
+    choice = calibration_choice(result, calibration_mode)
+    raw = result.val_logits - result.prior_shift
+    _shift_output_bias(result.classifier.net, choice.shift - result.prior_shift)
+    result.classifier.temperature = choice.temperature
+    return dataclasses.replace(
+        result, config=result.config.model_copy(update={"calibration": calibration_mode}),
+        temperature=choice.temperature, threshold=choice.threshold, val_probs=choice.probs(raw),
+        val_logits=raw + choice.shift, prior_shift=choice.shift)
 
 
 def cached_logits(classifier: NeuralClassifier, df: pd.DataFrame, cache_dir: Path | str, *,

@@ -7,7 +7,9 @@ import pytest
 
 from skinlesion.data.splits import split_dataset
 from skinlesion.errors import DataError
-from skinlesion.train import TrainConfig, fit, training_summary
+from skinlesion.schema import CLASSES
+from skinlesion.train import (TrainConfig, calibration_choice, fit, raw_logits, recalibrate,
+                              training_summary)
 
 SMALL = {"width": 64, "height": 48, "train_views": ("identity", "rot180"), "tta": ("identity",)}
 
@@ -112,3 +114,27 @@ def test_cli_train_registers_a_version_and_prints_its_id_last(synthetic_dir, tmp
     bad = CliRunner().invoke(app, ["train", "--data", str(synthetic_dir), "--inputs", "text",
                                    "--models-dir", str(tmp_path / "models")])
     assert bad.exit_code == 2 and "inputs must be one of" in bad.output
+
+
+def test_prior_calibration_undoes_the_class_weights_and_recalibrate_matches_a_fresh_fit(
+        synthetic_df, split, cache_dir):
+    weighted = fit(synthetic_df, split, head_config(epochs=8, class_weight="balanced"), cache_dir,
+                   progress=False)
+    val = synthetic_df[split == "val"]
+    assert np.all(weighted.prior_shift == 0)
+    # The prior offset is -log(weights): the rarest class (largest weight) loses the most.
+    choice = calibration_choice(weighted, "prior+temperature")
+    assert np.argmin(choice.shift) == np.argmax(weighted.class_weights)
+    fresh = fit(synthetic_df, split, head_config(epochs=8, class_weight="balanced",
+                                                 calibration="prior+temperature"), cache_dir,
+                progress=False)
+    # The same network under prior calibration, without training again, answers as the fresh fit.
+    redone = recalibrate(weighted, "prior+temperature")
+    assert redone.config.calibration == "prior+temperature"
+    assert redone.temperature == pytest.approx(fresh.temperature, rel=1e-6)
+    np.testing.assert_allclose(redone.predict_proba(val), fresh.predict_proba(val), atol=1e-5)
+    np.testing.assert_allclose(choice.probs(raw_logits(redone, val)), redone.predict_proba(val),
+                               atol=1e-5)
+    # Undoing the weights moves probability mass back to the most common class.
+    common = CLASSES.index(synthetic_df["diagnosis"].value_counts().index[0])
+    assert redone.val_probs[:, common].mean() > weighted.val_probs[:, common].mean()

@@ -3,8 +3,13 @@
 
 It computes what the version folder must say about its data (content-hash manifest, fingerprint,
 class and split counts) and the reference answers monitoring compares production with (the
-validation split's answers in the predictions-table columns, with image statistics and, for a
-neural version, the monitoring embedding of each image).
+validation split's answers in the predictions-table columns, with image statistics, the image and
+lesion ids and, for a neural version, the monitoring embedding of each image). The card says what
+that reference is (``reference``: :func:`describe_reference`) and, for a neural version, holds its
+out-of-distribution gate (``ood``: :func:`skinlesion.model.ood.fit_ood_gate` on the monitoring
+embeddings of the training images, bound on the validation answers'). Monitoring computes the
+reference's null distribution of drift on first use and stores it beside it
+(``registry.write_drift_null``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from skinlesion.data.images import file_sha256, image_stats, load_image
 from skinlesion.model.base import Classifier
 from skinlesion.model.fallback import extract_features, fit_fallback
 from skinlesion.model.neural import has_monitoring_embedding
+from skinlesion.model.ood import MIN_EMBEDDINGS, fit_ood_gate
 from skinlesion.registry import ModelCard, build_manifest, data_info, save_version
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index, malignant_mask
 
@@ -33,7 +39,8 @@ def reference_frame(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
                     progress: bool = True, batch_size: int = 64) -> pd.DataFrame:
     """Answers for ``df`` rows in the predictions-table columns (metadata, image statistics,
     p_<CLASS>, p_malignant, predicted_class, decision at ``threshold``) plus the true ``diagnosis``,
-    and the monitoring ``embedding`` of each image where ``embed`` is given (images are read once,
+    the ``image`` and ``lesion_id`` (monitoring's null splits the reference lesion by lesion), and
+    the monitoring ``embedding`` of each image where ``embed`` is given (images are read once,
     ``batch_size`` at a time)."""
     stats: list[dict] = []
     embeddings: list[np.ndarray] = []
@@ -54,6 +61,9 @@ def reference_frame(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
     out["predicted_class"] = [CLASSES[i] for i in probs.argmax(1)]
     out["decision"] = np.where(p_mal >= threshold, "refer", "no referral")
     out["diagnosis"] = df["diagnosis"].to_numpy()
+    for column in ("image", "lesion_id"):
+        if column in df.columns:
+            out[column] = df[column].astype(str).to_numpy()
     if embeddings:
         out["embedding"] = list(np.concatenate(embeddings))
     return out
@@ -63,6 +73,46 @@ def monitoring_embedder(classifier: Classifier) -> Callable[[list[Image.Image]],
     """What computes the monitoring embeddings of ``classifier``'s answers (None when it logs none:
     the rule-based fallback, metadata-only models)."""
     return classifier.monitoring_embed if has_monitoring_embedding(classifier) else None
+
+
+def describe_reference(reference: pd.DataFrame, *, split: str = "val") -> dict:
+    """What a version's reference answers are, for its card: the ``split`` they come from, ``rows``,
+    ``lesions`` and the ``multi_image_share`` (images from lesions photographed more than once),
+    the ``class_mix``, and the ``weighting`` (one row per image, as traffic answers)."""
+    out: dict = {"split": split, "rows": len(reference),
+                 "weighting": "one row per image (a lesion photographed k times counts k times), "
+                              "as traffic answers one photograph at a time"}
+    if "lesion_id" in reference.columns and len(reference):
+        per_lesion = reference["lesion_id"].value_counts()
+        out["lesions"] = int(len(per_lesion))
+        out["multi_image_share"] = round(float(per_lesion[per_lesion > 1].sum() / len(reference)), 4)
+    if "diagnosis" in reference.columns and len(reference):
+        out["class_mix"] = {str(k): round(float(v), 4)
+                            for k, v in reference["diagnosis"].value_counts(normalize=True).items()}
+    return out
+
+
+def embed_images(paths: pd.Series, embed: Callable[[list[Image.Image]], np.ndarray], *,
+                 progress: bool = True, batch_size: int = 64) -> np.ndarray:
+    """The monitoring embeddings of the images at ``paths`` (read ``batch_size`` at a time)."""
+    out = []
+    with tqdm(total=len(paths), desc="training embeddings (OOD gate)", unit="img", file=sys.stderr,
+              disable=not progress) as bar:
+        for start in range(0, len(paths), batch_size):
+            out.append(embed([load_image(p) for p in paths.iloc[start:start + batch_size]]))
+            bar.update(len(out[-1]))
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def ood_section(train: pd.DataFrame, reference: pd.DataFrame,
+                embed: Callable[[list[Image.Image]], np.ndarray] | None, *, progress: bool = True) -> dict:
+    """The card's ``ood`` gate fitted on the training images' monitoring embeddings and bound on
+    the reference (validation) answers'; empty for a version without embeddings or with fewer
+    than ``MIN_EMBEDDINGS`` images on either side (nothing to fit a gate on)."""
+    if embed is None or "embedding" not in reference.columns or min(len(train), len(reference)) < MIN_EMBEDDINGS:
+        return {}
+    validation = np.stack(reference["embedding"].to_list())
+    return {"ood": fit_ood_gate(embed_images(train["path"], embed, progress=progress), validation).as_dict()}
 
 
 def split_metrics(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
@@ -89,14 +139,17 @@ def register(models_dir: Path, classifier: Classifier, df: pd.DataFrame, split: 
     if test_probs is not None:
         scores["test"] = split_metrics(df[split == "test"], test_probs, threshold=threshold,
                                        malignant=malignant)
+    embed = monitoring_embedder(classifier)
+    reference = reference_frame(val, val_probs, threshold=threshold, malignant=malignant, embed=embed,
+                                progress=progress)
+    extra = {**(extra or {}), "reference": describe_reference(reference),
+             **ood_section(df[split == "train"], reference, embed, progress=progress)}
     return save_version(
         models_dir, classifier, threshold=threshold,
         data=data_info(manifest, name=data_name, licence=licence), manifest=manifest,
         metrics=scores, history=history, training=training, parent=parent,
         target_sensitivity=target_sensitivity, malignant=malignant, notes=notes,
-        version_id=version_id, extra=extra,
-        reference=reference_frame(val, val_probs, threshold=threshold, malignant=malignant,
-                                  embed=monitoring_embedder(classifier), progress=progress))
+        version_id=version_id, extra=extra, reference=reference)
 
 
 def register_fallback(models_dir: Path, df: pd.DataFrame, split: pd.Series, *, data_name: str,

@@ -30,6 +30,8 @@ CARD_FILE = "card.json"
 MANIFEST_FILE = "manifest.csv"
 ALIASES_FILE = "aliases.json"
 REFERENCE_FILE = "reference.parquet"
+#: The null distribution of drift over the reference, written by monitoring on first use.
+DRIFT_NULL_FILE = "drift_null.json"
 #: image statistics whose training distribution the card records (for out-of-distribution checks)
 REFERENCE_STATS = ("brightness", "contrast", "saturation", "mean_r", "mean_g", "mean_b", "sharpness")
 MANIFEST_COLUMNS = ("image", "sha256", "lesion_id", "diagnosis", "split")
@@ -325,3 +327,20 @@ def read_reference(models_dir: Path, ref: str) -> pd.DataFrame | None:
     """The version's reference answers (validation split), or None for a version saved without."""
     path = Path(models_dir) / resolve_version(models_dir, ref) / REFERENCE_FILE
     return pd.read_parquet(path) if path.is_file() else None
+
+
+def read_drift_null(models_dir: Path, ref: str) -> dict | None:
+    """The null distribution of drift stored with the version (``monitoring.drift.DriftNull`` as a
+    dict), or None while none has been computed."""
+    path = Path(models_dir) / resolve_version(models_dir, ref) / DRIFT_NULL_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_drift_null(models_dir: Path, ref: str, null: dict) -> Path:
+    """Store the version's null distribution of drift beside its reference (written under a
+    temporary name, then renamed: a reader sees the old file or the new one)."""
+    folder = Path(models_dir) / resolve_version(models_dir, ref)
+    tmp = folder / f".{DRIFT_NULL_FILE}.{secrets.token_hex(4)}"
+    tmp.write_text(json.dumps(null) + "\n")
+    tmp.replace(folder / DRIFT_NULL_FILE)
+    return folder / DRIFT_NULL_FILE

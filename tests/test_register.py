@@ -29,6 +29,11 @@ def test_register_writes_a_self_described_version(tmp_path, synthetic_df, monkey
     assert len(reference) == len(val)
     assert {"brightness", "p_malignant", "p_MEL", "diagnosis", "sex"} <= set(reference.columns)
     assert reference["brightness"].between(0, 1).all()
+    assert reference["lesion_id"].tolist() == val["lesion_id"].astype(str).tolist()
+    described = card.model_extra["reference"]
+    assert (described["split"], described["rows"]) == ("val", len(val))
+    assert described["lesions"] == val["lesion_id"].nunique() and "one row per image" in described["weighting"]
+    assert "ood" not in card.model_extra  # no monitoring embedding: no gate
     manifest = registry.read_manifest(tmp_path, card.id)
     assert manifest["sha256"].str.len().eq(64).all() and manifest["split"].isin(
         ["train", "val", "test"]).all()

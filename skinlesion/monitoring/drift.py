@@ -3,8 +3,8 @@
 **What the reference is.** The version's reference answers (``registry.read_reference``): its
 answers on the whole validation split, one row per image (a lesion photographed three times counts
 three times, as it would in traffic, where each photograph is one answer), lesions never shared with
-the training split. :func:`reference_description` says what a given reference holds (rows, lesions,
-share of images from multi-image lesions, class mix) and registration stores it in the card. The
+the training split. Registration stores what it holds in the card (``reference``: rows, lesions,
+share of images from multi-image lesions, class mix; ``register.describe_reference``). The
 current data is a window of the predictions table (``Store.sample_predictions(...,
 include_embedding=True)``); both carry the predictions-table columns. Monitored features:
 
@@ -21,7 +21,8 @@ distance of the category shares for a categorical one, and for the embedding the
 Wasserstein distance over its components. A feature drifts only when its distance is
 
 1. beyond what same-population windows of that size show: the :class:`DriftNull` of the version,
-   computed once at registration (:func:`compute_null`) by splitting the reference itself, lesion
+   computed once (:func:`compute_null`, on first use by :func:`version_null`, which stores it in
+   the version's folder beside the reference) by splitting the reference itself, lesion
    by lesion, into a pseudo-window of ``n`` answers and the rest, many times over, for a grid of
    window sizes; the bound is the null's :data:`NULL_QUANTILE` quantile at the window's size
    (interpolated between sizes, scaled by ``sqrt(1/n + 1/N)`` beyond them); and
@@ -60,6 +61,7 @@ from evidently.legacy.core import ColumnType
 from evidently.metrics.embeddings import EmbeddingsDrift, RatioDriftMethod
 from evidently.presets import DataDriftPreset
 
+from skinlesion import registry
 from skinlesion.errors import DataError
 from skinlesion.schema import CLASSES, MISSING
 
@@ -354,23 +356,6 @@ def embedding_matrix(values: pd.Series, side: str) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, 0))
 
 
-def reference_description(reference: pd.DataFrame) -> dict[str, Any]:
-    """What a version's reference holds, for its card and the cockpit: ``rows``, ``lesions`` and
-    the ``multi_image_share`` (images from lesions photographed more than once) where it carries
-    ``lesion_id``, the ``class_mix`` (share of each true diagnosis) where it carries ``diagnosis``,
-    and ``weighting`` (one row per image: traffic answers one photograph at a time)."""
-    out: dict[str, Any] = {"rows": len(reference), "weighting": "one row per image, as traffic answers"}
-    if GROUP_COLUMN in reference.columns:
-        per_lesion = reference[GROUP_COLUMN].value_counts()
-        out["lesions"] = int(len(per_lesion))
-        multi = per_lesion[per_lesion > 1].sum()
-        out["multi_image_share"] = float(multi / len(reference)) if len(reference) else 0.0
-    if "diagnosis" in reference.columns:
-        out["class_mix"] = {str(k): float(v) for k, v in
-                            reference["diagnosis"].value_counts(normalize=True).items()}
-    return out
-
-
 # --- summaries ----------------------------------------------------------------------------------------
 
 
@@ -649,6 +634,18 @@ def compute_null(reference: pd.DataFrame, *, features: Iterable[FeatureSpec | st
             bounds[name].append(float(np.quantile(finite, quantile)) if len(finite) else math.nan)
     return DriftNull(sizes=usable, bounds={k: tuple(v) for k, v in bounds.items()}, n_reference=n,
                      quantile=quantile, replicates=replicates, seed=seed, grouped_by=grouped_by)
+
+
+def version_null(models_dir: Path, version: str, reference: pd.DataFrame) -> DriftNull:
+    """The null distribution of ``version``'s ``reference``: the one stored in its folder, else
+    computed now (:func:`compute_null`, seconds to a minute) and stored for every later run. A
+    stored null of another reference size (the reference was replaced) is computed again."""
+    stored = registry.read_drift_null(models_dir, version)
+    if stored is not None and stored.get("n_reference") == len(reference):
+        return DriftNull.from_dict(stored)
+    null = compute_null(reference)
+    registry.write_drift_null(models_dir, version, null.as_dict())
+    return null
 
 
 # --- the comparison ---------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ import pytest
 from skinlesion.errors import DataError
 from skinlesion.monitoring.drift import (
     CLASS_PROBABILITY_FEATURES, DEFAULT_FEATURES, CategoricalSummary, DriftNull, DriftResult,
-    NumericSummary, compute_drift, compute_null, drift_report_html, reference_description, resolve_features)
+    NumericSummary, compute_drift, compute_null, drift_report_html, resolve_features, version_null)
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, SITES
+from tests.standins import save_standin
 
 N = 3000
 SITE_MIX = (0.2, 0.15, 0.05, 0.15, 0.2, 0.15, 0.03, 0.02, 0.05)
@@ -135,13 +136,6 @@ def test_too_few_answers_are_not_judged(small_reference: pd.DataFrame, null: Dri
     assert not result.enough_answers and math.isnan(result.share_drifted)
     assert result.feature("brightness").score > 1 and not result.feature("brightness").drifted
     assert result.notes[0] == "not enough answers (60 of 100): drift not judged"
-
-
-def test_reference_description(small_reference: pd.DataFrame) -> None:
-    described = reference_description(small_reference)
-    assert described["rows"] == 1000 and described["lesions"] == 334
-    assert described["multi_image_share"] == pytest.approx(0.999)  # the last lesion has one image
-    assert "one row per image" in described["weighting"]
 
 
 @pytest.mark.parametrize(("shift", "flagged"), [
@@ -284,3 +278,12 @@ def test_html_report_with_embeddings(tmp_path, reference: pd.DataFrame) -> None:
     path = drift_report_html(reference.iloc[:300], window(300, seed=1, embedding_shift=0.5),
                              tmp_path / "drift.html", embeddings=True)
     assert "Drift in embeddings" in path.read_text()
+
+
+def test_the_version_null_is_computed_once_and_stored(tmp_path, small_reference: pd.DataFrame) -> None:
+    reference = small_reference.iloc[:400]
+    save_standin(tmp_path, "v1", reference=reference)
+    first = version_null(tmp_path, "v1", reference)
+    assert (tmp_path / "v1" / "drift_null.json").is_file() and first.n_reference == 400
+    assert version_null(tmp_path, "v1", reference) == first  # read back, not recomputed
+    assert version_null(tmp_path, "v1", reference.iloc[:300]).n_reference == 300  # another reference

@@ -3,6 +3,11 @@
 :class:`NeuralClassifier` implements the Classifier protocol (skinlesion/model/base.py): it turns PIL
 images and a metadata table into calibrated class probabilities, saves itself as ``weights.pt`` (a
 state_dict) plus the card's ``model`` section, and is rebuilt from those two alone.
+
+The test-time views run as one batched forward (:class:`ViewsNet`: the views of ``n`` images are
+stacked into one batch of ``views x n``). The network itself runs in an :class:`InferenceEngine`:
+eager torch (:class:`TorchEngine`, the default) or an exported runtime (skinlesion.model.runtime)
+that the classifier is handed with :meth:`NeuralClassifier.use_engine`.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -87,6 +92,73 @@ def has_monitoring_embedding(classifier: object) -> bool:
     return isinstance(classifier, NeuralClassifier) and classifier.net.uses_image
 
 
+def batch_views(views: Sequence[str]) -> tuple[str, ...]:
+    """The views stacked into one forward: the upright view first (its pooled features are the
+    monitoring embedding, also when the test-time ``views`` leave it out), then the others."""
+    return ("identity",) + tuple(v for v in check_views(views) if v != "identity")
+
+
+class ViewsNet(torch.nn.Module):
+    """A FusionNet with an image branch over its test-time views, in one batched forward.
+
+    ``forward(images (n, 3, H, W), metadata (n, m)) -> (logits (n, 8), upright pooled (n, F))``:
+    the logits averaged over ``views``, and the pooled features of the upright view. The views of
+    the batch are stacked (``k x n`` images, view-major) and run through the backbone once; the same
+    module is what the runtimes export, so every engine computes the same graph."""
+
+    def __init__(self, net: FusionNet, views: Sequence[str]):
+        super().__init__()
+        if not net.uses_image:
+            raise ValueError("a metadata-only network has no views to batch")
+        self.net, self.views = net, tuple(views)
+        self.stacked = batch_views(views)
+        #: the averaged views start here in the stack (1: the upright view is there only for the
+        #: monitoring embedding)
+        self.first = 0 if "identity" in self.views else 1
+        self.eval()  # inference only: a module in training mode would run dropout, drop-connect
+
+    def train(self, mode: bool = True) -> ViewsNet:
+        """Stays in eval mode whatever is asked (exporters switch modes around tracing)."""
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor, metadata: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        k = len(self.stacked)
+        pooled = self.net.embed(torch.cat([apply_view(images, v) for v in self.stacked]))
+        logits = self.net.classify(pooled, metadata.repeat(k, 1))
+        per_view = logits.reshape(k, -1, logits.shape[-1])[self.first:]
+        return per_view.mean(dim=0), pooled.reshape(k, -1, pooled.shape[-1])[0]
+
+
+class InferenceEngine(Protocol):
+    """What runs the network of a classifier with an image branch: normalised images (n, 3, H, W)
+    and encoded metadata (n, m), float32 CPU tensors, to the logits averaged over the test-time
+    views (n, 8) and the upright view's pooled features (n, F), as numpy arrays (a
+    :class:`ViewsNet` forward). ``name`` is the runtime recorded with every answer."""
+
+    name: str
+
+    def __call__(self, images: torch.Tensor, metadata: torch.Tensor
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        ...
+
+
+class TorchEngine:
+    """Eager torch: the :class:`ViewsNet` on ``device`` (the reference every runtime is gated
+    against; also the one for CUDA)."""
+
+    name = "torch"
+
+    def __init__(self, views_net: ViewsNet, device: torch.device):
+        self.views_net, self.device = views_net.eval().to(device), device
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, metadata: torch.Tensor
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        logits, pooled = self.views_net(images.to(self.device), metadata.to(self.device))
+        return logits.double().cpu().numpy(), pooled.float().cpu().numpy()
+
+
 class NeuralClassifier:
     """A trained FusionNet ready to serve.
 
@@ -106,6 +178,7 @@ class NeuralClassifier:
         self.batch_size = batch_size
         self.device = resolve_device(device)
         self._inference: FusionNet | None = None
+        self._engine: InferenceEngine | None = None
         self._projection: GaussianRandomProjection | None = None
 
     def _network(self) -> FusionNet:
@@ -118,6 +191,30 @@ class NeuralClassifier:
             self._inference = net.eval().to(self.device)
         return self._inference
 
+    def views_net(self) -> ViewsNet:
+        """The inference network over the test-time views (:class:`ViewsNet`) on the device."""
+        return ViewsNet(self._network(), self.tta)
+
+    def engine(self) -> InferenceEngine:
+        """What runs the network: the engine handed over by :meth:`use_engine`, else eager torch."""
+        if self._engine is None:
+            self._engine = TorchEngine(self.views_net(), self.device)
+        return self._engine
+
+    def use_engine(self, engine: InferenceEngine | None) -> None:
+        """Run the network in ``engine`` from now on (None: back to eager torch). The caller
+        vouches that it computes what :meth:`views_net` computes (skinlesion.model.runtime gates
+        every export against eager before handing it over)."""
+        if engine is not None and not self.net.uses_image:
+            raise ValueError("a metadata-only model runs in torch only (there is no image network "
+                             "to export)")
+        self._engine = engine
+
+    @property
+    def runtime(self) -> str:
+        """The runtime answering: ``torch`` (eager) or the exported engine's name."""
+        return self._engine.name if self._engine is not None else "torch"
+
     def _metadata(self, metadata: pd.DataFrame, n: int) -> torch.Tensor:
         if len(metadata) != n:
             raise ValueError(f"got {n} images but {len(metadata)} metadata rows; pass one row per "
@@ -129,24 +226,25 @@ class NeuralClassifier:
                               metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Uncalibrated logits (n, 8), averaged over the test-time views, and the monitoring
         embeddings of the upright view (:meth:`monitoring_embed`; None without an image branch),
-        from the same forward passes: the upright view's pooled features are reused, so
-        monitoring costs no extra pass unless the test-time views leave the upright one out."""
-        net = self._network()
+        from one batched forward per ``batch_size`` images (all views together, :class:`ViewsNet`):
+        the upright view's pooled features are reused, so monitoring costs no extra pass."""
         meta = self._metadata(metadata, len(images))
-        out = np.zeros((len(images), len(CLASSES)), dtype=np.float64)
-        pooled: list[np.ndarray] = []
+        if not self.net.uses_image:
+            net = self._network()
+            return np.concatenate([net(None, meta[s:s + self.batch_size].to(self.device))
+                                   .double().cpu().numpy()
+                                   for s in range(0, len(images), self.batch_size)]
+                                  or [np.zeros((0, len(CLASSES)))]), None
+        engine = self.engine()
+        logits, pooled = [], []
         for start in range(0, len(images), self.batch_size):
-            m = meta[start:start + self.batch_size].to(self.device)
-            if not net.uses_image:
-                out[start:start + len(m)] = net(None, m).double().cpu().numpy()
-                continue
-            x = self.preprocessing(images[start:start + self.batch_size]).to(self.device)
-            views = {v: net.embed(apply_view(x, v)) for v in self.tta}
-            logits = sum(net.classify(e, m) for e in views.values()) / len(views)
-            out[start:start + len(m)] = logits.double().cpu().numpy()
-            upright = views["identity"] if "identity" in views else net.embed(x)
-            pooled.append(upright.float().cpu().numpy())
-        return out, (self._project(pooled) if net.uses_image else None)
+            out = engine(self.preprocessing(images[start:start + self.batch_size]),
+                         meta[start:start + self.batch_size])
+            logits.append(np.asarray(out[0], dtype=np.float64))
+            pooled.append(np.asarray(out[1], dtype=np.float32))
+        if not logits:
+            return np.zeros((0, len(CLASSES))), self._project([])
+        return np.concatenate(logits), self._project(pooled)
 
     def predict_logits(self, images: Sequence[Image.Image], metadata: pd.DataFrame) -> np.ndarray:
         """Uncalibrated logits (n, 8), averaged over the test-time views."""

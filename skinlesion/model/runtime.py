@@ -1,0 +1,433 @@
+"""Inference runtimes: a registered version's network exported once to ONNX Runtime or OpenVINO.
+
+Eager torch stays the reference (and the runtime for training, CUDA and the fallback). For CPU
+serving, the network over its test-time views (:class:`~skinlesion.model.neural.ViewsNet`: all views
+in one batched forward, the upright view's pooled features beside the averaged logits) is exported
+in fp32 only:
+
+- ``onnxruntime``: traced to ONNX (``model.onnx``), run by an ONNX Runtime CPU session;
+- ``openvino``: the same ONNX graph converted to OpenVINO IR (``model.xml``/``model.bin``, fp32
+  weights), compiled for the CPU with fp32 inference precision.
+
+:func:`export` writes an export into the version's folder (skinlesion.model.exports: cached under a
+hash of the weights and the export settings, so it is done once) and runs the **accuracy gate** on
+the version's reference images against eager: largest |Δp| at most 1e-4, no changed referral
+decision or predicted class, monitoring embedding within 1e-4. An export that fails is kept as a
+refusal with its reason. :func:`select_runtime` hands a classifier the runtime the ``runtime`` setting
+asks for (``auto``: the fastest of the gated ones and eager torch, timed on this machine at load);
+a runtime that is refused or missing leaves the version on eager torch with a
+:class:`RuntimeFallbackWarning` that says why and what to run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import secrets
+import shutil
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import pandas as pd
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from skinlesion.model.exports import REPORT_FILE, GateReport, export_folder
+from skinlesion.model.neural import InferenceEngine, NeuralClassifier, TorchEngine
+from skinlesion.model.threads import ThreadPolicy
+
+RUNTIMES: tuple[str, ...] = ("auto", "openvino", "onnxruntime", "torch")
+#: the runtimes a version is exported to (``torch`` is eager, nothing to export)
+EXPORTED_RUNTIMES: tuple[str, ...] = ("openvino", "onnxruntime")
+ONNX_FILE = "model.onnx"
+OPENVINO_FILE = "model.xml"
+INPUT_NAMES = ("images", "metadata")
+OUTPUT_NAMES = ("logits", "pooled")
+
+
+class RuntimeFallbackWarning(UserWarning):
+    """A runtime was asked for but the version serves on eager torch (refused or not exported)."""
+
+
+def check_runtime(name: str) -> str:
+    if name not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {name!r}")
+    return name
+
+
+class ExportSettings(BaseModel):
+    """How a version is exported, and the gate it must pass."""
+
+    model_config = ConfigDict(frozen=True)
+
+    opset: int = Field(17, ge=13, le=21)
+    precision: Literal["fp32"] = "fp32"
+    max_abs_dp: float = Field(1e-4, gt=0)
+    max_abs_embedding: float = Field(1e-4, gt=0)
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """What an export needs to know of a version: its folder, its classifier (eager, on the CPU),
+    and how its answers are decided (operating ``threshold``, boolean ``malignant`` class mask)."""
+
+    version_id: str
+    version_dir: Path
+    classifier: NeuralClassifier
+    threshold: float
+    malignant: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.classifier, NeuralClassifier) or not self.classifier.net.uses_image:
+            raise ValueError(f"version {self.version_id!r} has no image network to export; it "
+                             "runs in its own code (rule-based fallback or metadata-only model)")
+        if self.classifier.device.type != "cpu":
+            raise ValueError("runtimes are exported from and gated against eager torch on the CPU; "
+                             "load the version with device='cpu'")
+
+
+# --- identity of an export -------------------------------------------------------------------------
+
+
+def weights_digest(net: torch.nn.Module) -> str:
+    """sha256 of the network's weights (names, dtypes, shapes and values, in name order)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy()
+                      .tobytes())
+    return digest.hexdigest()
+
+
+def library_versions(runtime: str) -> dict[str, str]:
+    """The libraries an export of ``runtime`` depends on, with their versions."""
+    versions = {"torch": torch.__version__, "onnxruntime": ort.__version__}
+    if runtime == "openvino":
+        versions["openvino"] = ov.__version__
+    return versions
+
+
+def export_key(classifier: NeuralClassifier, runtime: str, settings: ExportSettings) -> str:
+    """The hash an export is cached under: weights, views, preprocessing, metadata width, export
+    settings, runtime and library versions."""
+    payload = {"weights": weights_digest(classifier.net), "views": list(classifier.tta),
+               "preprocessing": classifier.preprocessing.to_dict(),
+               "n_metadata": len(classifier.encoder.feature_names_),
+               "settings": settings.model_dump(), "runtime": runtime,
+               "versions": library_versions(runtime)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# --- writing an export -----------------------------------------------------------------------------
+
+
+def _example_inputs(classifier: NeuralClassifier, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    p = classifier.preprocessing
+    return (torch.zeros(n, 3, p.height, p.width),
+            torch.zeros(n, len(classifier.encoder.feature_names_)))
+
+
+def export_onnx(classifier: NeuralClassifier, path: Path, settings: ExportSettings) -> Path:
+    """Trace the classifier's :class:`ViewsNet` (a private copy: tracing switches module modes) to
+    ONNX at ``path``, the batch dimension dynamic."""
+    views_net = copy.deepcopy(classifier.views_net()).cpu()
+    dynamic = {name: {0: "n"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    with warnings.catch_warnings():
+        # the efficientnet-lite "same" padding is computed from the (fixed) image size: constant
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(views_net, _example_inputs(classifier), str(path),
+                          input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                          dynamic_axes=dynamic, opset_version=settings.opset, dynamo=False)
+    return path
+
+
+def convert_openvino(onnx_path: Path, xml_path: Path) -> Path:
+    """The ONNX graph as OpenVINO IR, weights kept in fp32 (no fp16 compression)."""
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+    return xml_path
+
+
+def write_export(classifier: NeuralClassifier, runtime: str, folder: Path,
+                 settings: ExportSettings) -> None:
+    """Write ``runtime``'s export of ``classifier`` into ``folder`` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = export_onnx(classifier, folder / ONNX_FILE, settings)
+    if runtime == "openvino":
+        convert_openvino(onnx_path, folder / OPENVINO_FILE)
+        onnx_path.unlink()
+
+
+# --- running an export -----------------------------------------------------------------------------
+
+
+class OnnxRuntimeEngine:
+    """An ONNX Runtime CPU session on ``model.onnx`` (thread-safe: concurrent runs share it)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, folder: Path, policy: ThreadPolicy):
+        options = ort.SessionOptions()
+        settings = policy.onnxruntime_options()
+        options.intra_op_num_threads = int(settings.pop("intra_op_num_threads"))
+        options.inter_op_num_threads = int(settings.pop("inter_op_num_threads"))
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        for key, value in settings.items():
+            options.add_session_config_entry(key, str(value))
+        self.session = ort.InferenceSession(str(Path(folder) / ONNX_FILE), options,
+                                            providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: torch.Tensor, metadata: torch.Tensor
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        logits, pooled = self.session.run(list(OUTPUT_NAMES), {
+            "images": images.contiguous().numpy(), "metadata": metadata.contiguous().numpy()})
+        return logits.astype(np.float64), pooled
+
+
+class OpenVinoEngine:
+    """An OpenVINO model compiled for the CPU (fp32), one infer request per calling thread."""
+
+    name = "openvino"
+
+    def __init__(self, folder: Path, policy: ThreadPolicy):
+        self.compiled = ov.Core().compile_model(str(Path(folder) / OPENVINO_FILE), "CPU",
+                                                policy.openvino_config())
+        self._local = threading.local()
+
+    def __call__(self, images: torch.Tensor, metadata: torch.Tensor
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        out = request.infer({"images": images.contiguous().numpy(),
+                             "metadata": metadata.contiguous().numpy()})
+        return (np.asarray(out["logits"], dtype=np.float64),
+                np.array(out["pooled"], dtype=np.float32))
+
+
+def open_engine(runtime: str, folder: Path, policy: ThreadPolicy | None = None) -> InferenceEngine:
+    """The engine running ``runtime``'s export in ``folder``."""
+    policy = policy or ThreadPolicy.for_machine()
+    if runtime == "onnxruntime":
+        return OnnxRuntimeEngine(folder, policy)
+    if runtime == "openvino":
+        return OpenVinoEngine(folder, policy)
+    raise ValueError(f"no export for runtime {runtime!r}; exported runtimes: "
+                     f"{', '.join(EXPORTED_RUNTIMES)}")
+
+
+# --- the accuracy gate ------------------------------------------------------------------------------
+
+
+def answers(classifier: NeuralClassifier, engine: InferenceEngine | None, images: Sequence[Image.Image],
+            metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated probabilities and monitoring embeddings of ``classifier`` run in ``engine`` (None:
+    eager torch), leaving the classifier's own engine as it was."""
+    runner = copy.copy(classifier)
+    runner.use_engine(engine if engine is not None else TorchEngine(classifier.views_net(),
+                                                                    classifier.device))
+    probs, embeddings = runner.predict_proba_and_embeddings(images, metadata)
+    return probs, embeddings
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How far a runtime's answers are from eager torch's on the same images."""
+
+    n_images: int
+    max_abs_dp: float
+    changed_decisions: int
+    changed_classes: int
+    max_abs_embedding: float | None = None
+
+    @classmethod
+    def of(cls, reference: np.ndarray, probs: np.ndarray, *, threshold: float,
+           malignant: np.ndarray, reference_embedding: np.ndarray | None = None,
+           embedding: np.ndarray | None = None) -> Agreement:
+        """Compare ``probs`` (n, 8) with the ``reference`` answers (and their embeddings)."""
+        refer = reference[:, malignant].sum(1) >= threshold
+        emb = (float(np.abs(embedding - reference_embedding).max(initial=0.0))
+               if embedding is not None and reference_embedding is not None else None)
+        return cls(n_images=len(probs),
+                   max_abs_dp=float(np.abs(probs - reference).max(initial=0.0)),
+                   changed_decisions=int((refer != (probs[:, malignant].sum(1) >= threshold)).sum()),
+                   changed_classes=int((reference.argmax(1) != probs.argmax(1)).sum()),
+                   max_abs_embedding=emb)
+
+    def failures(self, settings: ExportSettings) -> list[str]:
+        """What breaks the gate (empty: passed)."""
+        out = []
+        if self.max_abs_dp > settings.max_abs_dp:
+            out.append(f"max |Δp| {self.max_abs_dp:.2g} > {settings.max_abs_dp:g}")
+        if self.changed_decisions:
+            out.append(f"{self.changed_decisions} referral decision(s) changed")
+        if self.changed_classes:
+            out.append(f"{self.changed_classes} predicted class(es) changed")
+        if self.max_abs_embedding is not None and self.max_abs_embedding > settings.max_abs_embedding:
+            out.append(f"monitoring embedding off by {self.max_abs_embedding:.2g} > "
+                       f"{settings.max_abs_embedding:g}")
+        return out
+
+
+def run_gate(target: ExportTarget, engine: InferenceEngine, images: Sequence[Image.Image],
+             metadata: pd.DataFrame, settings: ExportSettings, *, key: str) -> GateReport:
+    """The gate of ``engine`` against eager torch on ``images`` (the version's reference images)."""
+    if not len(images):
+        raise ValueError("the accuracy gate needs the version's reference images; got none")
+    eager_p, eager_e = answers(target.classifier, None, images, metadata)
+    probs, emb = answers(target.classifier, engine, images, metadata)
+    agreement = Agreement.of(eager_p, probs, threshold=target.threshold,
+                             malignant=target.malignant, reference_embedding=eager_e,
+                             embedding=emb)
+    failures = agreement.failures(settings)
+    return GateReport(runtime=engine.name, key=key, passed=not failures,
+                      reason="; ".join(failures), n_images=agreement.n_images,
+                      max_abs_dp=agreement.max_abs_dp,
+                      changed_decisions=agreement.changed_decisions,
+                      changed_classes=agreement.changed_classes,
+                      max_abs_embedding=agreement.max_abs_embedding,
+                      settings=settings.model_dump(), versions=library_versions(engine.name),
+                      created=datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def export(target: ExportTarget, runtime: str, images: Sequence[Image.Image],
+           metadata: pd.DataFrame, *, settings: ExportSettings | None = None,
+           policy: ThreadPolicy | None = None) -> GateReport:
+    """Export the version to ``runtime`` and gate it on ``images`` (its reference images), once:
+    an export already made under the same key (weights, settings, library versions) is reused,
+    passed or refused. The folder appears atomically (written under a temporary name)."""
+    if runtime not in EXPORTED_RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(EXPORTED_RUNTIMES)} to be exported, "
+                         f"got {runtime!r}")
+    settings = settings or ExportSettings()
+    key = export_key(target.classifier, runtime, settings)
+    final = export_folder(target.version_dir, runtime, key)
+    if (final / REPORT_FILE).is_file():
+        return GateReport.model_validate_json((final / REPORT_FILE).read_text())
+    tmp = final.with_name(f".tmp-{final.name}-{secrets.token_hex(3)}")
+    try:
+        report = _export_and_gate(target, runtime, tmp, images, metadata, settings, policy, key)
+        (tmp / REPORT_FILE).write_text(report.model_dump_json(indent=2) + "\n")
+        if final.exists():  # another process exported it meanwhile: keep theirs
+            return GateReport.model_validate_json((final / REPORT_FILE).read_text())
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return report
+
+
+def _export_and_gate(target: ExportTarget, runtime: str, folder: Path,
+                     images: Sequence[Image.Image], metadata: pd.DataFrame,
+                     settings: ExportSettings, policy: ThreadPolicy | None, key: str) -> GateReport:
+    """Write and gate one export; an exporter or runtime that cannot handle the network is a
+    refusal with its error as the reason (the folder then keeps the report only)."""
+    try:
+        write_export(target.classifier, runtime, folder, settings)
+        engine = open_engine(runtime, folder, policy)
+    except RuntimeError as err:  # torch.onnx, OpenVINO and ONNX Runtime failures are RuntimeErrors
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return GateReport(runtime=runtime, key=key, passed=False,
+                          reason=f"export failed: {str(err).splitlines()[0] if str(err) else err!r}",
+                          settings=settings.model_dump(), versions=library_versions(runtime),
+                          created=datetime.now(UTC).isoformat(timespec="seconds"))
+    report = run_gate(target, engine, images, metadata, settings, key=key)
+    if not report.passed:  # keep the refusal, not the refused network
+        for path in folder.iterdir():
+            path.unlink()
+    return report
+
+
+# --- choosing the runtime at load -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime a loaded version answers with, and why."""
+
+    runtime: str
+    engine: InferenceEngine | None
+    #: median ms of one single-image forward (all views) per candidate, when ``auto`` timed them
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    #: the warning given when the version fell back to eager torch ("" otherwise)
+    warning: str = ""
+
+
+def time_engine(engine: InferenceEngine, classifier: NeuralClassifier, *, repeats: int = 5) -> float:
+    """Median ms of a single-image forward (all views) in ``engine``, after one warm-up."""
+    images, metadata = _example_inputs(classifier, n=1)
+    engine(images, metadata)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        engine(images, metadata)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def _fallback(warning: str) -> RuntimeChoice:
+    warnings.warn(warning, RuntimeFallbackWarning, stacklevel=3)
+    return RuntimeChoice("torch", None, warning=warning)
+
+
+def select_runtime(classifier: object, version_id: str, version_dir: Path, requested: str, *,
+                   settings: ExportSettings | None = None,
+                   policy: ThreadPolicy | None = None) -> RuntimeChoice:
+    """The runtime ``classifier`` (the version ``version_id`` in ``version_dir``) should answer
+    with under the ``runtime`` setting ``requested``: ``torch`` always; ``openvino`` or
+    ``onnxruntime`` when its export passed the gate; ``auto`` the fastest of eager torch and the
+    passed exports, timed here. A runtime that cannot be used gives eager torch and a
+    :class:`RuntimeFallbackWarning` (for ``auto`` only when an export was refused, or none exists)."""
+    check_runtime(requested)
+    if requested == "torch":
+        return RuntimeChoice("torch", None)
+    if not isinstance(classifier, NeuralClassifier) or not classifier.net.uses_image:
+        if requested == "auto":
+            return RuntimeChoice("torch", None)
+        return _fallback(f"version {version_id!r} has no image network to export; runtime "
+                         f"{requested!r} does not apply and it answers in its own code")
+    if classifier.device.type != "cpu":
+        if requested == "auto":
+            return RuntimeChoice("torch", None)
+        return _fallback(f"runtime {requested!r} runs on the CPU; version {version_id!r} is loaded "
+                         f"on {classifier.device.type} and answers with eager torch there")
+    settings = settings or ExportSettings()
+    candidates = [requested] if requested != "auto" else list(EXPORTED_RUNTIMES)
+    passed, problems = {}, []
+    for runtime in candidates:
+        key = export_key(classifier, runtime, settings)
+        folder = export_folder(version_dir, runtime, key)
+        if not (folder / REPORT_FILE).is_file():
+            problems.append(f"{runtime}: not exported")
+            continue
+        report = GateReport.model_validate_json((folder / REPORT_FILE).read_text())
+        if report.passed:
+            passed[runtime] = open_engine(runtime, folder, policy)
+        else:
+            problems.append(f"{runtime}: refused by the accuracy gate ({report.reason})")
+    if not passed:
+        return _fallback(
+            f"version {version_id!r} answers with eager torch (runtime={requested}): "
+            f"{'; '.join(problems)}. Export and gate it with `skinlesion models export "
+            f"{version_id} --data DATASET` (the dataset it was trained on)")
+    if requested != "auto":
+        return RuntimeChoice(requested, passed[requested])
+    engines: dict[str, InferenceEngine | None] = {"torch": None, **passed}
+    timings = {name: time_engine(engine or TorchEngine(classifier.views_net(), classifier.device),
+                                 classifier)
+               for name, engine in engines.items()}
+    fastest = min(timings, key=timings.__getitem__)
+    return RuntimeChoice(fastest, engines[fastest], timings_ms=timings)

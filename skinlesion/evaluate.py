@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -13,27 +14,100 @@ from tqdm.auto import tqdm
 
 from skinlesion import intervals, metrics, plots, scoring
 from skinlesion.data.images import file_sha256, load_image
-from skinlesion.errors import DataError
+from skinlesion.errors import DataError, ImageError
 from skinlesion.registry import ModelVersion, read_manifest
 from skinlesion.schema import CLASSES, METADATA_FIELDS, class_index
 
 SPLIT_CHOICES = ("unseen", "test", "all")
+#: What batch prediction does with an image it cannot read: leave it out and go on, or answer
+#: nothing once one is found (every image is still read, so all bad ones are named).
+ON_ERROR = ("skip", "stop")
 
 
-def predict_dataset(version: ModelVersion, df: pd.DataFrame, *, batch_size: int = 32,
-                    progress: bool = True) -> np.ndarray:
-    """Calibrated probabilities (len(df), 8) for every row of a dataset table, in batches."""
-    out = np.zeros((len(df), len(CLASSES)), dtype=np.float64)
+@dataclass(frozen=True)
+class BadImage:
+    """An image of a batch that could not be read, and why (the reader's message, naming the file)."""
+
+    image: str
+    path: str
+    reason: str
+
+
+class BadImagesError(DataError):
+    """A batch had unreadable images (``bad``: every one of them) and was asked to stop."""
+
+    def __init__(self, bad: list[BadImage]):
+        self.bad = bad
+        listing = "; ".join(f"{b.image}: {b.reason}" for b in bad)
+        super().__init__(f"{len(bad)} image(s) cannot be read, nothing was predicted: {listing}. "
+                         "Fix or remove them, or pass --on-error skip to answer the others")
+
+
+@dataclass(frozen=True)
+class BatchPredictions:
+    """Answers for the readable images (``images``, in dataset order, with ``probs`` rows) and the
+    images left out (``bad``)."""
+
+    images: list[str]
+    probs: np.ndarray
+    bad: list[BadImage]
+
+
+def write_bad_images(path: Path, bad: list[BadImage]) -> Path:
+    """The unreadable images of a batch as a CSV (``image,path,reason``), for the person fixing
+    them."""
+    pd.DataFrame([vars(b) for b in bad], columns=["image", "path", "reason"]).to_csv(path,
+                                                                                   index=False)
+    return Path(path)
+
+
+def _read_or_none(path: str, image: str, bad: list[BadImage]):
+    try:
+        return load_image(path)
+    except ImageError as err:
+        bad.append(BadImage(image=image, path=path, reason=str(err)))
+        return None
+
+
+def predict_images(version: ModelVersion, df: pd.DataFrame, *,
+                   on_error: Literal["skip", "stop"] = "stop", batch_size: int = 32,
+                   progress: bool = True) -> BatchPredictions:
+    """Calibrated probabilities for every readable image of a dataset table, naming every image
+    that cannot be read (missing, empty, corrupt, truncated, not an image, too large or small).
+
+    ``skip``: the readable images are answered, the others listed in ``bad``. ``stop``: every image
+    is still read so that all bad ones are named, then :class:`BadImagesError` lists them (and
+    nothing is answered); without bad images both give the same answers."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    bad: list[BadImage] = []
+    answered: list[str] = []
+    parts: list[np.ndarray] = []
     bar = tqdm(total=len(df), desc=f"predict {version.id}", unit="img", file=sys.stderr,
                disable=not progress)
     for start in range(0, len(df), batch_size):
         chunk = df.iloc[start:start + batch_size]
-        images = [load_image(p) for p in chunk["path"]]
-        meta = chunk.loc[:, list(METADATA_FIELDS)].reset_index(drop=True)
-        out[start:start + len(chunk)] = version.classifier.predict_proba(images, meta)
+        images = [_read_or_none(str(p), str(name), bad)
+                  for p, name in zip(chunk["path"], chunk["image"])]
+        keep = [i for i, img in enumerate(images) if img is not None]
+        if keep and not (on_error == "stop" and bad):
+            meta = chunk.iloc[keep].loc[:, list(METADATA_FIELDS)].reset_index(drop=True)
+            parts.append(version.classifier.predict_proba([images[i] for i in keep], meta))
+            answered += [str(chunk["image"].iloc[i]) for i in keep]
         bar.update(len(chunk))
     bar.close()
-    return out
+    if bad and on_error == "stop":
+        raise BadImagesError(bad)
+    probs = np.concatenate(parts) if parts else np.zeros((0, len(CLASSES)))
+    return BatchPredictions(images=answered, probs=probs, bad=bad)
+
+
+def predict_dataset(version: ModelVersion, df: pd.DataFrame, *, batch_size: int = 32,
+                    progress: bool = True) -> np.ndarray:
+    """Calibrated probabilities (len(df), 8) for every row of a dataset table, in batches;
+    :class:`BadImagesError` names every unreadable image (see :func:`predict_images`)."""
+    return predict_images(version, df, on_error="stop", batch_size=batch_size,
+                          progress=progress).probs
 
 
 def select_rows(version: ModelVersion, df: pd.DataFrame, models_dir: Path, split: str) -> tuple[

@@ -54,6 +54,11 @@ def allowed_values(field: str | None, max_upload_bytes: int) -> Any:
     return ALLOWED.get(field) if field else None
 
 
+def size_text(n_bytes: int) -> str:
+    """A byte count for a message: whole MiB from 1 MiB up, else KiB."""
+    return f"{n_bytes / 2**20:g} MiB" if n_bytes >= 2**20 else f"{n_bytes / 1024:.0f} KiB"
+
+
 class ApiError(Exception):
     """An error answered as-is: HTTP status, the field at fault and the message."""
 
@@ -143,6 +148,10 @@ def install_error_handlers(app: FastAPI) -> None:
         message = first.get("msg", "invalid input")
         if first.get("type") == "missing":
             message = f"the field '{field}' is required"
+        if first.get("type") == "extra_forbidden":
+            message = (f"the field '{loc[-1]}' is not accepted" + (
+                "; who labelled is the client of the API key, never text in the body"
+                if loc[-1] == "labelled_by" else ""))
         if first.get("type") == "json_invalid":
             field, message = "body", f"the body is not valid JSON ({first.get('ctx', {}).get('error')})"
         return await _answer(request, 422, field, message)

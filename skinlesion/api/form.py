@@ -18,7 +18,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from skinlesion.api.errors import ApiError
+from skinlesion.api.errors import ApiError, size_text
 from skinlesion.schema import SEXES, SITES
 
 IMAGE_FIELD = "image"
@@ -80,8 +80,8 @@ class _StrictParser(MultiPartParser):
             self._image_bytes += end - start
             if self._image_bytes > self.max_image_bytes:
                 raise ApiError(413, IMAGE_FIELD, f"image larger than the "
-                               f"{self.max_image_bytes // (1024 * 1024)} MiB limit; send the "
-                               "dermoscopy image as JPEG or PNG")
+                               f"{size_text(self.max_image_bytes)} limit; send the dermoscopy "
+                               "image as JPEG or PNG")
         super().on_part_data(data, start, end)
 
 

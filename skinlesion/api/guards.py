@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from skinlesion.api.errors import allowed_values, error_body
+from skinlesion.api.errors import allowed_values, error_body, size_text
 from skinlesion.errors import DataError
 
 #: The paths the gate guards.
@@ -248,7 +248,7 @@ class Gate:
         if int(declared) > limit:
             raise Refusal(413, "too_large", field, f"the request body is {int(declared):,} bytes, "
                           f"over the {limit:,}-byte limit; send one JPEG or PNG of at most "
-                          f"{max_upload_bytes // (1024 * 1024)} MiB")
+                          f"{size_text(max_upload_bytes)}")
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:

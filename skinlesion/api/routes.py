@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from skinlesion.api.errors import ApiError
 from skinlesion.api.form import OPENAPI_FORM, PredictionForm, read_prediction_form
@@ -20,6 +20,8 @@ from skinlesion.serving import ServingService
 from skinlesion.store import LabelRecord, PredictionRecord
 
 router = APIRouter()
+#: A label's ``source``: one short word, so no free text (and no identifier) can ride along.
+LABEL_SOURCE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"
 
 
 def get_service(request: Request) -> ServingService:
@@ -59,15 +61,17 @@ class PredictionOut(BaseModel):
 
 
 class LabelIn(BaseModel):
-    """Ground truth arriving later (e.g. histopathology), for a request id or an image hash."""
+    """Ground truth arriving later (e.g. histopathology), for a request id or an image hash. Who
+    labelled is the caller's API key, never text sent in the body."""
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str | None = None
-    image_sha256: str | None = None
+    request_id: uuid.UUID | None = None
+    image_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
     diagnosis: str = Field(description=f"one of {', '.join(CLASSES)}")
-    source: str = "histopathology"
-    labelled_by: str | None = None
+    source: Annotated[str, StringConstraints(pattern=LABEL_SOURCE_PATTERN)] = Field(
+        "histopathology", description="where the diagnosis comes from: a word such as "
+        "histopathology, review or import (letters, digits, _ and -; at most 32)")
 
     @field_validator("diagnosis")
     @classmethod
@@ -138,9 +142,9 @@ def read_prediction(request_id: str, service: Service, key_name: ApiKey) -> Pred
 @router.post("/v1/labels", status_code=201, tags=["labels"],
              summary="Ground truth for earlier answers (by request id or image hash).")
 def create_labels(request: Request, body: LabelsIn, service: Service, key_name: ApiKey) -> dict:
-    records = [LabelRecord(request_id=lab.request_id, image_sha256=lab.image_sha256,
-                           diagnosis=lab.diagnosis, source=lab.source,
-                           labelled_by=lab.labelled_by or key_name) for lab in body.labels]
+    records = [LabelRecord(request_id=lab.request_id and str(lab.request_id),
+                           image_sha256=lab.image_sha256, diagnosis=lab.diagnosis, source=lab.source,
+                           labelled_by=key_name) for lab in body.labels]
     matched = service.store.add_labels(records)
     request.app.state.metrics.observe(request, 201)
     return {"stored": len(records), "matched": matched}

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from skinlesion.data.images import bytes_sha256, image_stats, load_image
+from skinlesion.data.images import bytes_sha256, image_caveats, image_stats, load_image
 from skinlesion.model.base import Classifier
 from skinlesion.model.neural import has_monitoring_embedding
 from skinlesion.registry import ModelVersion, load_version
@@ -189,7 +189,8 @@ class Predictor:
         stats = image_stats(image)
         p_mal = float(probs[self._mask].sum())
         decision, reason = decide(probs, p_mal, threshold,
-                                  quality_issues(stats, self.policy, self._reference),
+                                  image_caveats(image)
+                                  + quality_issues(stats, self.policy, self._reference),
                                   self.policy, restricted=restricted)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs, strict=True)},

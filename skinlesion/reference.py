@@ -319,6 +319,17 @@ def run(data: Path, models_dir: Path, cache_dir: Path, *, quick: bool = False,
     return results
 
 
+def measure(data: Path, cache_dir: Path, changes: dict, *, progress: bool = True) -> list[dict]:
+    """One more candidate recipe (RECIPE with ``changes``) fitted on the reference split and cache,
+    scored as the candidates are (:func:`recipe_rows`); nothing is registered. How a recipe outside
+    :data:`CANDIDATES` is measured for the ablation."""
+    df = read_dataset(data)
+    split = split_dataset(df, seed=SPLIT_SEED)
+    name = ", ".join(f"{k}={v}" for k, v in changes.items())
+    result = fit(df, split, RECIPE.model_copy(update=changes), cache_dir, progress=progress)
+    return recipe_rows(name, result, df[split == "test"])
+
+
 def _print_summary(results: dict) -> None:
     test, honest = results["test"], results["test_intervals"]
     print(f"version {results['version']}: recipe '{results['selection']['recipe']}', "
@@ -351,8 +362,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="activation cache (default: settings cache_dir, data/cache)")
     parser.add_argument("--quick", action="store_true", help="small smoke-test run")
+    parser.add_argument("--measure", type=json.loads, default=None, metavar="JSON",
+                        help="only measure RECIPE with these changes (e.g. '{\"label_smoothing\": "
+                        "0.1}') on the reference split: print its validation/test rows as JSON, "
+                        "register nothing")
     args = parser.parse_args(argv)
     settings = Settings()
+    if args.measure is not None:
+        rows = measure(args.data, args.cache_dir or settings.cache_dir, args.measure)
+        print(json.dumps(rows, indent=2, default=float))
+        return
     results = run(args.data, args.models_dir or settings.models_dir,
                   args.cache_dir or settings.cache_dir, quick=args.quick)
     _print_summary(results)

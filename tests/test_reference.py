@@ -37,3 +37,40 @@ def test_a_quick_run_registers_a_version_with_its_results_and_ablation(quick_run
 def test_the_served_answers_match_the_cached_evaluation(quick_run):
     results, _ = quick_run
     assert 0 <= results["serving_path_max_abs_diff"] <= 5e-3
+
+
+def test_the_card_says_what_the_splits_hold_how_the_recipe_was_chosen_and_its_limits(quick_run):
+    results, models = quick_run
+    card = json.loads((models / results["version"] / "card.json").read_text())
+    composition = card["split_composition"]
+    assert set(composition) == {"all", "train", "val", "test"}
+    assert sum(composition[s]["images"] for s in ("train", "val", "test")) == \
+        composition["all"]["images"]
+    assert card["selection"]["recipe"] in reference.CANDIDATES
+    assert card["selection"]["calibration"] in ("temperature", "prior+temperature")
+    assert "dermoscop" in card["intended_use"] and "not covered" in card["limits"]
+    modes = {(r["recipe"], r["calibration"]) for r in card["recipe_ablation"]}
+    assert len(modes) == 2 * len(reference.CANDIDATES)
+
+
+def test_test_numbers_come_per_image_and_per_lesion_with_intervals(quick_run):
+    results, _ = quick_run
+    honest = results["test_intervals"]
+    assert honest["n_images"] == results["test"]["n"] and 0 < honest["n_lesions"] <= honest["n_images"]
+    for level in ("per_image", "per_lesion"):
+        auroc = honest[level]["auroc"]
+        assert auroc["low"] <= auroc["value"] <= auroc["high"]
+    assert set(results["test_official"]["macro_average"]) == {"auc", "auc_sens_80", "ap"}
+
+
+def test_choose_reads_validation_only():
+    def row(recipe, mode, auroc, bacc, ece, test_auroc):
+        return {"recipe": recipe, "calibration": mode, "val_auroc": auroc,
+                "val_balanced_accuracy": bacc, "val_ece_15": ece, "test_auroc": test_auroc}
+    rows = [row("a", "temperature", 0.90, 0.60, 0.08, 0.99),
+            row("a", "prior+temperature", 0.90, 0.59, 0.03, 0.99),
+            row("b", "temperature", 0.92, 0.62, 0.08, 0.50),
+            row("b", "prior+temperature", 0.92, 0.50, 0.02, 0.50)]
+    # b wins on validation (its test score is ignored); its prior mode costs too much accuracy.
+    assert reference.choose(rows) == ("b", "temperature")
+    assert reference.choose(rows[:2]) == ("a", "prior+temperature")

@@ -24,7 +24,7 @@ import pandas as pd
 import streamlit as st
 from matplotlib.figure import Figure
 
-from skinlesion.auth import ROLES, User, authenticate, can, load_users
+from skinlesion.auth import ROLES, Account, SignInThrottle, User, authenticate, can, load_users
 from skinlesion.monitoring import cockpit
 from skinlesion.monitoring.cockpit import ActiveModel, Tile, WindowHealth, active_model
 from skinlesion.monitoring.policy import Policy, load_policy
@@ -153,10 +153,35 @@ def current_user() -> User | None:
     return st.session_state.get(_USER_KEY)
 
 
+@st.cache_resource(show_spinner=False)
+def _sign_in_throttle(users_file: str) -> SignInThrottle:
+    """The failed sign-ins of this dashboard process (one per users file)."""
+    return SignInThrottle()
+
+
+def _client_address() -> str:
+    """The browser's address as Streamlit sees it ("unknown" where it cannot tell, e.g. in tests)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else "unknown"
+
+
+def _audit_sign_in(accounts: dict[str, Account], name: str, client: str, *, action: str,
+                   locked_out: bool = False) -> None:
+    """Audit a refused sign-in: the account's name and role when the name exists (never the text
+    typed for an unknown one: it may be a password or a patient's name), and the client address."""
+    account = accounts.get(name.strip())
+    store().append_audit(account.name if account else "(unknown user)",
+                         account.role if account else "none", action, target="dashboard",
+                         details={"client": client, "locked_out": locked_out})
+
+
 def sign_in() -> User:
     """The signed-in user; otherwise render the sign-in form and stop the page.
 
-    A person signs in once per browser visit (the user is kept in ``st.session_state``)."""
+    A person signs in once per browser visit (the user is kept in ``st.session_state``). Failed
+    attempts slow the next ones down per name and per client address (skinlesion.auth's
+    SignInThrottle) and are audited (``sign_in_failed``); an attempt while throttled is refused
+    without checking the password."""
     user = current_user()
     if user is not None:
         return user
@@ -173,10 +198,18 @@ def sign_in() -> User:
         password = st.text_input("Password", type="password", key="sign_in_password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
+        client, throttle = _client_address(), _sign_in_throttle(str(path))
+        wait = throttle.wait_s(name, client)
+        if wait > 0:
+            st.error(f"Too many failed sign-ins; try again in {math.ceil(wait)} s.")
+            st.stop()
         user = authenticate(accounts, name, password)
         if user is None:
+            locked_out = throttle.failed(name, client)
+            _audit_sign_in(accounts, name, client, action="sign_in_failed", locked_out=locked_out)
             st.error("Wrong user name or password.")
         else:
+            throttle.succeeded(name, client)
             st.session_state[_USER_KEY] = user
             st.session_state.pop("sign_in_password", None)
             st.rerun()
@@ -198,6 +231,8 @@ def require_role(action: str) -> User:
     the sign-in form, or a refusal naming the roles that may, and the page stops."""
     user = sign_in()
     if not can(user.role, action):
+        store().append_audit(user.name, user.role, "action_refused", target=action,
+                             details={"client": _client_address()})
         allowed = [r for r in ROLES if can(r, action)]
         st.error(f"Your role ({user.role}) may not {action.replace('_', ' ')}; this needs "
                  f"{' or '.join(allowed)}.")

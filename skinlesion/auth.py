@@ -17,6 +17,13 @@ Passwords are hashed with scrypt from the standard library (``hashlib.scrypt``):
 salted key-derivation function, so no extra dependency (bcrypt/argon2 packages) is needed. Hashes
 are compared in constant time.
 
+Sign-in does equal work for every name: an unknown name is checked against a fixed hash of the same
+cost (one scrypt either way), so response time does not tell which names exist.
+:class:`SignInThrottle` slows guessing down: after each failed sign-in for a user name, and from a
+client address, the next attempt must wait (after two free failures: doubling from 1 s up to a minute), and
+5 failures for a name (20 from an address) within 15 minutes lock it out for 15 minutes. Unknown
+names are throttled exactly like known ones.
+
 Pure: no streamlit, no SQL.
 """
 
@@ -29,13 +36,16 @@ import json
 import os
 import re
 import secrets
+import time
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from skinlesion.errors import DataError
+from skinlesion.errors import DataError, PermissionDeniedError
 
 Role = Literal["viewer", "clinician", "ml_lead"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -61,6 +71,10 @@ _SALT_BYTES = 16
 _KEY_BYTES = 32
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
+#: What an unknown name's password is checked against: a hash at the current cost whose password is
+#: nobody's (``hash_password("not-a-password-of-anyone", salt=b"skinlesion-dummy")``).
+_UNKNOWN_USER_HASH = ("scrypt$16384$8$1$c2tpbmxlc2lvbi1kdW1teQ$"
+                      "q5iVvGFPxS8PsQPXl5h4IRGcGtHkO8t3V0PsSQv2nKc")
 
 
 class User(BaseModel):
@@ -105,6 +119,15 @@ def can(role: str, action: str) -> bool:
     if action not in PERMISSIONS:
         raise KeyError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
     return role in PERMISSIONS[action]
+
+
+def require(role: str, action: str) -> None:
+    """PermissionDeniedError unless ``role`` may take ``action`` (:func:`can`), naming the roles
+    that may."""
+    if not can(role, action):
+        allowed = " or ".join(r for r in ROLES if can(r, action))
+        raise PermissionDeniedError(f"the role {role!r} may not {action.replace('_', ' ')}; this "
+                                    f"needs {allowed}")
 
 
 def _b64(data: bytes) -> str:
@@ -172,11 +195,91 @@ def authenticate(accounts: dict[str, Account], name: str, password: str) -> User
     """The user ``name`` when ``password`` is theirs, else None (unknown name or wrong password:
     the caller cannot tell which, so names cannot be probed)."""
     account = accounts.get(name.strip())
-    if account is None:
-        # spend the same time as a real check, so timing does not reveal which names exist
-        verify_password(password, hash_password("x" * MIN_PASSWORD_LENGTH, salt=b"\0" * _SALT_BYTES))
-        return None
-    return account.user if verify_password(password, account.password_hash) else None
+    # one scrypt check either way, so timing does not reveal which names exist
+    matches = verify_password(password, account.password_hash if account else _UNKNOWN_USER_HASH)
+    return account.user if account is not None and matches else None
+
+
+@dataclass(frozen=True)
+class SignInPolicy:
+    """How failed sign-ins slow the next attempt down (see the module docstring)."""
+
+    #: failures before the first delay (a typo costs nothing)
+    free_failures: int = 2
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    #: failures within ``window_s`` that lock a user name out, and a client address (higher: a
+    #: clinic's staff may share one address)
+    max_failures_per_user: int = 5
+    max_failures_per_client: int = 20
+    window_s: float = 15 * 60.0
+    lockout_s: float = 15 * 60.0
+
+
+@dataclass
+class _Failures:
+    times: list[float] = field(default_factory=list)
+    locked_until: float = 0.0
+
+
+class SignInThrottle:
+    """Failed sign-ins per user name and per client address, in this process's memory (one per
+    dashboard server; :meth:`wait_s` before checking a password, :meth:`failed` /
+    :meth:`succeeded` after). Thread-safe enough for Streamlit: each call works on its own keys'
+    lists and tolerates a lost update (at worst one attempt less throttled)."""
+
+    def __init__(self, policy: SignInPolicy | None = None, *,
+                 clock: Callable[[], float] = time.monotonic):
+        self.policy = policy or SignInPolicy()
+        self._clock = clock
+        self._failures: dict[tuple[str, str], _Failures] = {}
+
+    @staticmethod
+    def _keys(name: str, client: str) -> tuple[tuple[str, str], tuple[str, str]]:
+        return ("user", name.strip().lower()), ("client", client)
+
+    def _wait(self, key: tuple[str, str], now: float) -> float:
+        entry = self._failures.get(key)
+        if entry is None:
+            return 0.0
+        recent = [t for t in entry.times if now - t < self.policy.window_s]
+        extra = len(recent) - self.policy.free_failures
+        if extra <= 0:
+            return max(0.0, entry.locked_until - now)
+        delay = min(self.policy.max_delay_s, self.policy.base_delay_s * 2 ** (extra - 1))
+        return max(0.0, entry.locked_until - now, recent[-1] + delay - now)
+
+    def wait_s(self, name: str, client: str) -> float:
+        """Seconds before ``name`` may try again from ``client`` (0: now)."""
+        now = self._clock()
+        return max(self._wait(key, now) for key in self._keys(name, client))
+
+    def failed(self, name: str, client: str) -> bool:
+        """Count a failed sign-in against the name and the client; lock out the one that reached
+        its maximum within the window. True when this failure started a lockout."""
+        now = self._clock()
+        self._forget_old(now)
+        limits = (self.policy.max_failures_per_user, self.policy.max_failures_per_client)
+        locked = False
+        for key, limit in zip(self._keys(name, client), limits, strict=True):
+            entry = self._failures.setdefault(key, _Failures())
+            entry.times = [t for t in entry.times if now - t < self.policy.window_s] + [now]
+            if len(entry.times) >= limit and entry.locked_until <= now:
+                entry.locked_until = now + self.policy.lockout_s
+                locked = True
+        return locked
+
+    def succeeded(self, name: str, client: str) -> None:
+        """Clear the name's and the client's failures."""
+        for key in self._keys(name, client):
+            self._failures.pop(key, None)
+
+    def _forget_old(self, now: float) -> None:
+        horizon = max(self.policy.window_s, self.policy.lockout_s)
+        stale = [k for k, e in self._failures.items()
+                 if (not e.times or now - e.times[-1] >= horizon) and e.locked_until <= now]
+        for key in stale:
+            self._failures.pop(key, None)
 
 
 def _dump_users(accounts: dict[str, Account]) -> str:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from skinlesion.auth import (ACTIONS, PERMISSIONS, ROLES, add_user, authenticate, can, hash_password,
-                             load_users, verify_password)
+from skinlesion import auth
+from skinlesion.auth import (ACTIONS, PERMISSIONS, ROLES, SignInPolicy, SignInThrottle, add_user,
+                             authenticate, can, hash_password, load_users, verify_password)
 from skinlesion.errors import DataError
 
 
@@ -90,3 +91,73 @@ def test_cli_users_add_prompts_for_the_password(tmp_path: Path, monkeypatch: pyt
                                  input="long password\nlong password\n")
     assert refused.exit_code == 2
     assert "eve" not in load_users(path)
+
+
+def test_sign_in_does_equal_work_for_known_and_unknown_names(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    """One scrypt check at the same cost whether the name exists or not (issue 16, item 8): the
+    unknown name's 121 vs 77 ms came from hashing twice."""
+    path = tmp_path / "users.toml"
+    add_user(path, "alice", "clinician", "correct horse")
+    accounts = load_users(path)
+    calls: list[tuple[int, int, int]] = []
+    real = auth.hashlib.scrypt
+
+    def counting(password, *, salt, n, r, p, dklen, **kw):
+        calls.append((n, r, p))
+        return real(password, salt=salt, n=n, r=r, p=p, dklen=dklen, **kw)
+
+    monkeypatch.setattr(auth.hashlib, "scrypt", counting)
+    work = {}
+    for name, password in (("alice", "wrong one"), ("alice", "correct horse"), ("mallory", "x" * 9)):
+        calls.clear()
+        authenticate(accounts, name, password)
+        work[name, password] = list(calls)
+    assert len(set(map(tuple, work.values()))) == 1  # the same calls, at the same cost
+    assert next(iter(work.values())) == [(auth.SCRYPT_N, auth.SCRYPT_R, auth.SCRYPT_P)]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failed_sign_ins_back_off_then_lock_the_name_out():
+    clock = Clock()
+    throttle = SignInThrottle(SignInPolicy(), clock=clock)
+    waits = []
+    for i in range(5):
+        assert throttle.wait_s("alice", f"10.0.0.{i}") == pytest.approx(waits[-1] if waits else 0)
+        locked = throttle.failed("alice", f"10.0.0.{i}")  # a new address each time: the name counts
+        waits.append(throttle.wait_s("alice", "10.0.0.99"))
+        assert locked is (i == 4)
+    assert waits[:4] == [0, 0, 1, 2]  # two free failures, then doubling
+    assert waits[4] == pytest.approx(15 * 60)  # the fifth locks the name out for 15 minutes
+    assert throttle.wait_s("bob", "10.0.0.99") == 0  # other names from other addresses are free
+    clock.now += 15 * 60
+    assert throttle.wait_s("alice", "10.0.0.99") == 0
+
+
+def test_unknown_names_are_throttled_like_known_ones_and_success_clears():
+    clock = Clock()
+    throttle = SignInThrottle(clock=clock)
+    for name in ("alice", "nobody"):
+        for _ in range(3):
+            throttle.failed(name, f"client-{name}")
+    assert throttle.wait_s("alice", "x") == throttle.wait_s("nobody", "y") == 1
+    throttle.succeeded("alice", "client-alice")
+    assert throttle.wait_s("alice", "client-alice") == 0
+
+
+def test_one_address_trying_many_names_is_slowed_and_locked_out():
+    clock = Clock()
+    throttle = SignInThrottle(clock=clock)
+    for i in range(20):  # a new name each time, waiting out each backoff (at most 32 s here)
+        clock.now += throttle.wait_s(f"name{i}", "203.0.113.9")
+        throttle.failed(f"name{i}", "203.0.113.9")
+    assert throttle.wait_s("name0", "203.0.113.9") > 0  # slowed although each name failed once
+    assert throttle.wait_s("fresh-name", "203.0.113.9") == pytest.approx(15 * 60)
+    assert throttle.wait_s("fresh-name", "198.51.100.1") == 0

@@ -69,6 +69,16 @@ def _read_or_none(path: str, image: str, bad: list[BadImage]):
         return None
 
 
+def screen_images(df: pd.DataFrame, *, progress: bool = True) -> tuple[pd.DataFrame, list[BadImage]]:
+    """The rows of a dataset table whose image can be read, and every one that cannot (for paths
+    that read the files themselves, e.g. the serving path of ``predict --log``)."""
+    bad: list[BadImage] = []
+    ok = [_read_or_none(str(p), str(name), bad) is not None
+          for p, name in tqdm(zip(df["path"], df["image"]), total=len(df), desc="check images",
+                              unit="img", file=sys.stderr, disable=not progress)]
+    return df[np.array(ok, dtype=bool)], bad
+
+
 def predict_images(version: ModelVersion, df: pd.DataFrame, *,
                    on_error: Literal["skip", "stop"] = "stop", batch_size: int = 32,
                    progress: bool = True) -> BatchPredictions:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from skinlesion.evaluate import (BadImage, BadImagesError, evaluate_version, predict_dataset,
-                                 predict_images, write_bad_images)
+                                 predict_images, screen_images, write_bad_images)
 from skinlesion.registry import load_version
 from tests.standins import standin_home
 
@@ -70,3 +70,10 @@ def test_bad_images_report_is_a_csv_with_the_reasons(tmp_path):
     bad = [BadImage("ISIC_1", "/x/ISIC_1.jpg", "file /x/ISIC_1.jpg: the file is empty")]
     table = pd.read_csv(write_bad_images(tmp_path / "bad.csv", bad))
     assert table.to_dict(orient="records") == [vars(bad[0])]
+
+
+def test_screen_keeps_the_readable_rows_and_names_the_others(tmp_path, synthetic_df):
+    df, bad_names = _with_bad_files(synthetic_df, tmp_path)
+    good, bad = screen_images(df, progress=False)
+    assert [b.image for b in bad] == bad_names
+    assert good.index.equals(df.index[~df["image"].isin(bad_names)])

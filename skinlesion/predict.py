@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from skinlesion.data.images import bytes_sha256, image_caveats, image_stats, load_image
 from skinlesion.model.base import Classifier
 from skinlesion.model.neural import has_monitoring_embedding
+from skinlesion.model.runtime import ExportSettings, use_runtime
 from skinlesion.registry import ModelVersion, load_version
 from skinlesion.schema import CLASSES, Metadata, malignant_mask
 
@@ -133,14 +134,21 @@ class Prediction:
     image_sha256: str
     image_stats: dict[str, float]
     embedding: list[float] | None = field(default=None, repr=False)
+    #: what ran the network: torch (eager) or an exported runtime (skinlesion.model.runtime)
+    runtime: str = "torch"
 
 
 class Predictor:
-    """One model version, loaded once, answering single images or batches."""
+    """One model version, loaded once, answering single images or batches, its network run by the
+    ``runtime`` asked for (``torch``, ``openvino``, ``onnxruntime`` or ``auto``; eager torch with a
+    warning where the runtime's export is missing or refused: skinlesion.model.runtime)."""
 
     def __init__(self, version: ModelVersion, *, role: str = "active",
-                 policy: DecisionPolicy | None = None):
+                 policy: DecisionPolicy | None = None, runtime: str = "torch",
+                 export_settings: ExportSettings | None = None):
         self.version = version
+        self.runtime = use_runtime(version.classifier, version.id, version.path, runtime,
+                                   settings=export_settings).runtime
         self.role = role
         self.policy = policy or DecisionPolicy()
         self._mask = np.array(malignant_mask(version.card.malignant))
@@ -148,12 +156,17 @@ class Predictor:
 
     @classmethod
     def from_registry(cls, ref: str, models_dir: Path, *, device: str = "auto",
-                      role: str = "active", policy: DecisionPolicy | None = None) -> Predictor:
-        return cls(load_version(ref, models_dir, device=device), role=role, policy=policy)
+                      role: str = "active", policy: DecisionPolicy | None = None,
+                      runtime: str = "torch") -> Predictor:
+        return cls(load_version(ref, models_dir, device=device), role=role, policy=policy,
+                   runtime=runtime)
 
     @property
     def device(self) -> str:
-        return str(getattr(self.version.classifier, "device", "cpu"))
+        """Where the network runs, with the runtime when it is not eager torch (``cpu/openvino``):
+        what every answer records."""
+        device = str(getattr(self.version.classifier, "device", "cpu"))
+        return device if self.runtime == "torch" else f"{device}/{self.runtime}"
 
     @property
     def threshold(self) -> float:
@@ -198,7 +211,7 @@ class Predictor:
             decision=decision, decision_reason=reason, threshold=threshold,
             model_version=self.version.id, model_role=self.role, latency_ms=latency_ms,
             device=self.device, image_sha256=sha, image_stats={k: float(v) for k, v in stats.items()},
-            embedding=embedding)
+            embedding=embedding, runtime=self.runtime)
 
 
 def answer_with_embeddings(classifier: Classifier, images: Sequence[Image.Image],

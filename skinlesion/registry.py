@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skinlesion import __version__
 from skinlesion.errors import ModelNotFoundError, SkinLesionError
 from skinlesion.model.base import Classifier
+from skinlesion.model.exports import read_reports
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT
 
 CARD_FILE = "card.json"
@@ -256,7 +257,11 @@ def save_version(models_dir: Path, classifier: Classifier, *, threshold: float, 
 
 
 def read_card(version_dir: Path) -> ModelCard:
-    return ModelCard.model_validate_json((Path(version_dir) / CARD_FILE).read_text())
+    """The version's card, with ``exports``: the runtime exports made of it since it was saved and
+    what their accuracy gate said (skinlesion.model.exports; not stored in card.json)."""
+    card = json.loads((Path(version_dir) / CARD_FILE).read_text())
+    return ModelCard.model_validate(
+        card | {"exports": [report.summary() for report in read_reports(version_dir)]})
 
 
 def list_versions(models_dir: Path) -> list[ModelCard]:

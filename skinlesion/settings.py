@@ -7,6 +7,7 @@ or ``SKINLESION_DB_PATH=/tmp/x.duckdb``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,9 @@ class Settings(BaseSettings):
     #: dashboard users (name, role, scrypt password hash); see skinlesion.auth
     users_file: Path | None = None
     device: str = "auto"
+    #: what runs a neural version's network on the CPU: auto (the fastest gated export or eager),
+    #: openvino, onnxruntime or torch (eager); see skinlesion.model.runtime
+    runtime: Literal["auto", "openvino", "onnxruntime", "torch"] = "auto"
     #: API: largest accepted upload, and whether images are kept (for the review queue / retraining)
     max_upload_bytes: int = 20 * 1024 * 1024
     retain_images: bool = False

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import secrets
 import shutil
 import threading
@@ -55,6 +56,8 @@ OPENVINO_FILE = "model.xml"
 INPUT_NAMES = ("images", "metadata")
 OUTPUT_NAMES = ("logits", "pooled")
 
+log = logging.getLogger("skinlesion.runtime")
+
 
 class RuntimeFallbackWarning(UserWarning):
     """A runtime was asked for but the version serves on eager torch (refused or not exported)."""
@@ -71,7 +74,7 @@ class ExportSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    opset: int = Field(17, ge=13, le=21)
+    opset: int = Field(18, ge=18, le=23)
     precision: Literal["fp32"] = "fp32"
     max_abs_dp: float = Field(1e-4, gt=0)
     max_abs_embedding: float = Field(1e-4, gt=0)
@@ -140,17 +143,17 @@ def _example_inputs(classifier: NeuralClassifier, n: int = 2) -> tuple[torch.Ten
 
 
 def export_onnx(classifier: NeuralClassifier, path: Path, settings: ExportSettings) -> Path:
-    """Trace the classifier's :class:`ViewsNet` (a private copy: tracing switches module modes) to
-    ONNX at ``path``, the batch dimension dynamic."""
+    """Export the classifier's :class:`ViewsNet` (a private copy: exporting switches module modes)
+    to ONNX at ``path`` with torch's dynamo exporter, the batch dimension dynamic."""
     views_net = copy.deepcopy(classifier.views_net()).cpu()
-    dynamic = {name: {0: "n"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    batch = torch.export.Dim("n", min=1, max=4096)
     with warnings.catch_warnings():
-        # the efficientnet-lite "same" padding is computed from the (fixed) image size: constant
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*axis name: n will not be used.*")
         torch.onnx.export(views_net, _example_inputs(classifier), str(path),
                           input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                          dynamic_axes=dynamic, opset_version=settings.opset, dynamo=False)
+                          dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
+                          opset_version=settings.opset, dynamo=True, external_data=False,
+                          verbose=False)
     return path
 
 
@@ -390,7 +393,8 @@ def select_runtime(classifier: object, version_id: str, version_dir: Path, reque
     with under the ``runtime`` setting ``requested``: ``torch`` always; ``openvino`` or
     ``onnxruntime`` when its export passed the gate; ``auto`` the fastest of eager torch and the
     passed exports, timed here. A runtime that cannot be used gives eager torch and a
-    :class:`RuntimeFallbackWarning` (for ``auto`` only when an export was refused, or none exists)."""
+    :class:`RuntimeFallbackWarning` (for ``auto`` only when an export was refused; a version not
+    exported at all is logged at info level)."""
     check_runtime(requested)
     if requested == "torch":
         return RuntimeChoice("torch", None)
@@ -406,7 +410,7 @@ def select_runtime(classifier: object, version_id: str, version_dir: Path, reque
                          f"on {classifier.device.type} and answers with eager torch there")
     settings = settings or ExportSettings()
     candidates = [requested] if requested != "auto" else list(EXPORTED_RUNTIMES)
-    passed, problems = {}, []
+    passed, problems, refused = {}, [], []
     for runtime in candidates:
         key = export_key(classifier, runtime, settings)
         folder = export_folder(version_dir, runtime, key)
@@ -417,12 +421,16 @@ def select_runtime(classifier: object, version_id: str, version_dir: Path, reque
         if report.passed:
             passed[runtime] = open_engine(runtime, folder, policy)
         else:
+            refused.append(runtime)
             problems.append(f"{runtime}: refused by the accuracy gate ({report.reason})")
     if not passed:
-        return _fallback(
-            f"version {version_id!r} answers with eager torch (runtime={requested}): "
-            f"{'; '.join(problems)}. Export and gate it with `skinlesion models export "
-            f"{version_id} --data DATASET` (the dataset it was trained on)")
+        message = (f"version {version_id!r} answers with eager torch (runtime={requested}): "
+                   f"{'; '.join(problems)}. Export and gate it with `skinlesion models export "
+                   f"{version_id} --data DATASET` (the dataset it was trained on)")
+        if requested == "auto" and not refused:  # nothing exported yet: the usual eager version
+            log.info(message)
+            return RuntimeChoice("torch", None)
+        return _fallback(message)
     if requested != "auto":
         return RuntimeChoice(requested, passed[requested])
     engines: dict[str, InferenceEngine | None] = {"torch": None, **passed}
@@ -431,3 +439,15 @@ def select_runtime(classifier: object, version_id: str, version_dir: Path, reque
                for name, engine in engines.items()}
     fastest = min(timings, key=timings.__getitem__)
     return RuntimeChoice(fastest, engines[fastest], timings_ms=timings)
+
+
+def use_runtime(classifier: object, version_id: str, version_dir: Path, requested: str, *,
+                settings: ExportSettings | None = None,
+                policy: ThreadPolicy | None = None) -> RuntimeChoice:
+    """:func:`select_runtime`, then hand the chosen engine to the classifier (a neural one; eager
+    torch when the choice is torch). Returns the choice."""
+    choice = select_runtime(classifier, version_id, version_dir, requested, settings=settings,
+                            policy=policy)
+    if isinstance(classifier, NeuralClassifier) and classifier.net.uses_image:
+        classifier.use_engine(choice.engine)
+    return choice

@@ -1,0 +1,230 @@
+"""Inference runtimes: the batched views, the exports, the accuracy gate, the choice at load.
+
+One tiny seeded version (EfficientNet-Lite0 at 64x48, random weights, all four views) registered on
+the synthetic set; every test exports from it or from a deliberately perturbed copy of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skinlesion.data.images import load_image
+from skinlesion.data.metadata import MetadataEncoder
+from skinlesion.data.readers import read_dataset
+from skinlesion.data.splits import split_dataset
+from skinlesion.data.transforms import VIEWS, Preprocessing, apply_view
+from skinlesion.export import export_target, export_version, reference_rows
+from skinlesion.model import runtime
+from skinlesion.model.exports import read_reports
+from skinlesion.model.neural import NeuralClassifier, ViewsNet, build_network
+from skinlesion.model.runtime import (ExportSettings, RuntimeFallbackWarning, export, export_key,
+                                      select_runtime)
+from skinlesion.model.threads import ThreadPolicy
+from skinlesion.predict import Predictor
+from skinlesion.register import register
+from skinlesion.registry import load_version, read_card
+from skinlesion.schema import METADATA_FIELDS, Metadata
+
+EXPORTED = ("openvino", "onnxruntime")
+
+
+def tiny_classifier(df, *, tta=VIEWS, seed: int = 0) -> NeuralClassifier:
+    torch.manual_seed(seed)
+    encoder = MetadataEncoder().fit(df.loc[:, list(METADATA_FIELDS)])
+    net = build_network("efficientnet_lite0", inputs="image+metadata",
+                        n_metadata=len(encoder.feature_names_), pretrained=False)
+    with torch.no_grad():  # spread the answers, so decisions and classes differ between images
+        net.fc.weight.mul_(200)
+    config = {"architecture": "efficientnet_lite0", "inputs": "image+metadata",
+              "backbone_config": {"drop_connect_rate": 0.2}, "meta_hidden": 32, "dropout": 0.3}
+    return NeuralClassifier(net.eval(), config=config, preprocessing=Preprocessing(64, 48),
+                            encoder=encoder, tta=tta, device="cpu", batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def models_dir(synthetic_df, tmp_path_factory) -> Path:
+    """A models folder with the tiny version ``tiny`` registered (threshold: median p_malignant)."""
+    folder = tmp_path_factory.mktemp("models")
+    clf = tiny_classifier(synthetic_df)
+    split = split_dataset(synthetic_df, seed=0)
+    val = synthetic_df[split == "val"]
+    probs = clf.predict_proba([load_image(p) for p in val["path"]], val.loc[:, list(METADATA_FIELDS)])
+    p_mal = probs[:, [0, 2, 3, 7]].sum(1)
+    register(folder, clf, synthetic_df, split, threshold=float(np.median(p_mal)), val_probs=probs,
+             data_name="synthetic", version_id="tiny", progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(models_dir, synthetic_dir) -> dict:
+    """Both runtimes exported and gated once on the version's validation images."""
+    return {r.runtime: r for r in export_version(models_dir, "tiny", synthetic_dir)}
+
+
+@pytest.fixture(scope="module")
+def batch(synthetic_df):
+    rows = synthetic_df.iloc[:6]
+    return [load_image(p) for p in rows["path"]], rows.loc[:, list(METADATA_FIELDS)]
+
+
+def sequential_logits(clf: NeuralClassifier, images, metadata) -> tuple[np.ndarray, np.ndarray]:
+    """The views one forward each (the way answers were computed before they were batched)."""
+    net = clf._network()
+    x, m = clf.preprocessing(images), clf._metadata(metadata, len(images))
+    with torch.inference_mode():
+        logits = sum(net.classify(net.embed(apply_view(x, v)), m) for v in clf.tta) / len(clf.tta)
+        return logits.double().numpy(), net.embed(x).numpy()
+
+
+@pytest.mark.parametrize("tta", [VIEWS, ("hflip", "vflip")])
+def test_batched_views_equal_the_sequential_answers(synthetic_df, batch, tta):
+    clf = tiny_classifier(synthetic_df, tta=tta)
+    logits, pooled = sequential_logits(clf, *batch)
+    probs, embedding = clf.predict_proba_and_embeddings(*batch)
+    np.testing.assert_allclose(probs, clf._calibrated(logits), atol=1e-5)
+    np.testing.assert_allclose(embedding, clf._project([pooled]), atol=1e-5)
+    assert np.ptp(probs, axis=0).max() > 0.05  # images get different answers: the check has teeth
+    views_net = clf.views_net()
+    assert views_net.stacked[0] == "identity" and len(views_net.stacked) == len(set(tta) | {"identity"})
+    views_net.train()  # an exporter switching modes cannot turn dropout / drop-connect on
+    assert not any(m.training for m in views_net.modules())
+
+
+def test_views_net_needs_an_image_network(synthetic_df):
+    net = build_network(None, inputs="metadata", n_metadata=14, pretrained=False)
+    with pytest.raises(ValueError, match="metadata-only"):
+        ViewsNet(net, VIEWS)
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_runtime_answers_equal_eager(models_dir, exported, batch, name):
+    report = exported[name]
+    assert report.passed, report.reason
+    assert report.n_images > 0 and report.changed_decisions == 0 and report.max_abs_dp <= 1e-4
+    version = load_version("tiny", models_dir, device="cpu")
+    eager = version.classifier.predict_proba_and_embeddings(*batch)
+    choice = select_runtime(version.classifier, "tiny", version.path, name)
+    assert choice.runtime == name and choice.warning == ""
+    version.classifier.use_engine(choice.engine)
+    assert version.classifier.runtime == name
+    probs, embedding = version.classifier.predict_proba_and_embeddings(*batch)
+    np.testing.assert_allclose(probs, eager[0], atol=1e-4)
+    np.testing.assert_allclose(embedding, eager[1], atol=1e-4)
+
+
+def test_an_export_is_made_once_and_listed_on_the_card(models_dir, exported, synthetic_dir,
+                                                       monkeypatch):
+    calls = []
+    monkeypatch.setattr(runtime, "write_export", lambda *a: calls.append(a))
+    again = {r.runtime: r for r in export_version(models_dir, "tiny", synthetic_dir)}
+    assert calls == [] and again == exported
+    card = read_card(models_dir / "tiny")
+    assert {e["runtime"] for e in card.exports if e["passed"]} == set(EXPORTED)
+
+
+def test_export_key_follows_weights_and_settings(synthetic_df):
+    clf = tiny_classifier(synthetic_df)
+    key = export_key(clf, "onnxruntime", ExportSettings())
+    assert key == export_key(tiny_classifier(synthetic_df), "onnxruntime", ExportSettings())
+    assert key != export_key(clf, "openvino", ExportSettings())
+    assert key != export_key(clf, "onnxruntime", ExportSettings(opset=19))
+    assert key != export_key(tiny_classifier(synthetic_df, seed=1), "onnxruntime", ExportSettings())
+
+
+def _perturbed_export(monkeypatch) -> list:
+    """Make every export come from a copy of the network whose output bias is shifted."""
+    made = []
+    original = runtime.export_onnx
+
+    def perturbed(classifier, path, settings):
+        bad = copy.copy(classifier)
+        bad.net = copy.deepcopy(classifier.net)
+        with torch.no_grad():
+            bad.net.fc.bias[0] += 0.05
+        bad._inference = bad._engine = None
+        made.append(path)
+        return original(bad, path, settings)
+
+    monkeypatch.setattr(runtime, "export_onnx", perturbed)
+    return made
+
+
+def test_the_gate_refuses_a_perturbed_export_and_the_version_serves_eager(
+        models_dir, synthetic_dir, monkeypatch, tmp_path, batch):
+    made = _perturbed_export(monkeypatch)
+    version = load_version("tiny", models_dir, device="cpu")
+    rows = reference_rows(version, models_dir, read_dataset(synthetic_dir), n=16)
+    images = [load_image(p) for p in rows["path"]]
+    settings = ExportSettings(opset=19)  # another key than the passed exports of the fixture
+    report = export(export_target(version), "onnxruntime", images,
+                    rows.loc[:, list(METADATA_FIELDS)], settings=settings)
+    assert not report.passed and "max |Δp|" in report.reason and report.max_abs_dp > 1e-4
+    folder = next(p for p in (models_dir / "tiny" / "exports").iterdir()
+                  if p.name.startswith("onnxruntime-" + report.key[:16]))
+    assert [p.name for p in folder.iterdir()] == ["gate.json"]  # the refused network is not kept
+    # the refusal is kept: not exported again
+    assert export(export_target(version), "onnxruntime", images,
+                  rows.loc[:, list(METADATA_FIELDS)], settings=settings) == report
+    assert len(made) == 1
+    with pytest.warns(RuntimeFallbackWarning, match="refused by the accuracy gate.*max \\|Δp\\|"):
+        choice = select_runtime(version.classifier, "tiny", version.path, "onnxruntime",
+                                settings=settings)
+    assert choice.runtime == "torch" and choice.engine is None
+    with pytest.warns(RuntimeFallbackWarning, match="refused"):
+        predictor = Predictor(version, runtime="onnxruntime", export_settings=settings)
+    answer = predictor.predict(batch[0][0], Metadata.from_raw(50, "female", "posterior torso"))
+    assert answer.runtime == "torch" and answer.device == "cpu"
+
+
+def test_a_runtime_not_exported_falls_back_to_eager_with_a_warning(synthetic_df, tmp_path):
+    clf = tiny_classifier(synthetic_df, seed=2)
+    with pytest.warns(RuntimeFallbackWarning, match="openvino: not exported.*skinlesion models export"):
+        choice = select_runtime(clf, "v", tmp_path, "openvino")
+    assert choice.runtime == "torch" and clf.runtime == "torch"
+    with warnings.catch_warnings():  # auto and torch: eager, no warning (nothing was refused)
+        warnings.simplefilter("error")
+        assert select_runtime(clf, "v", tmp_path, "auto").runtime == "torch"
+        assert select_runtime(clf, "v", tmp_path, "torch").runtime == "torch"
+    with pytest.raises(ValueError, match="auto, openvino, onnxruntime, torch"):
+        select_runtime(clf, "v", tmp_path, "tensorrt")
+
+
+def test_auto_picks_the_fastest_gated_runtime(models_dir, exported, batch):
+    version = load_version("tiny", models_dir, device="cpu")
+    choice = select_runtime(version.classifier, "tiny", version.path, "auto")
+    assert set(choice.timings_ms) == {"torch", *EXPORTED}
+    assert choice.runtime == min(choice.timings_ms, key=choice.timings_ms.get)
+
+
+def test_predictor_answers_record_the_runtime(models_dir, exported, batch):
+    meta = Metadata.from_raw(50, "female", "posterior torso")
+    eager = Predictor(load_version("tiny", models_dir, device="cpu")).predict(batch[0][0], meta)
+    served = Predictor(load_version("tiny", models_dir, device="cpu"), runtime="openvino"
+                       ).predict(batch[0][0], meta)
+    assert eager.runtime == "torch" and eager.device == "cpu"
+    assert served.runtime == "openvino" and served.device == "cpu/openvino"
+    assert served.decision == eager.decision
+    assert max(abs(served.probabilities[c] - eager.probabilities[c])
+               for c in eager.probabilities) <= 1e-4
+
+
+def test_thread_policy():
+    env = {"OMP_NUM_THREADS": "3"}
+    policy = ThreadPolicy.for_machine(env)
+    assert policy == ThreadPolicy(threads=3, passive=True)
+    applied = policy.apply(env)
+    assert applied["OMP_WAIT_POLICY"] == "PASSIVE" and applied["OMP_NUM_THREADS"] == "3"
+    assert ThreadPolicy.for_machine({"OMP_WAIT_POLICY": "active"}).passive is False
+    assert ThreadPolicy(2).apply({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert ThreadPolicy(2).onnxruntime_options()["session.intra_op.allow_spinning"] == "0"
+    assert ThreadPolicy(2).openvino_config()["INFERENCE_NUM_THREADS"] == "2"
+    with pytest.raises(RuntimeError, match="before torch"):
+        ThreadPolicy(2).apply()  # torch is loaded in the test process
+    with pytest.raises(ValueError, match="at least 1"):
+        ThreadPolicy(0)

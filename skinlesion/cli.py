@@ -547,7 +547,7 @@ def apikey_revoke(name: str = typer.Option(..., help="Name of the key to revoke.
 def _route_action(action) -> None:
     """Run a skinlesion.operations route action as the ml_lead on this server (audited under the
     login name) and print the new route; project errors exit with code 2."""
-    from skinlesion import operations
+    from skinlesion.lifecycle import operations
 
     store = _store()
     try:
@@ -655,7 +655,7 @@ def models_threshold(
     audited and reversible; the model card is not edited)."""
     from datetime import UTC, datetime, timedelta
 
-    from skinlesion import operations
+    from skinlesion.lifecycle import operations
 
     chosen = [flag for flag, on in (("--sensitivity", sensitivity is not None),
                                     ("--value", value is not None), ("--revert", revert),
@@ -736,7 +736,7 @@ app.add_typer(jobs_app, name="jobs")
 
 
 def _print_job(job, *, log_tail: int = 0) -> None:
-    from skinlesion.retrain import gate_table
+    from skinlesion.lifecycle.gate import gate_table
 
     typer.echo(f"job {job.id}  {job.status}  {job.progress:.0%}  {job.message}")
     typer.echo(f"  {job.kind} of {job.model} · trigger {job.trigger} · by {job.requested_by} "
@@ -769,9 +769,9 @@ def retrain(reason: str = typer.Option(..., help="Why (audited)."),
     """Retrain the active model in a background job (its original data + labelled production
     cases with kept images); the new version is a candidate, compared with the active one. Prints
     the job id last (with --wait: the candidate's id)."""
-    from skinlesion import jobs
+    from skinlesion.lifecycle import jobs
+    from skinlesion.lifecycle.spec import active_spec
     from skinlesion.monitoring.policy import load_policy
-    from skinlesion.retrain import active_spec
 
     settings = _settings()
     store = _store()
@@ -803,7 +803,7 @@ def jobs_list(limit: int = typer.Option(20, min=1, help="Newest jobs shown.")) -
     from rich.console import Console
     from rich.table import Table
 
-    from skinlesion.jobs import refresh
+    from skinlesion.lifecycle.jobs import refresh
 
     store = _store()
     table = Table("id", "model", "trigger", "status", "progress", "message", "queued (UTC)", "by",
@@ -821,7 +821,7 @@ def jobs_show(job_id: str = typer.Argument(..., help="Job id (or its first chara
               log: int = typer.Option(20, min=0, help="Last log lines shown.")) -> None:
     """A job's status, progress, result (the candidate and its comparison with the active model)
     and log tail."""
-    from skinlesion.jobs import find_job
+    from skinlesion.lifecycle.jobs import find_job
 
     try:
         job = find_job(_store(), job_id)
@@ -834,7 +834,7 @@ def jobs_show(job_id: str = typer.Argument(..., help="Job id (or its first chara
 def jobs_cancel(job_id: str = typer.Argument(..., help="Job id (or its first characters)."),
                 reason: str = typer.Option(..., help="Why (audited).")) -> None:
     """Cancel a queued or running job (it stops at its next step or epoch)."""
-    from skinlesion.jobs import cancel_job
+    from skinlesion.lifecycle.jobs import cancel_job
 
     try:
         job = cancel_job(_store(), job_id, actor=_actor(), role="ml_lead", reason=reason)
@@ -847,7 +847,7 @@ def jobs_cancel(job_id: str = typer.Argument(..., help="Job id (or its first cha
 def jobs_run(job_id: str = typer.Argument(..., help="Job id."),
              db: Path = typer.Option(..., help="The store holding the job.")) -> None:
     """Run a queued job in this process (what a launched job's background process does)."""
-    from skinlesion.jobs import run_job
+    from skinlesion.lifecycle.job_process import run_job
     from skinlesion.store import Store
 
     try:
@@ -924,17 +924,17 @@ def monitor(once: bool = typer.Option(False, "--once", help="Run once and exit."
     folder = _models_dir(models_dir)
     notifier = WebhookNotifier(webhook) if webhook else None
 
+    cache_dir = _settings().cache_dir if retrain else None
+
     def show(result) -> None:
         typer.secho(result.summary(), fg=_STATUS_COLOURS.get(result.snapshot.status))
-        if retrain:
-            from skinlesion.monitoring.triggers import check_retraining
-
-            for outcome in check_retraining(store, folder, policy, cache_dir=_settings().cache_dir):
-                typer.echo(outcome.describe())
+        for outcome in result.retraining:
+            typer.echo(outcome.describe())
 
     if interval is None:
         try:
-            show(run_once(store, folder, policy, window=window, notifier=notifier))
+            show(run_once(store, folder, policy, window=window, notifier=notifier,
+                          retrain_cache_dir=cache_dir))
         except SkinLesionError as err:
             raise _fail(err) from err
         return
@@ -951,7 +951,7 @@ def monitor(once: bool = typer.Option(False, "--once", help="Run once and exit."
         typer.echo(f"gauges on http://{metrics_host}:{port}/metrics", err=True)
     try:
         run_every(store, folder, policy, every=interval, window=window, notifier=notifier,
-                  on_result=callbacks, runs=runs,
+                  retrain_cache_dir=cache_dir, on_result=callbacks, runs=runs,
                   on_error=lambda err: typer.secho(f"run failed: {err}; retrying next run", err=True,
                                                    fg=typer.colors.RED))
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 import components
-from skinlesion import operations
+from skinlesion.lifecycle import operations
 from skinlesion.errors import SkinLesionError
 
 _FLASH = "alerts_flash"

@@ -1,7 +1,7 @@
 """Models — for ML leads: the versions side by side with their cards, and the route actions
 (fallback, restrict, rollback, activate/promote, A/B challenger and shadow, operating threshold)
-through skinlesion.operations, each confirmed, reasoned and audited; retraining jobs
-(skinlesion.jobs: launch, live progress and log, cancel, the candidate's gate) and archiving.
+through skinlesion.lifecycle.operations, each confirmed, reasoned and audited; retraining jobs
+(skinlesion.lifecycle.jobs: launch, live progress and log, cancel, the candidate's gate) and archiving.
 Everyone may look; the actions need the ml_lead role."""
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import pandas as pd
 import streamlit as st
 
 import components
-from skinlesion import jobs, operations
 from skinlesion.auth import can
 from skinlesion.errors import SkinLesionError
+from skinlesion.lifecycle import jobs, operations
+from skinlesion.lifecycle.gate import gate_table
+from skinlesion.lifecycle.spec import active_spec
 from skinlesion.monitoring.cockpit import compare_versions, comparison_versions, is_synthetic
 from skinlesion.registry import list_versions
-from skinlesion.retrain import active_spec, gate_table
 
 _FLASH = "models_flash"
 

@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import entropy
 
+from skinlesion.auth import require
 from skinlesion.data.images import bytes_sha256
 from skinlesion.data.isic_csv import read_ground_truth_csv
 from skinlesion.errors import DataError
-from skinlesion.operations import require
 from skinlesion.predict import DecisionPolicy, robust_z
 from skinlesion.registry import list_versions
 from skinlesion.schema import CLASSES

@@ -5,8 +5,10 @@ A run (:func:`run_once`) takes the health window ending now (``24h`` by default)
 adds the data-drift score of those answers (a uniform sample of at most :data:`DRIFT_SAMPLE_SIZE`)
 against the version's reference answers (skipped, with the reason in the snapshot, when the
 version has no reference), stores the result as a health snapshot labelled with that version,
-updates the alerts (:mod:`~skinlesion.monitoring.alerts`) and, given a notifier, delivers the
-alert events not delivered yet. It returns a :class:`SnapshotResult` saying what happened.
+updates the alerts (:mod:`~skinlesion.monitoring.alerts`), given a notifier delivers the alert
+events not delivered yet and, given a cache folder, fires the retraining triggers that are due
+(:func:`skinlesion.lifecycle.triggers.check_retraining`). It returns a :class:`SnapshotResult`
+saying what happened.
 
 A snapshot is marked ``simulated`` when the caller says so (the embedded demo's replay) or when any
 answer it judges is marked simulated, so a plain ``skinlesion monitor`` over the demo's store (or
@@ -14,7 +16,7 @@ any store holding simulated traffic) is marked too; alerts raised from it carry 
 (:mod:`~skinlesion.monitoring.alerts`).
 
 :func:`run_every` repeats it on a fixed cadence until stopped, handing each result to callbacks
-(the CLI prints a line and refreshes the Prometheus gauges; later, the retraining triggers).
+(the CLI prints a line and refreshes the Prometheus gauges).
 """
 
 from __future__ import annotations
@@ -28,16 +30,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from skinlesion.errors import ModelNotFoundError, SkinLesionError
+from skinlesion.lifecycle.triggers import TriggerOutcome, check_retraining
+from skinlesion.model.ood import OODGate, card_gate
 from skinlesion.monitoring.alerts import AlertChange, Notifier, NotifyOutcome, notify_pending, update_alerts
-from skinlesion.monitoring.health import DRIFT_METRIC, HealthReport, compute_health
+from skinlesion.monitoring.health import DRIFT_METRIC, HealthReport, compute_health, estimate_checks
 from skinlesion.monitoring.policy import Policy
+from skinlesion.registry import read_card, read_reference, resolve_version
 from skinlesion.store import Alert, HealthSnapshot, SnapshotMetric, Store
 from skinlesion.thresholds import Status, parse_duration
+
+if TYPE_CHECKING:  # drift imports evidently (seconds): only when a run computes drift
+    from skinlesion.monitoring.drift import DriftNull
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +100,9 @@ class DriftOutcome:
 @dataclass(frozen=True)
 class SnapshotResult:
     """What one run did: the stored ``snapshot``, the ``report`` behind it, the ``drift`` outcome,
-    the alert ``changes`` (opened, escalated, resolved), the alerts open afterwards, and the
-    delivery of pending alert events (None without a notifier)."""
+    the alert ``changes`` (opened, escalated, resolved), the alerts open afterwards, the
+    delivery of pending alert events (None without a notifier) and the retraining triggers that
+    fired (empty when none did or they were not checked)."""
 
     snapshot: HealthSnapshot
     report: HealthReport
@@ -101,6 +110,7 @@ class SnapshotResult:
     changes: list[AlertChange]
     open_alerts: list[Alert]
     notified: NotifyOutcome | None = None
+    retraining: tuple[TriggerOutcome, ...] = ()
 
     @property
     def status(self) -> Status:
@@ -125,15 +135,16 @@ class SnapshotResult:
         return " · ".join(parts)
 
 
-def measure_drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftOutcome:
+def measure_drift(reference: pd.DataFrame, current: pd.DataFrame, null: DriftNull | None = None) -> DriftOutcome:
     """Drift of ``current`` (the window's answers) against ``reference`` (the version's
-    reference answers), through :func:`skinlesion.monitoring.drift.compute_drift`. Skipped (saying
-    why) when the window is empty or no feature could be tested."""
+    reference answers) judged against the version's ``null``, through
+    :func:`skinlesion.monitoring.drift.compute_drift`. Skipped (saying why) when the window is
+    empty, has too few answers to be judged, or no feature could be tested."""
     if current.empty:
         return DriftOutcome(skipped="no predictions in the window")
     from skinlesion.monitoring.drift import compute_drift
 
-    result = compute_drift(reference, current)
+    result = compute_drift(reference, current, null=null)
     if math.isnan(result.share_drifted):
         return DriftOutcome(details=result.as_dict(),
                             skipped="; ".join(result.notes) or "no feature could be tested")
@@ -142,20 +153,26 @@ def measure_drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftOutcom
 
 
 def _drift(store: Store, models_dir: Path, version: str, start: datetime,
-           end: datetime) -> DriftOutcome:
-    """The drift of ``version``'s answers in the window against its reference answers; skipped
-    (saying why) when the version is not in ``models_dir`` or was saved without reference
+           end: datetime) -> tuple[DriftOutcome, pd.DataFrame | None, pd.DataFrame, OODGate | None]:
+    """The drift of ``version``'s answers in the window against its reference answers (with the
+    reference, the window's sampled answers and the version's OOD gate, for the estimate checks);
+    skipped (saying why) when the version is not in ``models_dir`` or was saved without reference
     answers."""
-    from skinlesion.registry import read_reference
+    from skinlesion.monitoring.drift import version_null
 
+    current = store.sample_predictions(start, end, n=DRIFT_SAMPLE_SIZE, model_version=version,
+                                       include_embedding=True)
     try:
         reference = read_reference(models_dir, version)
+        gate = card_gate(read_card(Path(models_dir) / resolve_version(models_dir, version)).model_extra)
     except ModelNotFoundError:
-        return DriftOutcome(skipped=f"the active model version {version!r} is not in {models_dir}")
+        return (DriftOutcome(skipped=f"the active model version {version!r} is not in {models_dir}"),
+                None, current, None)
     if reference is None:
-        return DriftOutcome(skipped=f"the active model version {version!r} has no reference data")
-    return measure_drift(reference, store.sample_predictions(
-        start, end, n=DRIFT_SAMPLE_SIZE, model_version=version, include_embedding=True))
+        return (DriftOutcome(skipped=f"the active model version {version!r} has no reference data"),
+                None, current, gate)
+    null = version_null(models_dir, version, reference) if not current.empty else None
+    return measure_drift(reference, current, null), reference, current, gate
 
 
 def _extra_metrics(report: HealthReport, policy: Policy) -> list[SnapshotMetric]:
@@ -188,10 +205,12 @@ def snapshot_from_report(report: HealthReport, policy: Policy, *, ts: datetime, 
 
 def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | None = None,
              window: str = "24h", notifier: Notifier | None = None,
-             simulated: bool = False) -> SnapshotResult:
+             simulated: bool = False, retrain_cache_dir: Path | None = None) -> SnapshotResult:
     """One monitoring run over the window ``window`` ending at ``now`` (default: the current time):
-    health report, drift against the active version's reference, stored snapshot, alert updates
-    and (with ``notifier``) delivery of the pending alert events. See the module docstring.
+    health report, drift against the active version's reference, stored snapshot, alert updates,
+    (with ``notifier``) delivery of the pending alert events and (with ``retrain_cache_dir``, where
+    a launched retraining job caches activations) the retraining triggers of ``policy.retraining``.
+    See the module docstring.
 
     ``simulated=True`` marks the snapshot (and the alerts it raises) as simulated even when the
     window holds no answer (the demo's replay); otherwise it is marked when any of the active
@@ -212,13 +231,15 @@ def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | 
                             resources=now is None)
     previous = store.latest_snapshot(window)
     previous_drift = previous.metric(DRIFT_METRIC) if previous is not None else None
-    drift = _drift(store, Path(models_dir), version, start, end)
+    drift, reference, current, gate = _drift(store, Path(models_dir), version, start, end)
     report = report.with_drift(drift.score, drift.drifted_features, policy=policy,
                                previous_value=previous_drift.value if previous_drift else None)
     if drift.skipped:
         metrics = dict(report.metrics)
         metrics[DRIFT_METRIC] = metrics[DRIFT_METRIC].model_copy(update={"note": drift.skipped})
         report = report.model_copy(update={"metrics": metrics})
+    bands, ood_share, ood_note = estimate_checks(current, reference, gate, tuple(policy.malignant))
+    report = report.with_estimate_checks(bands, ood_share, policy=policy, ood_note=ood_note)
     simulated = simulated or store.count_predictions(start, end, model_version=version,
                                                      simulated=True) > 0
     snapshot = snapshot_from_report(report, policy, ts=end, window_name=window, model_version=version,
@@ -226,8 +247,10 @@ def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | 
     store.save_snapshot(snapshot)
     changes = update_alerts(store, snapshot, policy)
     notified = notify_pending(store, notifier) if notifier is not None else None
+    retraining = () if retrain_cache_dir is None else tuple(check_retraining(
+        store, Path(models_dir), policy.retraining, cache_dir=retrain_cache_dir, now=now))
     return SnapshotResult(snapshot=snapshot, report=report, drift=drift, changes=changes,
-                          open_alerts=store.open_alerts(), notified=notified)
+                          open_alerts=store.open_alerts(), notified=notified, retraining=retraining)
 
 
 # --- the loop -----------------------------------------------------------------------------------------
@@ -235,12 +258,14 @@ def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | 
 
 def run_every(store: Store, models_dir: Path, policy: Policy, *, every: timedelta,
               window: str = "24h", notifier: Notifier | None = None,
+              retrain_cache_dir: Path | None = None,
               on_result: Sequence[Callable[[SnapshotResult], None]] = (),
               on_error: Callable[[SkinLesionError], None] | None = None,
               stop: threading.Event | None = None, runs: int | None = None) -> int:
     """Run :func:`run_once` now and then every ``every`` (on a fixed cadence; a run that overruns
     skips the slots it missed) until ``stop`` is set or ``runs`` runs are done; returns the number
-    of runs. Each result goes to every ``on_result`` callback. A run failing with a project error
+    of runs (each as :func:`run_once` with ``notifier`` and ``retrain_cache_dir``). Each result goes
+    to every ``on_result`` callback. A run failing with a project error
     (e.g. the store stayed locked) goes to ``on_error`` (default: logged) and the loop carries on."""
     stop = stop or threading.Event()
     period = every.total_seconds()
@@ -248,7 +273,8 @@ def run_every(store: Store, models_dir: Path, policy: Policy, *, every: timedelt
     next_at = time.monotonic()
     while not stop.is_set() and (runs is None or done < runs):
         try:
-            result = run_once(store, models_dir, policy, window=window, notifier=notifier)
+            result = run_once(store, models_dir, policy, window=window, notifier=notifier,
+                              retrain_cache_dir=retrain_cache_dir)
         except SkinLesionError as err:
             (on_error or _log_error)(err)
         else:

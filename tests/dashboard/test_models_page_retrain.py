@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from skinlesion import jobs
-from skinlesion.retrain import GateReport, compare_split
+from skinlesion.lifecycle import jobs
+from skinlesion.lifecycle.gate import GateReport, compare_split
 from skinlesion.schema import CLASSES
 from skinlesion.store import JobRecord
 from tests.dashboard.clinic import assert_clean, clinic, frame, page  # noqa: F401 (fixture)

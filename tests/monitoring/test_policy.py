@@ -1,15 +1,14 @@
-"""Policy: the monitoring plan read from TOML (defaults, partial files, errors naming the key), retraining
-schedules, playbooks."""
+"""Policy: the monitoring plan read from TOML (defaults, partial files, errors naming the key), playbooks."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from skinlesion.errors import DataError
-from skinlesion.monitoring.policy import Hints, Policy, load_policy, next_retraining, playbook
+from skinlesion.monitoring.policy import Hints, Policy, load_policy, playbook
 from skinlesion.thresholds import DEFAULT_THRESHOLDS, REQUIRED_METRICS, Status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,14 +59,6 @@ def test_bad_values_raise_an_error_naming_the_key(tmp_path: Path, text: str, key
     with pytest.raises(DataError, match=key) as err:
         load_policy(path)
     assert str(path) in str(err.value)
-
-
-def test_schedules():
-    last = datetime(2024, 1, 31, 3, 0)
-    assert next_retraining("quarterly", last) == datetime(2024, 4, 30, 3, 0)
-    assert next_retraining("90d", last) == last + timedelta(days=90)
-    assert next_retraining("never", last) is None
-    assert Policy().retraining.next_due(last) == datetime(2024, 4, 30, 3, 0)
 
 
 def test_playbooks_carry_the_actions_of_their_colour_and_the_concrete_hints():

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from skinlesion import operations, registry
+from skinlesion import registry
 from skinlesion.errors import ModelNotFoundError, PermissionDeniedError
+from skinlesion.lifecycle import operations
 from skinlesion.store import ServingRoute, Store
 from tests.standins import BrightnessClassifier, save_standin
 

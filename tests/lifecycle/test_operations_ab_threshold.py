@@ -9,15 +9,16 @@ import pytest
 
 from PIL import Image
 
-from skinlesion import operations, registry
+from skinlesion import registry
 from skinlesion.errors import PermissionDeniedError
-from skinlesion.operations import OperationError
+from skinlesion.lifecycle import operations
+from skinlesion.lifecycle.operations import OperationError
 from skinlesion.predict import Predictor
 from skinlesion.schema import Metadata
 from skinlesion.store import ServingRoute
 from tests.monitoring.traffic import traffic
 from tests.standins import STANDIN_KIND, STANDIN_PATH
-from tests.test_operations import LEAD, models_dir, store  # noqa: F401 (fixtures)
+from tests.lifecycle.test_operations import LEAD, models_dir, store  # noqa: F401 (fixtures)
 
 NOW = datetime.now(UTC)
 

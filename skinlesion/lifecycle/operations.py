@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skinlesion.auth import ROLES, can
-from skinlesion.errors import PermissionDeniedError, SkinLesionError
+from skinlesion.auth import require
+from skinlesion.errors import SkinLesionError
 from skinlesion.operating_point import OperatingPoint, operating_point, threshold_for_target, tradeoff
 from skinlesion.registry import ModelCard, list_versions, read_card, resolve_version
 from skinlesion.store import DEFAULT_ACTIVE_VERSION, Alert, AuditEntry, ServingRoute, Store
@@ -47,14 +47,6 @@ ROUTE_ACTION = "manage_models"
 class OperationError(SkinLesionError):
     """A route change that cannot be made as asked (nothing to roll back to, no fallback version,
     already in that state); the message says what to do instead."""
-
-
-def require(role: str, action: str) -> None:
-    """PermissionDeniedError unless ``role`` may take ``action`` (skinlesion.auth.can)."""
-    if not can(role, action):
-        allowed = " or ".join(r for r in ROLES if can(r, action))
-        raise PermissionDeniedError(f"the role {role!r} may not {action.replace('_', ' ')}; this "
-                                    f"needs {allowed}")
 
 
 def fallback_versions(models_dir: Path) -> list[str]:

@@ -7,11 +7,10 @@ while another job of the same model is queued or running — and starts
 (no shared terminal, pipes or process group), so it survives the dashboard or CLI that launched it.
 Its output goes to ``jobs/<id>.log`` beside the store.
 
-The job process (:func:`run_job`) marks the job running with its pid, runs
-:func:`skinlesion.retrain.retrain`, and writes progress (0..1 and a message) and log lines to the
-store as it goes (at most about once a second), then the result (the candidate version and the gate)
-or the error. It is cancelled by :func:`cancel_job`: the cancel flag, checked at every progress
-report (between steps and epochs), and SIGTERM to the process, whose handler stops the run at once.
+What runs inside that process is :mod:`skinlesion.lifecycle.job_process` (which imports the
+training stack; this module does not). A job is cancelled by :func:`cancel_job`: the cancel flag,
+checked at every progress report (between steps and epochs), and SIGTERM to the process, whose
+handler stops the run at once.
 
 A job whose process is gone (killed, machine restarted) is not counted as running: launching
 another marks it failed, and :func:`refresh` does the same for the listings. Processes are
@@ -26,30 +25,22 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 
 import pandas as pd
 import psutil
 
-from skinlesion.errors import SkinLesionError
-from skinlesion.operations import OperationError, require
-from skinlesion.retrain import RetrainSpec, retrain
+from skinlesion.auth import require
+from skinlesion.lifecycle.operations import OperationError
+from skinlesion.lifecycle.spec import RetrainSpec
 from skinlesion.store import JobRecord, Store
 
 #: the skinlesion.auth action launching and cancelling retraining needs
 JOB_ACTION = "manage_models"
 #: a queued job whose launcher has not yet recorded its process counts as live this long
 QUEUE_GRACE = timedelta(seconds=60)
-#: at most one progress write to the store per this many seconds (the last one always goes)
-REPORT_INTERVAL_S = 1.0
-
-
-class JobCancelled(SkinLesionError):  # noqa: N818 (a signal to stop, not a failure)
-    """Raised inside a job process when its job is cancelled; the job ends as ``cancelled``."""
 
 
 # --- which jobs are live ----------------------------------------------------------------------------
@@ -174,96 +165,6 @@ def wait(store: Store, job_id: str, *, poll_s: float = 1.0, timeout_s: float | N
         if job.is_finished or (deadline is not None and time.monotonic() >= deadline):
             return job
         time.sleep(poll_s)
-
-
-# --- inside the job process ----------------------------------------------------------------------------
-
-
-class JobReporter:
-    """The retrain's :class:`~skinlesion.retrain.Reporter` inside a job: buffers log lines and the
-    latest progress and writes them at most every ``interval_s`` seconds; each write reads back
-    the cancel flag and raises :class:`JobCancelled` when it is set."""
-
-    def __init__(self, store: Store, job_id: str, *, interval_s: float = REPORT_INTERVAL_S):
-        self.store, self.job_id, self.interval_s = store, job_id, interval_s
-        self._lines: list[str] = []
-        self._state: tuple[float, str] | None = None
-        self._written: tuple[float, str] | None = None
-        self._last = 0.0
-        self.finishing = False
-
-    def log(self, line: str) -> None:
-        self._lines.append(line)
-        self._flush_if_due()
-
-    def progress(self, fraction: float, message: str) -> None:
-        self._state = (min(max(fraction, 0.0), 1.0), message)
-        self._flush_if_due()
-
-    def _flush_if_due(self) -> None:
-        if time.monotonic() - self._last >= self.interval_s:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the buffered log lines and the latest progress (also as a log line, when it
-        changed); JobCancelled when the job was cancelled meanwhile."""
-        self._last = time.monotonic()
-        lines, self._lines = self._lines, []
-        if self._state is not None and self._state != self._written:
-            lines.append(f"{self._state[0]:4.0%} {self._state[1]}")
-            self._written = self._state
-        self.store.append_job_log(self.job_id, lines)
-        changes = {} if self._state is None else {"progress": self._state[0],
-                                                  "message": self._state[1]}
-        job = self.store.update_job(self.job_id, expect=("running",), **changes)
-        if (job is None or job.cancel_requested) and not self.finishing:
-            raise JobCancelled("the job was cancelled")
-
-
-def run_job(store: Store, job_id: str) -> JobRecord:
-    """Run the queued job ``job_id`` in this process (what ``skinlesion jobs run`` does) and
-    return it finished. SIGTERM cancels it (see the module docstring)."""
-    job = store.update_job(job_id, expect=("queued",), status="running", pid=os.getpid(),
-                           started_at=datetime.now(UTC), message="started")
-    if job is None:
-        raise OperationError(f"job {job_id} is not queued (it is {find_job(store, job_id).status}); "
-                             "a job runs once")
-    reporter = JobReporter(store, job_id)
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        if not reporter.finishing:
-            raise JobCancelled("the job's process received SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        if job.cancel_requested:
-            raise JobCancelled("the job was cancelled before it started")
-        result = retrain(store, RetrainSpec.model_validate(job.config), reporter)
-        reporter.finishing = True
-        reporter.progress(1.0, f"done: candidate {result.version}")
-        reporter.flush()
-        finished = store.update_job(job_id, expect=("running",), status="succeeded",
-                                    finished_at=datetime.now(UTC),
-                                    result=result.model_dump(mode="json"))
-    except JobCancelled as err:
-        reporter.finishing = True
-        reporter.log(f"cancelled: {err}")
-        reporter.flush()
-        finished = store.update_job(job_id, expect=("running",), status="cancelled",
-                                    finished_at=datetime.now(UTC), message="cancelled")
-    # Whatever stops the run (bad data, a bug, out of memory), the job's row must say it failed
-    # and why; the error is then re-raised so the process exits non-zero with its traceback.
-    except Exception as err:
-        reporter.finishing = True
-        reporter.log("".join(traceback.format_exception_only(err)).strip())
-        reporter.flush()
-        store.update_job(job_id, expect=("running",), status="failed",
-                         finished_at=datetime.now(UTC), error=str(err) or type(err).__name__,
-                         message="failed")
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return finished or store.get_job(job_id)
 
 
 def jobs_table(listed: list[JobRecord]) -> pd.DataFrame:

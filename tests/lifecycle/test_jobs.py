@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 import psutil
 import pytest
 
-from skinlesion import jobs, registry
+from skinlesion import registry
 from skinlesion.errors import JobConflictError, PermissionDeniedError
-from skinlesion.retrain import RetrainSpec
+from skinlesion.lifecycle import jobs
+from skinlesion.lifecycle.spec import RetrainSpec
 from skinlesion.store import JobRecord
-from tests.lifecycle import lifecycle, lifecycle_template  # noqa: F401 (fixtures)
+from tests.lifecycle.seeded_home import lifecycle, lifecycle_template  # noqa: F401 (fixtures)
 
 LEAD = dict(actor="ana", role="ml_lead")
 #: long enough for a job to be caught running: metadata-only epochs take milliseconds each

@@ -1,6 +1,7 @@
 """When retraining launches by itself: the schedule, events and active learning.
 
-Checked by ``skinlesion monitor`` after each run (:func:`check_retraining`), each trigger retrains
+Checked after each monitoring run (:func:`check_retraining`, called by
+:mod:`skinlesion.monitoring.runner`), each trigger retrains
 the active model version and fires at most once per incident — its key is claimed in the store
 before anything is launched, so two monitors cannot both launch for one incident:
 
@@ -27,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from skinlesion.errors import JobConflictError, ModelNotFoundError, SkinLesionError
-from skinlesion.monitoring.policy import Policy
+from skinlesion.lifecycle.jobs import submit_retrain
+from skinlesion.lifecycle.policy import RetrainingPolicy
+from skinlesion.lifecycle.spec import active_spec
 from skinlesion.registry import read_card, resolve_version
 from skinlesion.store import Alert, JobRecord, Store
 from skinlesion.thresholds import SEVERITY, Status
@@ -59,13 +62,12 @@ class TriggerOutcome:
         return f"retraining trigger {self.request.trigger} ({self.request.key}): {self.outcome}"
 
 
-def alert_fires(alert: Alert, policy: Policy) -> bool:
+def alert_fires(alert: Alert, policy: RetrainingPolicy) -> bool:
     """Whether an open ``alert`` is a retraining event under ``policy`` (see module docstring)."""
-    retraining = policy.retraining
     if alert.metric == "drift_score" and alert.status == Status.RED:
         return True
-    return (alert.metric in retraining.event_metrics
-            and SEVERITY[Status(alert.status)] >= SEVERITY[retraining.on_status])
+    return (alert.metric in policy.event_metrics
+            and SEVERITY[Status(alert.status)] >= SEVERITY[policy.on_status])
 
 
 def _last_retrain(store: Store, version: str, created: datetime) -> datetime:
@@ -74,7 +76,7 @@ def _last_retrain(store: Store, version: str, created: datetime) -> datetime:
     return max([created, *(j.created_at for j in jobs)])
 
 
-def due_triggers(store: Store, models_dir: Path, policy: Policy, *,
+def due_triggers(store: Store, models_dir: Path, policy: RetrainingPolicy, *,
                  now: datetime | None = None) -> list[TriggerRequest]:
     """The triggers due now for the active version (events first, then active learning, then
     the schedule); none when the active version is not a neural version in ``models_dir``."""
@@ -86,23 +88,22 @@ def due_triggers(store: Store, models_dir: Path, policy: Policy, *,
         return []
     if card.kind != "neural":
         return []
-    retraining = policy.retraining
     due = [TriggerRequest("event", f"alert:{a.id}", f"alert {a.key} is {a.status}: {a.message}",
                           {"alert_id": a.id, "metric": a.metric, "status": a.status})
            for a in store.open_alerts() if alert_fires(a, policy)]
     since = _last_retrain(store, version, datetime.fromisoformat(card.created))
-    if retraining.review_labels:
+    if policy.review_labels:
         n = store.count_labels(source=_REVIEW_SOURCE, since=since)
-        if n >= retraining.review_labels:
+        if n >= policy.review_labels:
             due.append(TriggerRequest(
                 "active_learning", f"active_learning:{version}:{since.isoformat()}",
                 f"{n} new review-queue labels since {since:%Y-%m-%d %H:%M} UTC (policy: "
-                f"{retraining.review_labels})", {"labels": n}))
-    next_due = retraining.next_due(since)
+                f"{policy.review_labels})", {"labels": n}))
+    next_due = policy.next_due(since)
     if next_due is not None and now >= next_due:
         due.append(TriggerRequest(
             "scheduled", f"schedule:{version}:{next_due.isoformat()}",
-            f"scheduled ({retraining.schedule}): due {next_due:%Y-%m-%d} since {since:%Y-%m-%d}",
+            f"scheduled ({policy.schedule}): due {next_due:%Y-%m-%d} since {since:%Y-%m-%d}",
             {"due": next_due.isoformat()}))
     return due
 
@@ -131,20 +132,16 @@ def fire(store: Store, requests: list[TriggerRequest],
     return outcomes
 
 
-def check_retraining(store: Store, models_dir: Path, policy: Policy, *, cache_dir: Path,
+def check_retraining(store: Store, models_dir: Path, policy: RetrainingPolicy, *, cache_dir: Path,
                      now: datetime | None = None,
                      launch: Callable[[TriggerRequest], JobRecord] | None = None
                      ) -> list[TriggerOutcome]:
     """Fire the retraining triggers due now (see the module docstring). ``launch`` starts a job
     for a request (default: a background retraining job of the active version with the policy's
     settings, under the monitor's name)."""
-    if launch is None:
-        from skinlesion.jobs import submit_retrain
-        from skinlesion.retrain import active_spec
+    def launch_job(request: TriggerRequest) -> JobRecord:
+        spec = active_spec(store, policy, models_dir=models_dir, cache_dir=cache_dir)
+        return submit_retrain(store, spec, trigger=request.trigger, requested_by=MONITOR_ACTOR,
+                              role=MONITOR_ROLE, reason=request.reason)
 
-        def launch(request: TriggerRequest) -> JobRecord:
-            spec = active_spec(store, policy.retraining, models_dir=models_dir, cache_dir=cache_dir)
-            return submit_retrain(store, spec, trigger=request.trigger, requested_by=MONITOR_ACTOR,
-                                  role=MONITOR_ROLE, reason=request.reason)
-
-    return fire(store, due_triggers(store, models_dir, policy, now=now), launch)
+    return fire(store, due_triggers(store, models_dir, policy, now=now), launch or launch_job)

@@ -7,12 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinlesion import operations, registry
+from skinlesion import registry
 from skinlesion.errors import DataError, PermissionDeniedError
-from skinlesion.retrain import (HOLDOUT, ORIGINAL_TEST, RetrainSpec, compare_split, gate_table,
-                                paired_bootstrap, quiet_reporter, retrain, training_data)
+from skinlesion.lifecycle import operations
+from skinlesion.lifecycle.data import training_data
+from skinlesion.lifecycle.gate import HOLDOUT, ORIGINAL_TEST, compare_split, gate_table, paired_bootstrap
+from skinlesion.lifecycle.retrain import retrain
+from skinlesion.lifecycle.spec import QuietReporter, RetrainSpec
 from skinlesion.schema import CLASSES
-from tests.lifecycle import lifecycle, lifecycle_template, log_production  # noqa: F401 (fixtures)
+from tests.lifecycle.seeded_home import (  # noqa: F401 (fixtures)
+    lifecycle, lifecycle_template, log_production)
 
 LEAD = dict(actor="ana", role="ml_lead")
 
@@ -25,7 +29,7 @@ def _spec(home: dict, **fields) -> RetrainSpec:
 def test_a_retrain_trains_on_the_original_data_plus_labelled_production_cases(lifecycle):
     home = lifecycle
     models_dir, store, production = home["models_dir"], home["store"], home["production"]
-    result = retrain(store, _spec(home, holdout_share=0.25), quiet_reporter())
+    result = retrain(store, _spec(home, holdout_share=0.25), QuietReporter())
 
     card = registry.read_card(models_dir / result.version)
     assert card.parent == "base" and card.kind == "neural"
@@ -81,7 +85,7 @@ def test_the_gate_compares_the_active_version_at_its_served_threshold(lifecycle)
     home = lifecycle
     store, models_dir = home["store"], home["models_dir"]
     operations.set_threshold(store, models_dir, "base", 0.0, reason="refer everything", **LEAD)
-    result = retrain(store, _spec(home), quiet_reporter())
+    result = retrain(store, _spec(home), QuietReporter())
     card = registry.read_card(models_dir / result.version)
     assert result.gate.thresholds == {"candidate": card.threshold, "active": 0.0}
     test = next(s for s in result.gate.splits if s.split == ORIGINAL_TEST)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from skinlesion.errors import JobConflictError
-from skinlesion.monitoring.policy import Policy, RetrainingPolicy
-from skinlesion.monitoring.triggers import TriggerRequest, check_retraining
+from skinlesion.lifecycle.policy import RetrainingPolicy
+from skinlesion.lifecycle.triggers import TriggerRequest, check_retraining
 from skinlesion.store import Alert, JobRecord, LabelRecord, ServingRoute, Store
 from skinlesion.thresholds import Status
 from tests.standins import BrightnessClassifier, save_standin
@@ -51,9 +51,8 @@ class FakeLauncher:
                          role="system")
 
 
-def _policy(**retraining) -> Policy:
-    return Policy(retraining=RetrainingPolicy(**{"schedule": "never", "review_labels": 0,
-                                                 **retraining}))
+def _policy(**retraining) -> RetrainingPolicy:
+    return RetrainingPolicy(**{"schedule": "never", "review_labels": 0, **retraining})
 
 
 def _alert(metric: str, status: str, at: datetime) -> Alert:
@@ -61,7 +60,7 @@ def _alert(metric: str, status: str, at: datetime) -> Alert:
                  last_event_at=at, message=f"{metric} {status}")
 
 
-def _check(home: dict, policy: Policy, launch: FakeLauncher, now: datetime | None = None):
+def _check(home: dict, policy: RetrainingPolicy, launch: FakeLauncher, now: datetime | None = None):
     return check_retraining(home["store"], home["models_dir"], policy, cache_dir=home["cache_dir"],
                             now=now, launch=launch)
 

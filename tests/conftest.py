@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.synthetic import write_synthetic_dataset
+from tests import pgserver
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +34,24 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synthetic_df(synthetic_dir: Path) -> pd.DataFrame:
     """The dataset table of :func:`synthetic_dir` (shared: use ``.copy()`` before modifying)."""
     return read_dataset(synthetic_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pgserver.Server]:
+    """A real PostgreSQL server for the session (skipped, saying why, where none can start)."""
+    reason = pgserver.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with pgserver.running_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store's URL on each backend: a DuckDB file, or a fresh PostgreSQL database."""
+    if request.param == "duckdb":
+        yield f"duckdb://{tmp_path / 'db' / 'skinlesion.duckdb'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    with server.database() as url:
+        yield url

@@ -1,9 +1,9 @@
-"""Store queries written for the dashboard: the versions that answered, and operations per hour."""
+"""Store queries written for the dashboard (on each backend): the versions that answered, and
+operations per hour."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from skinlesion.store import FailureRecord, Store
 from tests.monitoring.traffic import traffic
@@ -11,8 +11,8 @@ from tests.monitoring.traffic import traffic
 T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
 
 
-def _store(tmp_path: Path) -> Store:
-    store = Store(tmp_path / "db.duckdb")
+def _store(store_url: str) -> Store:
+    store = Store(store_url)
     first, _ = traffic(T0, n=30, seed=1, span=timedelta(hours=3), model_version="v1")
     second, _ = traffic(T0 + timedelta(hours=2), n=10, seed=2, span=timedelta(hours=1), model_version="v2")
     second = [p.model_copy(update={"source": "batch", "latency_ms": 900.0, "decision": "uncertain"})
@@ -21,8 +21,8 @@ def _store(tmp_path: Path) -> Store:
     return store
 
 
-def test_version_counts_lists_the_versions_that_answered(tmp_path: Path):
-    store = _store(tmp_path)
+def test_version_counts_lists_the_versions_that_answered(store_url: str):
+    store = _store(store_url)
     counts = store.version_counts()
     assert dict(zip(counts["model_version"], counts["n"], strict=True)) == {"v1": 30, "v2": 10}
     assert counts.set_index("model_version").loc["v2", "roles"] == "active"
@@ -30,8 +30,8 @@ def test_version_counts_lists_the_versions_that_answered(tmp_path: Path):
     assert early["model_version"].tolist() == ["v1"]
 
 
-def test_hourly_operations_counts_latency_and_decisions_per_hour(tmp_path: Path):
-    store = _store(tmp_path)
+def test_hourly_operations_counts_latency_and_decisions_per_hour(store_url: str):
+    store = _store(store_url)
     hourly = store.hourly_operations(T0, T0 + timedelta(hours=3))
     assert hourly["n"].sum() == 40
     assert len(hourly) == 3
@@ -44,8 +44,8 @@ def test_hourly_operations_counts_latency_and_decisions_per_hour(tmp_path: Path)
     assert only_batch["n"].tolist() == [10]
 
 
-def test_hourly_operations_and_failure_counts_include_failed_requests(tmp_path: Path):
-    store = _store(tmp_path)
+def test_hourly_operations_and_failure_counts_include_failed_requests(store_url: str):
+    store = _store(store_url)
     plant = [(T0 + timedelta(minutes=10), "api", "rejected", 422, None),
              (T0 + timedelta(minutes=20), "api", "error", 500, "v1"),
              (T0 + timedelta(minutes=30), "api", "unauthorized", 401, None),  # not in the rate

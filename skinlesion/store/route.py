@@ -1,0 +1,132 @@
+"""The serving route with its history, the append-only audit log, API keys, and archived versions.
+
+Every change here is audited in the same transaction as the change itself. Changes that read
+before they write (the route's previous value, a key name's uniqueness) take an advisory lock, so
+replicas on several hosts take turns (a no-op on DuckDB, which has one writer at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from skinlesion.errors import StoreError
+from skinlesion.records import API_KEY_PREFIX, AuditEntry, ServingRoute, non_blank, now
+from skinlesion.store.connection import Connection
+from skinlesion.store.query import hash_key, json_dict, limit, where
+
+_ROUTE_FIELDS: tuple[str, ...] = tuple(ServingRoute.model_fields)
+_AUDIT_COLUMNS = ("id", "ts", "actor", "role", "action", "target", "reason", "details")
+
+
+def insert_audit(con: Connection, entry: AuditEntry) -> None:
+    con.run(f"INSERT INTO audit_log ({', '.join(_AUDIT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            [entry.id, entry.ts, entry.actor, entry.role, entry.action, entry.target, entry.reason,
+             json.dumps(entry.details)])
+
+
+def current_route(con: Connection) -> ServingRoute:
+    """The newest route set, or the default :class:`ServingRoute`."""
+    row = con.first(f"SELECT {', '.join(_ROUTE_FIELDS)} FROM serving_route ORDER BY id DESC LIMIT 1")
+    if row is None:
+        return ServingRoute()
+    return ServingRoute(**{**row, "threshold_overrides": json_dict(row["threshold_overrides"])})
+
+
+def set_route(con: Connection, route: ServingRoute, *, actor: str, role: str, reason: str,
+              details: Mapping[str, Any] | None) -> AuditEntry:
+    con.lock("skinlesion:route")
+    previous = current_route(con)
+    entry = AuditEntry(actor=actor, role=role, action="set_route", target=route.active_version,
+                       reason=non_blank(reason, "reason"),
+                       details={**(details or {}), "route": route.model_dump(),
+                                "previous": previous.model_dump()})
+    values = route.model_dump()
+    values["threshold_overrides"] = json.dumps(values["threshold_overrides"])
+    con.run(f"INSERT INTO serving_route (ts, audit_id, {', '.join(_ROUTE_FIELDS)}) "
+            f"VALUES (?, ?, {', '.join('?' for _ in _ROUTE_FIELDS)})",
+            [entry.ts, entry.id, *(values[f] for f in _ROUTE_FIELDS)])
+    insert_audit(con, entry)
+    return entry
+
+
+def route_history(con: Connection, limit_rows: int | None) -> pd.DataFrame:
+    frame = con.frame(
+        f"SELECT r.id, r.ts, {', '.join('r.' + f for f in _ROUTE_FIELDS)}, a.actor, a.role, a.reason "
+        f"FROM serving_route r JOIN audit_log a ON a.id = r.audit_id ORDER BY r.id DESC{limit(limit_rows)}")
+    frame["threshold_overrides"] = [json_dict(v) for v in frame["threshold_overrides"]]
+    return frame
+
+
+def query_audit(con: Connection, start: datetime | None, end: datetime | None, *,
+                filters: Mapping[str, object], limit_rows: int | None) -> pd.DataFrame:
+    clause, params = where(start, end, filters, "a")
+    frame = con.frame(f"SELECT {', '.join('a.' + c for c in _AUDIT_COLUMNS)} FROM audit_log a{clause} "
+                      f"ORDER BY a.seq DESC{limit(limit_rows)}", params)
+    frame["details"] = [json_dict(d) for d in frame["details"]]
+    return frame
+
+
+# --- API keys ---
+
+
+def create_api_key(con: Connection, name: str, *, actor: str, role: str) -> str:
+    name = non_blank(name, "name")
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    con.lock(f"skinlesion:api_key:{name}")
+    if con.one("SELECT 1 FROM api_keys WHERE name = ?", [name]):
+        raise StoreError(f"an API key named {name!r} already exists (names are never reused, "
+                         "even after revocation); choose another name")
+    con.run("INSERT INTO api_keys (name, key_hash, created) VALUES (?, ?, ?)",
+            [name, hash_key(key), now()])
+    insert_audit(con, AuditEntry(actor=actor, role=role, action="create_api_key", target=name))
+    return key
+
+
+def verify_api_key(con: Connection, key: str) -> str | None:
+    row = con.one("SELECT name FROM api_keys WHERE key_hash = ? AND NOT revoked", [hash_key(key)])
+    return None if row is None else str(row[0])
+
+
+def revoke_api_key(con: Connection, name: str, *, actor: str, role: str, reason: str) -> None:
+    row = con.one("SELECT revoked FROM api_keys WHERE name = ?", [name])
+    if row is None:
+        known = [n for (n,) in con.rows("SELECT name FROM api_keys ORDER BY name")]
+        raise StoreError(f"no API key named {name!r}; known: {', '.join(known) or 'none'}")
+    if row[0]:
+        return
+    if con.run("UPDATE api_keys SET revoked = true, revoked_at = ? WHERE name = ? AND NOT revoked",
+               [now(), name]):
+        insert_audit(con, AuditEntry(actor=actor, role=role, action="revoke_api_key", target=name,
+                                     reason=reason))
+
+
+def list_api_keys(con: Connection) -> pd.DataFrame:
+    return con.frame("SELECT name, created, revoked, revoked_at FROM api_keys ORDER BY created")
+
+
+# --- archived versions ---
+
+
+def set_archived(con: Connection, version: str, archived: bool, *, actor: str, role: str, reason: str,
+                 details: Mapping[str, Any] | None) -> AuditEntry:
+    entry = AuditEntry(actor=actor, role=role, action="archive" if archived else "unarchive",
+                       target=non_blank(version, "version"), reason=non_blank(reason, "reason"),
+                       details=dict(details or {}))
+    con.run("INSERT INTO version_archive (version, archived, ts, audit_id) VALUES (?, ?, ?, ?)",
+            [version, archived, entry.ts, entry.id])
+    insert_audit(con, entry)
+    return entry
+
+
+def archived_versions(con: Connection) -> list[str]:
+    rows = con.rows("SELECT version FROM (SELECT version, archived, row_number() OVER "
+                    "(PARTITION BY version ORDER BY seq DESC) AS rn FROM version_archive) latest "
+                    "WHERE rn = 1 AND archived ORDER BY version")
+    return [version for (version,) in rows]

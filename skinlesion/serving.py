@@ -137,12 +137,14 @@ class ServingService:
     """Route-following predictor with durable logging (one per process)."""
 
     def __init__(self, store: Store, models_dir: Path, *, device: str = "auto",
-                 route_ttl_s: float = 2.0, policy: DecisionPolicy | None = None,
+                 runtime: str = "torch", route_ttl_s: float = 2.0,
+                 policy: DecisionPolicy | None = None,
                  retention_dir: Path | None = None, writer: PredictionWriter | None = None,
                  max_pending_shadow: int = 32):
         self.store = store
         self.models_dir = Path(models_dir)
         self.device = device
+        self.runtime = runtime  # what runs the networks (skinlesion.model.runtime)
         self.route_ttl_s = route_ttl_s
         self.policy = policy or DecisionPolicy()
         self.retention_dir = retention_dir
@@ -170,7 +172,8 @@ class ServingService:
             key = (version, role)
             if key not in self._predictors:
                 self._predictors[key] = Predictor.from_registry(
-                    version, self.models_dir, device=self.device, role=role, policy=self.policy)
+                    version, self.models_dir, device=self.device, role=role, policy=self.policy,
+                    runtime=self.runtime)
             return self._predictors[key]
 
     def current_predictor(self) -> tuple[Predictor, Choice]:

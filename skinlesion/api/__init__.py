@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None, *, service: ServingService | No
         if owned:
             store = Store(settings.db_path, busy_timeout_s=settings.busy_timeout_s)
             app.state.service = ServingService(
-                store, settings.models_dir, device=settings.device, route_ttl_s=settings.route_ttl_s,
+                store, settings.models_dir, device=settings.device, runtime=settings.runtime,
+                route_ttl_s=settings.route_ttl_s,
                 retention_dir=settings.retention_dir)
         yield
         if owned:

@@ -1,7 +1,8 @@
 """One settings object for every edge (CLI, API, dashboard). Paths default under ``SKINLESION_HOME``.
 
 Environment variables ``SKINLESION_<FIELD>`` override any field, e.g. ``SKINLESION_HOME=/srv/skin``
-or ``SKINLESION_DB_PATH=/tmp/x.duckdb``.
+or ``SKINLESION_DB_PATH=/tmp/x.duckdb``; ``SKINLESION_STORE_URL=postgresql://USER@HOST:PORT/DB`` puts
+the store in PostgreSQL (several hosts).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
     models_dir: Path | None = None
     db_path: Path | None = None
+    #: the store: ``duckdb:///PATH`` (default: ``db_path``, one host) or
+    #: ``postgresql://USER@HOST:PORT/DB`` (several hosts); see skinlesion.store.connection
+    store_url: str | None = None
     thresholds_file: Path | None = None
     cache_dir: Path | None = None
     #: dashboard users (name, role, scrypt password hash); see skinlesion.auth
@@ -54,6 +58,7 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir or home / "data"
         self.models_dir = self.models_dir or home / "models"
         self.db_path = self.db_path or self.data_dir / "skinlesion.duckdb"
+        self.store_url = self.store_url or f"duckdb://{self.db_path}"
         self.thresholds_file = self.thresholds_file or home / "thresholds.toml"
         self.cache_dir = self.cache_dir or self.data_dir / "cache"
         self.users_file = self.users_file or home / "users.toml"

@@ -88,6 +88,12 @@ class OODGate:
                    n_validation=int(data["n_validation"]))
 
 
+def card_gate(card_extra: dict[str, Any] | None) -> OODGate | None:
+    """The gate stored in a model card's extra keys (``ood``), or None for a version without one."""
+    data = (card_extra or {}).get("ood")
+    return OODGate.from_dict(data) if data else None
+
+
 def fit_ood_gate(train: object, validation: object, *, quantile: float = OOD_QUANTILE) -> OODGate:
     """The gate of a version from its training and validation embeddings (n, d) each."""
     x_train = np.asarray(train, dtype=np.float64)

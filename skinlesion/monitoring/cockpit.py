@@ -20,7 +20,8 @@ import pandas as pd
 
 from skinlesion import metrics
 from skinlesion.errors import DataError, ModelNotFoundError
-from skinlesion.monitoring.health import DRIFT_METRIC, LATENCY_METRIC, HealthReport, compute_health
+from skinlesion.monitoring.health import (
+    DRIFT_METRIC, LATENCY_METRIC, HealthReport, compute_health, estimate_checks, version_gate)
 from skinlesion.monitoring.policy import Policy
 from skinlesion.monitoring.runner import DRIFT_SAMPLE_SIZE
 from skinlesion.registry import ModelCard, read_card, read_reference, resolve_version
@@ -143,16 +144,15 @@ def window_health(store: Store, models_dir: Path, policy: Policy, start: datetim
         return WindowHealth(report, None, "not computed", version, previous_volume)
     reference, skipped = reference_for(models_dir, version)
     result = None
+    current = store.sample_predictions(start, end, n=DRIFT_SAMPLE_SIZE, model_version=model_version,
+                                       source=source, returned=returned, include_embedding=True)
     if reference is not None:
-        current = store.sample_predictions(start, end, n=DRIFT_SAMPLE_SIZE,
-                                           model_version=model_version, source=source,
-                                           returned=returned, include_embedding=True)
         if current.empty:
             skipped = "no predictions in the window"
         else:
-            from skinlesion.monitoring.drift import compute_drift
+            from skinlesion.monitoring.drift import compute_drift, version_null
 
-            result = compute_drift(reference, current)
+            result = compute_drift(reference, current, null=version_null(models_dir, version, reference))
             if math.isnan(result.share_drifted):
                 skipped = "; ".join(result.notes) or "no feature could be tested"
     before = store.query_snapshots(end=start + timedelta(seconds=1), metric=DRIFT_METRIC)
@@ -165,6 +165,9 @@ def window_health(store: Store, models_dir: Path, policy: Policy, start: datetim
         metrics = dict(report.metrics)
         metrics[DRIFT_METRIC] = metrics[DRIFT_METRIC].model_copy(update={"note": f"drift: {skipped}"})
         report = report.model_copy(update={"metrics": metrics})
+    bands, ood_share, ood_note = estimate_checks(current, reference, version_gate(models_dir, version),
+                                                 tuple(policy.malignant))
+    report = report.with_estimate_checks(bands, ood_share, policy=policy, ood_note=ood_note)
     return WindowHealth(report, result, skipped, version, previous_volume)
 
 

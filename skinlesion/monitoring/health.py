@@ -23,6 +23,14 @@ contributes its *estimated* status instead, so a window whose labels have not ar
 red when the calibrated probabilities predict it. Volume anomalies do not colour the report (a
 busy clinic day is not a model fault); they are listed in the hints.
 
+How far an estimate can be trusted (:meth:`HealthReport.with_estimate_checks`, added by the
+monitoring run): each estimated metric carries a band (``estimated_low``/``estimated_high``,
+:func:`~skinlesion.monitoring.estimate.estimate_band`) where its realised value should fall once
+labels arrive, and the share of the window's answers out of distribution (``ood_share``, by the
+version's OOD gate) is shown as a metric. While drift or the OOD share is red, CBPE's assumption
+(calibration holds on these cases) is in doubt: every estimate is flagged "estimate unreliable" and
+gives no colour (its estimated status is unknown).
+
 Which predictions count: with ``model_version=None`` the answers actually returned to callers
 (active, fallback and challenger; a shadow model's answers are left out so they do not count
 twice); with a version, every answer of that version, shadow included (to judge a shadow). The
@@ -38,6 +46,7 @@ import math
 import sys
 import warnings
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -47,8 +56,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skinlesion import metrics
 from skinlesion.errors import DataError
-from skinlesion.monitoring.estimate import ASSUMPTIONS, SCORE_DECIMALS, ScoreStats, confusion_rates, estimate
+from skinlesion.errors import ModelNotFoundError
+from skinlesion.model.ood import OODGate, card_gate
+from skinlesion.monitoring.estimate import (
+    ASSUMPTIONS, SCORE_DECIMALS, ScoreStats, confusion_rates, estimate, estimate_band)
 from skinlesion.monitoring.policy import Hints, Playbook, Policy, VolumePolicy, playbook
+from skinlesion.registry import read_card, resolve_version
 from skinlesion.schema import CLASSES, class_index
 from skinlesion.store import ERROR_RATE_KINDS, PROBABILITY_COLUMNS, Store
 from skinlesion.thresholds import Status, worst
@@ -72,6 +85,11 @@ LATENCY_METRIC = "latency_p95_ms"
 #: gives it a threshold.
 ERROR_RATE_METRIC = "error_rate"
 DRIFT_METRIC = "drift_score"
+#: The share of a window's answers beyond the version's OOD gate; its gate flags about 1% of
+#: images like its validation answers, so a share above these is yellow / red.
+OOD_METRIC = "ood_share"
+OOD_SHARE_YELLOW = 0.03
+OOD_SHARE_RED = 0.06
 
 
 class MetricValue(BaseModel):
@@ -93,6 +111,9 @@ class MetricValue(BaseModel):
     estimated_status: Status = Status.UNKNOWN
     previous_value: float | None = None
     previous_estimated: float | None = None
+    estimated_low: float | None = None
+    estimated_high: float | None = None
+    estimate_unreliable: bool = False
 
     @property
     def change(self) -> float | None:
@@ -211,6 +232,32 @@ class HealthReport(BaseModel):
                                        "status": status, "hints": hints,
                                        "playbook": playbook(status, hints)})
 
+    def with_estimate_checks(self, bands: dict[str, tuple[float, float]] | None, ood_share: float | None,
+                             *, policy: Policy, ood_note: str = "") -> HealthReport:
+        """This report with a band beside each estimated metric, the OOD share as a metric, and
+        every estimate flagged unreliable (no colour from it) while drift or the OOD share is red;
+        status and playbook recomputed (see the module docstring)."""
+        ood = MetricValue(name=OOD_METRIC, value=ood_share, n=self.n_predictions,
+                          status=ood_status(ood_share), note=ood_note)
+        drift = self.metrics.get(DRIFT_METRIC)
+        why = [what for what, red in (("drift", drift is not None and drift.status is Status.RED),
+                                      ("out-of-distribution share", ood.status is Status.RED)) if red]
+        metrics_: dict[str, MetricValue] = {}
+        for name, m in self.metrics.items():
+            update: dict[str, Any] = {}
+            if bands and name in bands and m.estimated is not None:
+                low, high = (_finite(v) for v in bands[name])
+                update.update(estimated_low=low, estimated_high=high)
+            if why and m.estimated is not None:
+                update.update(estimate_unreliable=True, estimated_status=Status.UNKNOWN,
+                              note="; ".join(filter(None, [m.note, f"estimate unreliable: {' and '.join(why)} red"])))
+            metrics_[name] = m.model_copy(update=update) if update else m
+        metrics_[OOD_METRIC] = ood
+        status, hints = _conclude(metrics_, self.per_class, self.label_coverage, self.label_lag_hours,
+                                  self.volume, self.drifted_features, policy)
+        return self.model_copy(update={"metrics": metrics_, "status": status, "hints": hints,
+                                       "playbook": playbook(status, hints)})
+
 
 # --- windows ----------------------------------------------------------------------------------------
 
@@ -284,6 +331,46 @@ def resource_use() -> ResourceUse:
                        memory_total_mb=memory.total / 2**20,
                        process_rss_mb=psutil.Process().memory_info().rss / 2**20,
                        gpu_memory_used_mb=gpu_used, gpu_memory_total_mb=gpu_total)
+
+
+def ood_status(share: float | None) -> Status:
+    """The colour of a window's out-of-distribution share (:data:`OOD_SHARE_YELLOW`, ``_RED``)."""
+    if share is None:
+        return Status.UNKNOWN
+    return Status.RED if share > OOD_SHARE_RED else Status.YELLOW if share > OOD_SHARE_YELLOW else Status.GREEN
+
+
+def version_gate(models_dir: Path, version: str) -> OODGate | None:
+    """The OOD gate stored in ``version``'s card; None for a version without one or not found."""
+    try:
+        return card_gate(read_card(Path(models_dir) / resolve_version(models_dir, version)).model_extra)
+    except ModelNotFoundError:
+        return None
+
+
+def estimate_checks(current: pd.DataFrame, reference: pd.DataFrame | None, gate: OODGate | None,
+                    malignant: tuple[str, ...]) -> tuple[dict[str, tuple[float, float]] | None, float | None, str]:
+    """The estimate bands of a window (from ``current``, a sample of its answers with
+    ``p_malignant`` and ``threshold``; recalibration uncertainty from the labelled ``reference``
+    answers when they carry ``diagnosis``), the share of its answers beyond ``gate`` (None without
+    a gate or embeddings) and a note on what was left out."""
+    if current.empty:
+        return None, None, "no predictions in the window"
+    labelled = reference is not None and "diagnosis" in reference.columns and len(reference) >= 20
+    bands = estimate_band(current["p_malignant"].to_numpy(dtype=float), current["threshold"].to_numpy(dtype=float),
+                          reference_p=reference["p_malignant"].to_numpy(dtype=float) if labelled else None,
+                          reference_malignant=reference["diagnosis"].isin(list(malignant)).to_numpy()
+                          if labelled else None)
+    if gate is None:
+        return bands, None, "the version has no OOD gate"
+    if "embedding" not in current.columns:
+        return bands, None, "the answers carry no embedding"
+    rows = current["embedding"].dropna()
+    rows = rows[rows.map(lambda e: np.size(e) == gate.dim)]
+    if rows.empty:
+        return bands, None, "the answers carry no embedding"
+    share = float(gate.flags(np.stack(rows.to_list())).mean())
+    return bands, share, f"{len(rows):,} answers checked against the version's OOD gate"
 
 
 def error_rate(failures: int, answers: int) -> float | None:

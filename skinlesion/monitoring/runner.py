@@ -30,17 +30,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from skinlesion.errors import ModelNotFoundError, SkinLesionError
 from skinlesion.lifecycle.triggers import TriggerOutcome, check_retraining
+from skinlesion.model.ood import OODGate
 from skinlesion.monitoring.alerts import AlertChange, Notifier, NotifyOutcome, notify_pending, update_alerts
-from skinlesion.monitoring.health import DRIFT_METRIC, HealthReport, compute_health
+from skinlesion.monitoring.health import (
+    DRIFT_METRIC, HealthReport, compute_health, estimate_checks, version_gate)
 from skinlesion.monitoring.policy import Policy
+from skinlesion.registry import read_reference
 from skinlesion.store import Alert, HealthSnapshot, SnapshotMetric, Store
 from skinlesion.thresholds import Status, parse_duration
+
+if TYPE_CHECKING:  # drift imports evidently (seconds): only when a run computes drift
+    from skinlesion.monitoring.drift import DriftNull
 
 logger = logging.getLogger(__name__)
 
@@ -130,15 +136,16 @@ class SnapshotResult:
         return " · ".join(parts)
 
 
-def measure_drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftOutcome:
+def measure_drift(reference: pd.DataFrame, current: pd.DataFrame, null: DriftNull | None = None) -> DriftOutcome:
     """Drift of ``current`` (the window's answers) against ``reference`` (the version's
-    reference answers), through :func:`skinlesion.monitoring.drift.compute_drift`. Skipped (saying
-    why) when the window is empty or no feature could be tested."""
+    reference answers) judged against the version's ``null``, through
+    :func:`skinlesion.monitoring.drift.compute_drift`. Skipped (saying why) when the window is
+    empty, has too few answers to be judged, or no feature could be tested."""
     if current.empty:
         return DriftOutcome(skipped="no predictions in the window")
     from skinlesion.monitoring.drift import compute_drift
 
-    result = compute_drift(reference, current)
+    result = compute_drift(reference, current, null=null)
     if math.isnan(result.share_drifted):
         return DriftOutcome(details=result.as_dict(),
                             skipped="; ".join(result.notes) or "no feature could be tested")
@@ -147,20 +154,26 @@ def measure_drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftOutcom
 
 
 def _drift(store: Store, models_dir: Path, version: str, start: datetime,
-           end: datetime) -> DriftOutcome:
-    """The drift of ``version``'s answers in the window against its reference answers; skipped
-    (saying why) when the version is not in ``models_dir`` or was saved without reference
+           end: datetime) -> tuple[DriftOutcome, pd.DataFrame | None, pd.DataFrame, OODGate | None]:
+    """The drift of ``version``'s answers in the window against its reference answers (with the
+    reference, the window's sampled answers and the version's OOD gate, for the estimate checks);
+    skipped (saying why) when the version is not in ``models_dir`` or was saved without reference
     answers."""
-    from skinlesion.registry import read_reference
+    from skinlesion.monitoring.drift import version_null
 
+    current = store.sample_predictions(start, end, n=DRIFT_SAMPLE_SIZE, model_version=version,
+                                       include_embedding=True)
+    gate = version_gate(models_dir, version)
     try:
         reference = read_reference(models_dir, version)
     except ModelNotFoundError:
-        return DriftOutcome(skipped=f"the active model version {version!r} is not in {models_dir}")
+        return (DriftOutcome(skipped=f"the active model version {version!r} is not in {models_dir}"),
+                None, current, None)
     if reference is None:
-        return DriftOutcome(skipped=f"the active model version {version!r} has no reference data")
-    return measure_drift(reference, store.sample_predictions(
-        start, end, n=DRIFT_SAMPLE_SIZE, model_version=version, include_embedding=True))
+        return (DriftOutcome(skipped=f"the active model version {version!r} has no reference data"),
+                None, current, gate)
+    null = version_null(models_dir, version, reference) if not current.empty else None
+    return measure_drift(reference, current, null), reference, current, gate
 
 
 def _extra_metrics(report: HealthReport, policy: Policy) -> list[SnapshotMetric]:
@@ -219,13 +232,15 @@ def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | 
                             resources=now is None)
     previous = store.latest_snapshot(window)
     previous_drift = previous.metric(DRIFT_METRIC) if previous is not None else None
-    drift = _drift(store, Path(models_dir), version, start, end)
+    drift, reference, current, gate = _drift(store, Path(models_dir), version, start, end)
     report = report.with_drift(drift.score, drift.drifted_features, policy=policy,
                                previous_value=previous_drift.value if previous_drift else None)
     if drift.skipped:
         metrics = dict(report.metrics)
         metrics[DRIFT_METRIC] = metrics[DRIFT_METRIC].model_copy(update={"note": drift.skipped})
         report = report.model_copy(update={"metrics": metrics})
+    bands, ood_share, ood_note = estimate_checks(current, reference, gate, tuple(policy.malignant))
+    report = report.with_estimate_checks(bands, ood_share, policy=policy, ood_note=ood_note)
     simulated = simulated or store.count_predictions(start, end, model_version=version,
                                                      simulated=True) > 0
     snapshot = snapshot_from_report(report, policy, ts=end, window_name=window, model_version=version,

@@ -108,7 +108,11 @@ def test_drift_input_is_sampled_in_the_store_and_health_counts_the_whole_window(
     full = cockpit.window_health(store, models, Policy(), T0, T0 + DAY)
     # a window within the sample size: drift over every answer, as before
     assert full.drift.n_current_used == 60
-    assert full.drift.share_drifted == compute_drift(reference_frame(), whole).share_drifted
+    direct = compute_drift(reference_frame(), whole)
+    assert [f.score for f in full.drift.features] == [f.score for f in direct.features]
+    assert not full.drift.enough_answers  # 60 answers: measured, not judged
+    assert full.report.metrics["drift_score"].status.value == "unknown"
+    assert "not enough answers (60 of 100)" in full.report.metrics["drift_score"].note
     monkeypatch.setattr(cockpit, "DRIFT_SAMPLE_SIZE", 25)
     monkeypatch.setattr(Store, "query_predictions",
                         lambda *a, **k: pytest.fail("the whole window was loaded"))

@@ -16,6 +16,7 @@ from skinlesion.monitoring.estimate import estimate_performance
 from skinlesion.monitoring.health import (
     HealthReport,
     compute_health,
+    estimate_checks,
     compute_window_health,
     flag_volume,
     window_bounds,
@@ -179,6 +180,27 @@ def test_drift_joins_the_status_and_the_hints(good_report: HealthReport):
     assert "Drifted features: brightness, age_approx." in drifted.playbook.hints
     calm = good_report.with_drift(0.05, [], policy=POLICY)
     assert calm.status is Status.GREEN
+
+
+def test_estimates_carry_a_band_and_are_unreliable_while_drift_or_ood_is_red(tmp_path: Path):
+    store = Store(tmp_path / "s.duckdb")
+    answers, _ = calibrated_traffic(DAY0, n=400, seed=6, sharpness=1.0, label_share=0.0)  # a vague model
+    store.log_predictions(answers)
+    report = compute_health(store, DAY0, DAY1, policy=POLICY, resources=False)
+    current = store.query_predictions(DAY0, DAY1)
+    bands, ood, note = estimate_checks(current, None, None, POLICY.malignant)
+    assert ood is None and "no OOD gate" in note
+    checked = report.with_drift(0.05, [], policy=POLICY).with_estimate_checks(bands, 0.01, policy=POLICY)
+    recall = checked.metrics["recall"]
+    assert recall.estimated_low < recall.estimated < recall.estimated_high and not recall.estimate_unreliable
+    assert recall.estimated_status is Status.RED and checked.status is Status.RED  # as before
+    assert checked.metrics["ood_share"].status is Status.GREEN
+    for drift, ood_share, why in ((0.3, 0.01, "drift red"), (0.05, 0.2, "out-of-distribution share red")):
+        flagged = report.with_drift(drift, [], policy=POLICY).with_estimate_checks(bands, ood_share, policy=POLICY)
+        recall = flagged.metrics["recall"]
+        assert recall.estimate_unreliable and recall.estimated_status is Status.UNKNOWN
+        assert f"estimate unreliable: {why}" in recall.note and recall.estimated_low is not None
+        assert not any(h.startswith("estimated") for h in flagged.hints.breaches)  # no colour from it
 
 
 def test_report_round_trips_through_json(bad_report: HealthReport):

@@ -252,6 +252,7 @@ class PostgresConnection:
     def stage(self, name: str, frame: pd.DataFrame, *, like: str) -> None:
         """Copy ``frame`` into a temporary table ``name`` shaped like the table ``like`` (dropped
         at commit), with COPY: a million rows never go through one INSERT each."""
+        self._connection.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
         self._connection.execute(f"CREATE TEMP TABLE {name} (LIKE {like} INCLUDING DEFAULTS) "
                                  "ON COMMIT DROP")
         columns = ", ".join(f'"{c}"' for c in frame.columns)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from skinlesion.records import (
     Alert,
+    AuditCheck,
     AuditEntry,
     FailureRecord,
     HealthSnapshot,
@@ -30,7 +31,7 @@ from skinlesion.store import jobs as job_sql
 from skinlesion.store import predictions as prediction_sql
 from skinlesion.store import route as route_sql
 from skinlesion.store import snapshots as snapshot_sql
-from skinlesion.store.connection import Timing, open_backend, parse_store_url
+from skinlesion.store.connection import Backend, Timing, open_backend, parse_store_url
 from skinlesion.store.migrations import SCHEMA_VERSION, apply_pending, check_not_newer, schema_version
 
 
@@ -52,10 +53,18 @@ class Store:
         self._backend = open_backend(self.url, Timing(busy_timeout_s=busy_timeout_s,
                                                       retry_base_s=retry_base_s,
                                                       retry_max_s=retry_max_s, pool_size=pool_size))
+        #: API keys revoked through this object (caches of verified keys watch it to drop a revoked
+        #: key at once in the revoking process)
+        self.keys_revoked = 0
         self.migrate()
 
     def __repr__(self) -> str:
         return f"Store({str(self.url)!r})"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend's units of work (for the store package's own tools, e.g. ``transfer``)."""
+        return self._backend
 
     @property
     def dialect(self) -> str:
@@ -106,6 +115,13 @@ class Store:
         """The prediction logged under ``request_id``, or None."""
         with self._backend.read() as con:
             return prediction_sql.get(con, request_id)
+
+    def owned_by(self, api_client: str, *, request_ids: Iterable[str] = (),
+                 image_hashes: Iterable[str] = ()) -> tuple[set[str], set[str]]:
+        """Which of ``request_ids`` and ``image_hashes`` belong to answers the API client
+        ``api_client`` (a key's name) asked for."""
+        with self._backend.read() as con:
+            return prediction_sql.owned(con, api_client, request_ids, image_hashes)
 
     def query_predictions(self, start: datetime | None = None, end: datetime | None = None, *,
                           model_version: str | None = None, source: str | None = None,
@@ -290,6 +306,12 @@ class Store:
             route_sql.insert_audit(con, entry)
         return entry
 
+    def verify_audit(self) -> AuditCheck:
+        """Check the audit log's hash chain; names the first row rewritten, inserted or deleted
+        with direct database access (see :mod:`skinlesion.store.route`)."""
+        with self._backend.read() as con:
+            return route_sql.verify_audit(con)
+
     def query_audit(self, start: datetime | None = None, end: datetime | None = None, *,
                     actor: str | None = None, role: str | None = None, action: str | None = None,
                     target: str | None = None, limit: int | None = None) -> pd.DataFrame:
@@ -298,12 +320,20 @@ class Store:
             return route_sql.query_audit(con, start, end, limit_rows=limit,
                                      filters=dict(actor=actor, role=role, action=action, target=target))
 
-    def create_api_key(self, name: str, *, actor: str = "system", role: str = "admin") -> str:
+    def create_api_key(self, name: str, *, actor: str = "system", role: str = "admin",
+                       scopes: Iterable[str] = ()) -> str:
         """Create a key called ``name`` and return it; only its sha256 is stored, so show it once.
+        ``scopes`` (:data:`~skinlesion.records.API_SCOPES`) let it label (``labeller``) or also read
+        (``admin``) other clients' answers; without, it reads and labels its own only.
 
         Names are never reused (a revoked key keeps its name); the creation is audited."""
         with self._backend.write() as con:
-            return route_sql.create_api_key(con, name, actor=actor, role=role)
+            return route_sql.create_api_key(con, name, actor=actor, role=role, scopes=tuple(scopes))
+
+    def api_key_scopes(self, key: str) -> tuple[str, tuple[str, ...]] | None:
+        """The name and scopes of the unrevoked key ``key``, or None."""
+        with self._backend.read() as con:
+            return route_sql.api_key_scopes(con, key)
 
     def verify_api_key(self, key: str) -> str | None:
         """The name of the unrevoked key ``key``, or None."""
@@ -314,7 +344,8 @@ class Store:
                        reason: str = "") -> None:
         """Revoke the key ``name`` (audited); revoking a revoked key changes nothing."""
         with self._backend.write() as con:
-            return route_sql.revoke_api_key(con, name, actor=actor, role=role, reason=reason)
+            route_sql.revoke_api_key(con, name, actor=actor, role=role, reason=reason)
+        self.keys_revoked += 1
 
     def list_api_keys(self) -> pd.DataFrame:
         """Key names with their creation time and revocation state (never the hashes)."""

@@ -32,7 +32,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +137,8 @@ class Connection(Protocol):
 
     def stage(self, name: str, frame: pd.DataFrame, *, like: str) -> None: ...
 
+    def insert(self, table: str, frame: pd.DataFrame) -> int: ...
+
     def lock(self, name: str) -> None: ...
 
 
@@ -188,6 +190,14 @@ class DuckDBConnection:
         """Make ``frame`` readable as the relation ``name`` for this unit of work."""
         self._cursor.register(name, frame)
 
+    def insert(self, table: str, frame: pd.DataFrame) -> int:
+        """Insert the rows of ``frame`` into ``table``, skipping keys already stored; returns how
+        many were inserted."""
+        self.stage("incoming", frame, like=table)
+        names = _quoted(frame.columns)
+        return self.run(f"INSERT INTO {table} ({names}) SELECT {names} FROM incoming "
+                        "ON CONFLICT DO NOTHING")
+
     def lock(self, name: str) -> None:
         """Nothing to do: a DuckDB file has one writer at a time, and this process's writes take
         turns on its kept connection."""
@@ -197,6 +207,8 @@ class DuckDBConnection:
 _PG_FLOATS = {700, 701, 1700}
 _PG_INTS = {20, 21, 23}
 _PG_TIMESTAMPTZ = 1184
+#: batches up to this many rows are inserted with one multi-row VALUES (no temporary table)
+_VALUES_ROWS = 500
 
 
 class PostgresConnection:
@@ -255,15 +267,33 @@ class PostgresConnection:
         self._connection.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
         self._connection.execute(f"CREATE TEMP TABLE {name} (LIKE {like} INCLUDING DEFAULTS) "
                                  "ON COMMIT DROP")
-        columns = ", ".join(f'"{c}"' for c in frame.columns)
         with self._connection.cursor() as cursor, \
-                cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
+                cursor.copy(f"COPY {name} ({_quoted(frame.columns)}) FROM STDIN") as copy:
             for row in frame.itertuples(index=False, name=None):
                 copy.write_row([_plain(v) for v in row])
+
+    def insert(self, table: str, frame: pd.DataFrame) -> int:
+        """As DuckDB's: a small batch (group commit) as one multi-row INSERT, a large one (bulk
+        load, copy) through COPY into a temporary table."""
+        names = _quoted(frame.columns)
+        if len(frame) > _VALUES_ROWS:
+            self.stage("incoming", frame, like=table)
+            return self.run(f"INSERT INTO {table} ({names}) SELECT {names} FROM incoming "
+                            "ON CONFLICT DO NOTHING")
+        row = f"({', '.join('%s' for _ in frame.columns)})"
+        values = [_plain(v) for r in frame.itertuples(index=False, name=None) for v in r]
+        cursor = self._connection.execute(
+            f"INSERT INTO {table} ({names}) VALUES {', '.join(row for _ in range(len(frame)))} "
+            "ON CONFLICT DO NOTHING", values)
+        return max(cursor.rowcount, 0)
 
     def lock(self, name: str) -> None:
         """A transaction-scoped advisory lock on ``name``: one holder across every host."""
         self._connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+
+
+def _quoted(columns: Iterable[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
 
 
 def _plain(value: Any) -> Any:

@@ -66,28 +66,20 @@ def log(con: Connection, rows: Iterable[PredictionRecord]) -> int:
     frame = pd.DataFrame([r.to_row() for r in unique.values()], columns=list(PREDICTION_COLUMNS))
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     frame["age_approx"] = frame["age_approx"].astype(float)
-    return insert_frame(con, "predictions", frame)
-
-
-def insert_frame(con: Connection, table: str, frame: pd.DataFrame) -> int:
-    """Insert the rows of ``frame`` (its columns named as ``table``'s) skipping rows whose key is
-    stored already; returns how many were inserted."""
-    con.stage("incoming", frame, like=table)
-    names = cols(frame.columns)
-    return con.run(f"INSERT INTO {table} ({names}) SELECT {names} FROM incoming ON CONFLICT DO NOTHING")
+    return con.insert("predictions", frame)
 
 
 def bulk_load(con: Connection, predictions: pd.DataFrame, labels: pd.DataFrame | None) -> int:
-    """Already-validated rows in bulk (see :meth:`Store.bulk_load`); returns predictions inserted."""
+    """Already-validated rows in bulk (see :meth:`Store.bulk_load`); returns predictions inserted.
+    ``api_client`` may be left out (answers not asked through the API)."""
+    if "api_client" not in predictions.columns:
+        predictions = predictions.assign(api_client=None)
     missing = set(PREDICTION_COLUMNS) - set(predictions.columns)
     if missing:
         raise DataError(f"bulk load needs the predictions columns; missing: {sorted(missing)}")
-    inserted = insert_frame(con, "predictions", predictions.loc[:, list(PREDICTION_COLUMNS)])
+    inserted = con.insert("predictions", predictions.loc[:, list(PREDICTION_COLUMNS)])
     if labels is not None and len(labels):
-        con.stage("incoming_labels", labels, like="labels")
-        names = cols(labels.columns)
-        con.run(f"INSERT INTO labels ({names}) SELECT {names} FROM incoming_labels "
-                "ON CONFLICT DO NOTHING")
+        con.insert("labels", labels)
     return inserted
 
 
@@ -129,6 +121,20 @@ def get(con: Connection, request_id: str) -> PredictionRecord | None:
     rid = canonical_uuid(request_id, "request_id")
     row = con.first(f"SELECT {cols(PREDICTION_COLUMNS)} FROM predictions WHERE request_id = ?", [rid])
     return None if row is None else PredictionRecord.from_row(row)
+
+
+def owned(con: Connection, api_client: str, request_ids: Iterable[str],
+          image_hashes: Iterable[str]) -> tuple[set[str], set[str]]:
+    """Which of ``request_ids`` and ``image_hashes`` belong to answers ``api_client`` asked for."""
+    rids = sorted({canonical_uuid(r, "request_id") for r in request_ids})
+    hashes = sorted(set(image_hashes))
+    own_rids = {r for (r,) in con.rows(
+        f"SELECT request_id FROM predictions WHERE api_client = ? AND request_id IN "
+        f"({', '.join('?' for _ in rids)})", [api_client, *rids])} if rids else set()
+    own_hashes = {h for (h,) in con.rows(
+        f"SELECT DISTINCT image_sha256 FROM predictions WHERE api_client = ? AND image_sha256 IN "
+        f"({', '.join('?' for _ in hashes)})", [api_client, *hashes])} if hashes else set()
+    return own_rids, own_hashes
 
 
 def query(con: Connection, start: datetime | None, end: datetime | None, *,

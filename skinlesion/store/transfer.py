@@ -24,7 +24,6 @@ from skinlesion.records import utc
 from skinlesion.store.connection import Connection
 from skinlesion.store.facade import Store
 from skinlesion.store.migrations import schema_version
-from skinlesion.store.predictions import insert_frame
 from skinlesion.store.query import cols
 
 #: every table with its key (copy and checksum order), JSON columns and the sequence behind a column
@@ -114,7 +113,7 @@ def _copy_table(source: Connection, target: Connection, table: str, key: tuple[s
     columns = _columns(source, table)
     for rows in _chunks(source, table, columns, key):
         frame = _frame(rows, columns, json_columns)
-        insert_frame(target, table, frame)
+        target.insert(table, frame)
 
 
 def _frame(rows: list[tuple], columns: list[str], json_columns: tuple[str, ...]) -> pd.DataFrame:

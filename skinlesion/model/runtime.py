@@ -220,6 +220,85 @@ class OpenVinoEngine:
                 np.array(out["pooled"], dtype=np.float32))
 
 
+class _Call:
+    """One caller's images waiting in a :class:`BatchingEngine`."""
+
+    def __init__(self, images: torch.Tensor, metadata: torch.Tensor):
+        self.images, self.metadata = images, metadata
+        self.result: tuple[np.ndarray, np.ndarray] | None = None
+        self.error: BaseException | None = None
+
+
+class BatchingEngine:
+    """Concurrent calls coalesced into one forward of ``engine``.
+
+    A caller that finds the engine idle runs at once with everything queued (itself included), so a
+    lone request waits for nothing; calls that arrive while a forward runs queue up and go together
+    in the next one (at most ``max_images`` images), instead of competing for the same cores with
+    forwards of their own. Answers are split back to their callers; an error reaches every caller of
+    the forward that raised it."""
+
+    def __init__(self, engine: InferenceEngine, *, max_images: int = 16):
+        if max_images < 1:
+            raise ValueError(f"max_images must be at least 1, got {max_images}")
+        self.engine, self.max_images = engine, max_images
+        self.name = engine.name
+        self._queue: list[_Call] = []
+        self._busy = False
+        self._cond = threading.Condition()
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for the next forward."""
+        with self._cond:
+            return len(self._queue)
+
+    def __call__(self, images: torch.Tensor, metadata: torch.Tensor
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        call = _Call(images, metadata)
+        with self._cond:
+            self._queue.append(call)
+            while call.result is None and call.error is None and self._busy:
+                self._cond.wait()
+            if call.result is None and call.error is None:
+                self._busy = True
+                batch = self._take(call)
+        if call.result is None and call.error is None:
+            self._run(batch)
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _take(self, own: _Call) -> list[_Call]:
+        """The calls of the next forward (the leader's own first), off the queue."""
+        self._queue.remove(own)
+        batch, n = [own], len(own.images)
+        while self._queue and n + len(self._queue[0].images) <= self.max_images:
+            n += len(self._queue[0].images)
+            batch.append(self._queue.pop(0))
+        return batch
+
+    def _run(self, batch: list[_Call]) -> None:
+        try:
+            logits, pooled = self.engine(torch.cat([c.images for c in batch]),
+                                         torch.cat([c.metadata for c in batch]))
+            start = 0
+            for c in batch:
+                c.result = (logits[start:start + len(c.images)],
+                            pooled[start:start + len(c.images)])
+                start += len(c.images)
+        except Exception as err:  # not swallowed: every caller of this forward re-raises it
+            for c in batch:
+                c.error = err
+        finally:
+            with self._cond:
+                for c in batch:  # interrupted (KeyboardInterrupt, SystemExit): nobody waits forever
+                    if c.result is None and c.error is None:
+                        c.error = RuntimeError("the batched forward was interrupted")
+                self._busy = False
+                self._cond.notify_all()
+
+
 def open_engine(runtime: str, folder: Path, policy: ThreadPolicy | None = None) -> InferenceEngine:
     """The engine running ``runtime``'s export in ``folder``."""
     policy = policy or ThreadPolicy.for_machine()
@@ -444,10 +523,12 @@ def select_runtime(classifier: object, version_id: str, version_dir: Path, reque
 def use_runtime(classifier: object, version_id: str, version_dir: Path, requested: str, *,
                 settings: ExportSettings | None = None,
                 policy: ThreadPolicy | None = None) -> RuntimeChoice:
-    """:func:`select_runtime`, then hand the chosen engine to the classifier (a neural one; eager
-    torch when the choice is torch). Returns the choice."""
+    """:func:`select_runtime`, then hand the chosen engine (eager torch when the choice is torch) to
+    the classifier (a neural one), behind a :class:`BatchingEngine` so that concurrent requests
+    share forwards. Returns the choice."""
     choice = select_runtime(classifier, version_id, version_dir, requested, settings=settings,
                             policy=policy)
     if isinstance(classifier, NeuralClassifier) and classifier.net.uses_image:
-        classifier.use_engine(choice.engine)
+        engine = choice.engine or TorchEngine(classifier.views_net(), classifier.device)
+        classifier.use_engine(BatchingEngine(engine))
     return choice

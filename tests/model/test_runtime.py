@@ -7,6 +7,8 @@ the synthetic set; every test exports from it or from a deliberately perturbed c
 from __future__ import annotations
 
 import copy
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -228,3 +230,62 @@ def test_thread_policy():
         ThreadPolicy(2).apply()  # torch is loaded in the test process
     with pytest.raises(ValueError, match="at least 1"):
         ThreadPolicy(0)
+
+
+class _GatedEngine:
+    """A stand-in engine: logits = per-image sums of the inputs; its first forward waits for
+    ``release``; records the batch size of every forward."""
+
+    name = "stand-in"
+
+    def __init__(self):
+        self.entered, self.release, self.sizes = threading.Event(), threading.Event(), []
+
+    def __call__(self, images, metadata):
+        self.entered.set()
+        if not self.sizes:
+            self.release.wait(30)
+        self.sizes.append(len(images))
+        if images.shape[0] and images[0, 0, 0, 0] < -1e6:
+            raise ValueError("poisoned input")
+        total = images.flatten(1).sum(1, keepdim=True) + metadata.sum(1, keepdim=True)
+        return total.double().repeat(1, 8).numpy(), total.float().numpy()
+
+
+def test_concurrent_calls_share_one_forward_and_get_their_own_answers():
+    inner = _GatedEngine()
+    engine = runtime.BatchingEngine(inner, max_images=16)
+    inputs = [(torch.full((1, 3, 2, 2), float(i)), torch.full((1, 4), float(i))) for i in range(4)]
+    results = {}
+
+    def call(i):
+        results[i] = engine(*inputs[i])
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert inner.entered.wait(30)  # the first call runs (alone) and waits in the engine
+    others = [threading.Thread(target=call, args=(i,)) for i in (1, 2, 3)]
+    for t in others:
+        t.start()
+    while engine.queued < 3:  # the others queue behind it
+        time.sleep(0.001)
+    inner.release.set()
+    for t in [first, *others]:
+        t.join(30)
+    assert inner.sizes == [1, 3]
+    for i, (images, metadata) in enumerate(inputs):
+        assert results[i][0].shape == (1, 8) and results[i][0][0, 0] == 12 * i + 4 * i
+    poisoned = torch.full((1, 3, 2, 2), -1e7)
+    with pytest.raises(ValueError, match="poisoned"):
+        engine(poisoned, torch.zeros(1, 4))
+    assert engine(*inputs[2])[0][0, 0] == 32  # an error does not wedge the engine
+
+
+def test_served_classifiers_run_behind_the_batching_engine(models_dir, exported, batch):
+    version = load_version("tiny", models_dir, device="cpu")
+    eager = version.classifier.predict_proba(*batch)
+    choice = runtime.use_runtime(version.classifier, "tiny", version.path, "torch")
+    assert choice.runtime == "torch" and isinstance(version.classifier.engine(),
+                                                    runtime.BatchingEngine)
+    assert version.classifier.runtime == "torch"
+    np.testing.assert_allclose(version.classifier.predict_proba(*batch), eager, atol=1e-6)

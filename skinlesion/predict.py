@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from skinlesion.data.images import bytes_sha256, image_caveats, image_stats, load_image
 from skinlesion.model.base import Classifier
+from skinlesion.model.ood import OODGate, card_gate
 from skinlesion.model.neural import has_monitoring_embedding
 from skinlesion.model.runtime import ExportSettings, use_runtime
 from skinlesion.registry import ModelVersion, load_version
@@ -95,6 +96,15 @@ def quality_issues(stats: dict[str, float], policy: DecisionPolicy,
     return issues
 
 
+def ood_issues(embedding: Sequence[float] | None, gate: OODGate | None) -> list[str]:
+    """The gate's reason when an answer's monitoring embedding lies beyond the version's OOD gate
+    (an image unlike the training images); empty without a gate or an embedding."""
+    if gate is None or embedding is None:
+        return []
+    distance = float(gate.distance(embedding)[0])
+    return [gate.reason(distance)] if distance > gate.bound else []
+
+
 def decide(probs: np.ndarray, p_malignant: float, threshold: float, issues: Sequence[str],
            policy: DecisionPolicy, *, restricted: bool = False) -> tuple[str, str]:
     """The decision and a one-line reason a clinician can read.
@@ -153,6 +163,7 @@ class Predictor:
         self.policy = policy or DecisionPolicy()
         self._mask = np.array(malignant_mask(version.card.malignant))
         self._reference = getattr(version.card, "image_stats_reference", None)
+        self._ood = card_gate(version.card.model_extra)
 
     @classmethod
     def from_registry(cls, ref: str, models_dir: Path, *, device: str = "auto",
@@ -203,7 +214,8 @@ class Predictor:
         p_mal = float(probs[self._mask].sum())
         decision, reason = decide(probs, p_mal, threshold,
                                   image_caveats(image)
-                                  + quality_issues(stats, self.policy, self._reference),
+                                  + quality_issues(stats, self.policy, self._reference)
+                                  + ood_issues(embedding, self._ood),
                                   self.policy, restricted=restricted)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs, strict=True)},

@@ -13,6 +13,7 @@ from PIL import Image
 from skinlesion import registry
 from skinlesion.data.splits import split_dataset
 from skinlesion.model.neural import MONITORING_DIM
+from skinlesion.model.ood import fit_ood_gate
 from skinlesion.monitoring.drift import compute_drift
 from skinlesion.predict import (NO_REFERRAL, REFER, UNCERTAIN, DecisionPolicy, Predictor, decide,
                                 normalised_entropy, quality_issues)
@@ -165,4 +166,23 @@ def test_answers_log_the_same_embedding_as_the_reference_and_drift_tests_it(pred
     drift = compute_drift(reference, store.query_predictions(include_embedding=True),
                           features=["embedding"])
     (embedding,) = drift.features
-    assert embedding.stattest.startswith("share of drifted components") and not embedding.drifted
+    assert embedding.stattest.startswith("mean Wasserstein distance") and not embedding.drifted
+
+
+def test_an_image_unlike_the_training_images_is_uncertain_with_the_gate_as_reason(predictor,
+                                                                                  synthetic_df):
+    """The version's OOD gate (fitted and bound here on 30 answers: a tiny version's validation
+    split is too small) passes the images it was fitted on (all but the farthest, beyond its 99%
+    bound) and flags a planted outlier: noise, nothing like a dermoscopy image."""
+    images, meta = rows(synthetic_df, 30)
+    embeddings = np.stack([a.embedding for a in predictor.predict_batch(images, meta)])
+    gate = fit_ood_gate(embeddings, embeddings)
+    card = registry.ModelCard.model_validate({**predictor.version.card.model_dump(), "ood": gate.as_dict()})
+    gated = Predictor(registry.ModelVersion(card, predictor.version.path, predictor.version.classifier))
+    answers = gated.predict_batch(images, meta)
+    assert sum("unlike the training images (embedding" in a.decision_reason for a in answers) <= 1
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (72, 96, 3), dtype=np.uint8))
+    answer = gated.predict(noise, meta[0])
+    assert answer.decision == UNCERTAIN
+    assert "out of distribution: the image is unlike the training images (embedding" in answer.decision_reason
+    assert "embedding" not in predictor.predict(noise, meta[0]).decision_reason  # no gate, no such reason

@@ -68,7 +68,7 @@ def bench_api(models_dir: Path, version: str, images: list[bytes], *, n_single: 
         key = store.create_api_key("bench")
         port = _free_port()
         server_log.parent.mkdir(parents=True, exist_ok=True)
-        server = subprocess.Popen([sys.executable, "-m", "skinlesion.cli", "serve", "--port",
+        server = subprocess.Popen([sys.executable, "-m", "skinlesion", "serve", "--port",
                                    str(port)], env=env, stdout=server_log.open("w"),
                                   stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"

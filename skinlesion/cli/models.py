@@ -1,0 +1,94 @@
+"""``skinlesion models list|show|alias|diff``: the registered versions. The route commands of the
+same sub-app (activate, rollback, fallback, ...) are in :mod:`skinlesion.cli.lifecycle`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from skinlesion.cli.options import ModelsDir, VersionRef, fail, models_folder
+from skinlesion.errors import SkinLesionError
+
+models_app = typer.Typer(help="Model versions and the serving route: list, show, alias, diff, "
+                         "activate, rollback, fallback, restrict, archive, challenger, shadow, "
+                         "threshold.",
+                         no_args_is_help=True)
+
+
+@models_app.command("list")
+def models_list(models_dir: ModelsDir = None) -> None:
+    """List model versions with their headline test metrics and aliases."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from skinlesion.registry import list_versions, read_aliases
+
+    folder = models_folder(models_dir)
+    cards = list_versions(folder)
+    if not cards:
+        typer.echo(f"no model versions in {folder}")
+        return
+    by_id: dict[str, list[str]] = {}
+    for alias, vid in read_aliases(folder).items():
+        by_id.setdefault(vid, []).append(alias)
+    by_id.setdefault(cards[-1].id, []).append("latest")
+    table = Table("id", "kind", "architecture", "created", "test AUROC", "test bal. acc.", "aliases")
+    for c in cards:
+        test = c.metrics.get("test", {})
+        table.add_row(c.id, c.kind, c.architecture, c.created,
+                      f"{test['auroc']:.3f}" if "auroc" in test else "-",
+                      f"{test['balanced_accuracy']:.3f}" if "balanced_accuracy" in test else "-",
+                      ", ".join(by_id.get(c.id, [])))
+    Console().print(table)
+
+
+@models_app.command("show")
+def models_show(version: VersionRef, models_dir: ModelsDir = None) -> None:
+    """Print a version's model card (JSON)."""
+    from skinlesion.registry import read_card, resolve_version
+
+    folder = models_folder(models_dir)
+    try:
+        vid = resolve_version(folder, version)
+    except SkinLesionError as err:
+        raise fail(err) from err
+    typer.echo(read_card(folder / vid).model_dump_json(indent=2))
+
+
+@models_app.command("alias")
+def models_alias(alias: Annotated[str, typer.Argument(help="Alias to set.")],
+                 version: Annotated[str, typer.Argument(help="Version id or alias it points to.")],
+                 models_dir: ModelsDir = None) -> None:
+    """Point an alias at a version."""
+    from skinlesion.registry import set_alias
+
+    try:
+        vid = set_alias(models_folder(models_dir), alias, version)
+    except SkinLesionError as err:
+        raise fail(err) from err
+    typer.echo(f"{alias} -> {vid}")
+
+
+@models_app.command("diff")
+def models_diff(first: Annotated[str, typer.Argument(help="Version id or alias (e.g. the parent).")],
+                second: Annotated[str, typer.Argument(help="Version id or alias to compare with it.")],
+                limit: Annotated[int, typer.Option(min=0, help="Images listed per kind of change at "
+                                                   "most (0: counts only).")] = 50,
+                models_dir: ModelsDir = None) -> None:
+    """What the training data of SECOND adds to, removes from, relabels or resplits in FIRST's:
+    counts first, then the images."""
+    from skinlesion.registry import (describe_manifest_changes, manifest_changes, read_card,
+                                     read_manifest, resolve_version)
+
+    folder = models_folder(models_dir)
+    try:
+        ids = [resolve_version(folder, ref) for ref in (first, second)]
+    except SkinLesionError as err:
+        raise fail(err) from err
+    data = [read_card(folder / vid).data for vid in ids]
+    typer.echo(f"data of {ids[0]} ({data[0].n_images} images, fingerprint "
+               f"{data[0].fingerprint[:12]}) -> {ids[1]} ({data[1].n_images} images, fingerprint "
+               f"{data[1].fingerprint[:12]})")
+    changes = manifest_changes(*(read_manifest(folder, vid) for vid in ids))
+    typer.echo("\n".join(describe_manifest_changes(changes, limit=limit)))

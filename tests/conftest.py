@@ -11,7 +11,7 @@ import pytest
 
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.synthetic import write_synthetic_dataset
-from tests import pgserver
+from skinlesion.store import local_server
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +37,12 @@ def synthetic_df(synthetic_dir: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[pgserver.Server]:
+def postgres_server() -> Iterator[local_server.Server]:
     """A real PostgreSQL server for the session (skipped, saying why, where none can start)."""
-    reason = pgserver.unavailable_reason()
+    reason = local_server.unavailable_reason()
     if reason:
         pytest.skip(reason)
-    with pgserver.running_server() as server:
+    with local_server.running_server() as server:
         yield server
 
 

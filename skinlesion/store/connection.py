@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import duckdb
+import numpy as np
 import pandas as pd
 import psycopg
 import psycopg_pool
@@ -269,8 +270,8 @@ class PostgresConnection:
                                  "ON COMMIT DROP")
         with self._connection.cursor() as cursor, \
                 cursor.copy(f"COPY {name} ({_quoted(frame.columns)}) FROM STDIN") as copy:
-            for row in frame.itertuples(index=False, name=None):
-                copy.write_row([_plain(v) for v in row])
+            for row in _python_rows(frame):
+                copy.write_row(row)
 
     def insert(self, table: str, frame: pd.DataFrame) -> int:
         """As DuckDB's: a small batch (group commit) as one multi-row INSERT, a large one (bulk
@@ -281,7 +282,7 @@ class PostgresConnection:
             return self.run(f"INSERT INTO {table} ({names}) SELECT {names} FROM incoming "
                             "ON CONFLICT DO NOTHING")
         row = f"({', '.join('%s' for _ in frame.columns)})"
-        values = [_plain(v) for r in frame.itertuples(index=False, name=None) for v in r]
+        values = [v for r in _python_rows(frame) for v in r]
         cursor = self._connection.execute(
             f"INSERT INTO {table} ({names}) VALUES {', '.join(row for _ in range(len(frame)))} "
             "ON CONFLICT DO NOTHING", values)
@@ -296,17 +297,15 @@ def _quoted(columns: Iterable[str]) -> str:
     return ", ".join(f'"{c}"' for c in columns)
 
 
-def _plain(value: Any) -> Any:
-    """A DataFrame cell as what psycopg adapts: NaN/NaT as None, numpy scalars and arrays as Python."""
-    if value is None:
-        return None
-    if hasattr(value, "tolist") and not isinstance(value, pd.Timestamp):
-        return value.tolist()
-    if isinstance(value, float) and value != value:
-        return None
-    if value is pd.NaT:
-        return None
-    return value
+def _python_rows(frame: pd.DataFrame) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``frame`` as what psycopg adapts: Python scalars, NaN/NaT as None, arrays as lists
+    (converted a column at a time)."""
+    plain = frame.astype(object).where(frame.notna(), None)
+    for column in plain.columns:
+        if frame[column].dtype == object:
+            plain[column] = [v.tolist() if isinstance(v, np.ndarray | np.generic) else v
+                             for v in plain[column]]
+    return plain.itertuples(index=False, name=None)
 
 
 # --- DuckDB: one kept connection per process and file -------------------------------------------------------

@@ -1,7 +1,8 @@
-"""A real PostgreSQL server for the test session: Debian's ``postgresql`` package (``make test``
-installs it), ``initdb`` and ``pg_ctl`` in a temporary folder, run as the unprivileged ``postgres``
-user when the tests run as root (PostgreSQL refuses to run as root). Tests get a fresh database each.
-"""
+"""A throwaway local PostgreSQL server (tests, ``make bench``, ``make test-scale``): Debian's
+``postgresql`` package, ``initdb`` and ``pg_ctl`` in a temporary folder, run as the unprivileged
+``postgres`` user when called as root (PostgreSQL refuses to run as root), listening on loopback
+only, trusting local connections. Each user gets a fresh database. Not for production: there the
+database is the operators' (see deploy/README.md)."""
 
 from __future__ import annotations
 

@@ -52,13 +52,18 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "request_id", "ts", "source", "model_version", "model_role", "age_approx", "sex",
     "anatom_site_general", "image_sha256", *IMAGE_STAT_COLUMNS, *PROBABILITY_COLUMNS, "p_malignant",
     "predicted_class", "decision", "decision_reason", "threshold", "latency_ms", "device", "embedding",
-    "image_path", "simulated", "returned")
+    "image_path", "simulated", "returned", "api_client")
 LABEL_COLUMNS: tuple[str, ...] = (
     "id", "request_id", "image_sha256", "diagnosis", "source", "labelled_by", "ts", "simulated")
 
 #: The model version served before anyone sets a route: the shipped reference version.
 DEFAULT_ACTIVE_VERSION = "reference"
 API_KEY_PREFIX = "skl_"
+#: What an API key may do beyond its own answers: ``labeller`` labels any answer (a pathology lab's
+#: system), ``admin`` also reads any answer. A key without scopes reads and labels its own only.
+API_SCOPES: tuple[str, ...] = ("labeller", "admin")
+#: Longest audit reason: a short why, never a place for patient details.
+MAX_REASON_CHARS = 500
 _PROBABILITY_SUM_TOLERANCE = 1e-3
 
 
@@ -151,6 +156,8 @@ class PredictionRecord(BaseModel):
     image_path: str | None = None
     simulated: bool = False
     returned: bool = True
+    #: the name of the API key that asked (None for answers not asked through the API)
+    api_client: str | None = None
 
     @field_validator("age_approx", mode="before")
     @classmethod
@@ -305,9 +312,26 @@ class AuditEntry(BaseModel):
     role: NonBlank
     action: NonBlank
     target: str | None = None
-    reason: str = ""
+    reason: str = Field("", max_length=MAX_REASON_CHARS)
     details: dict[str, Any] = Field(default_factory=dict)
 
+
+
+class AuditCheck(BaseModel):
+    """The audit chain verified (:meth:`Store.verify_audit`): ``rows`` in the log, ``checked`` of
+    them intact from the oldest; where the chain breaks, the first broken row and what is wrong."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rows: int
+    checked: int
+    broken_id: str | None = None
+    broken_seq: int | None = None
+    problem: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken_id is None
 
 
 class FailureRecord(BaseModel):

@@ -269,7 +269,7 @@ def test_threshold_overrides_round_trip_with_their_history(store: Store) -> None
 
 def test_audit_log_is_append_only(store: Store) -> None:
     audit_methods = sorted(m for m in dir(Store) if "audit" in m and not m.startswith("_"))
-    assert audit_methods == ["append_audit", "query_audit"]
+    assert audit_methods == ["append_audit", "query_audit", "verify_audit"]  # verify only reads
     first = store.append_audit("cleo", "dermatologist", "label", target="req-1", reason="biopsy result",
                                details={"diagnosis": "MEL"})
     second = store.append_audit("dan", "clinical_ops", "acknowledge_alert", target="alert-7")

@@ -25,6 +25,12 @@ from skinlesion.store import Store
 log = logging.getLogger("skinlesion.api")
 
 
+def _keys_revoked(app: FastAPI) -> int:
+    """Revocations made through the app's store in this process (0 before the service starts)."""
+    service = app.state.service
+    return service.store.keys_revoked if service is not None else 0
+
+
 def create_app(settings: Settings | None = None, *, service: ServingService | None = None) -> FastAPI:
     """The API app. Pass ``service`` to inject one (tests); otherwise it is built from ``settings``
     when the app starts and closed (pending log rows flushed) when it stops."""
@@ -34,7 +40,7 @@ def create_app(settings: Settings | None = None, *, service: ServingService | No
     async def lifespan(app: FastAPI):
         owned = app.state.service is None
         if owned:
-            store = Store(settings.db_path, busy_timeout_s=settings.busy_timeout_s)
+            store = Store(settings.store_url, busy_timeout_s=settings.busy_timeout_s)
             app.state.service = ServingService(
                 store, settings.models_dir, device=settings.device, runtime=settings.runtime,
                 route_ttl_s=settings.route_ttl_s,
@@ -58,8 +64,9 @@ def create_app(settings: Settings | None = None, *, service: ServingService | No
     app.state.metrics = ApiMetrics()
     app.state.rate_limits = RateLimits(settings.rate_limit_per_address, settings.rate_limit_per_key,
                                        settings.auth_failures_per_address)
-    app.state.key_verifier = KeyVerifier(lambda key: app.state.service.store.verify_api_key(key),
-                                         settings.key_cache_ttl_s)
+    app.state.key_verifier = KeyVerifier(lambda key: app.state.service.store.api_key_scopes(key),
+                                         settings.key_cache_ttl_s,
+                                         revocations=lambda: _keys_revoked(app))
     app.state.pixel_budget = PixelBudget(settings.decode_budget_px)
     app.add_middleware(Gate)  # inside StartStamp: a refusal's latency is measured too
     app.add_middleware(StartStamp)

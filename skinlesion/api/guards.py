@@ -13,8 +13,8 @@ place for one limit over all of them. Behind a proxy, run uvicorn with ``--proxy
 --forwarded-allow-ips=<proxy address>`` so the client's address, not the proxy's, is limited.
 
 :class:`KeyVerifier` caches checked keys for ``key_cache_ttl_s`` (0.5 s by default), so a key revoked
-by another process stops working within it; :meth:`KeyVerifier.forget` drops a key at once (the
-revoking process).
+by another process stops working within it; in the revoking process (the store object counts the
+revocations made through it) the cache is dropped at once.
 
 :class:`PixelBudget` bounds the pixels decoded at once across requests: a request reserves its
 image's pixel count (read from the header) before decoding and waits for room, or is answered 503
@@ -55,43 +55,57 @@ REFUSAL_REASONS = ("missing_key", "unknown_key", "address_rate", "key_rate", "au
 
 @dataclass(frozen=True)
 class ApiClient:
-    """The caller of an API request: the name of its key."""
+    """The caller of an API request: its key's name and scopes (skinlesion.records.API_SCOPES)."""
 
     name: str
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def reads_any(self) -> bool:
+        """Whether it may read other clients' answers (``admin``)."""
+        return "admin" in self.scopes
+
+    @property
+    def labels_any(self) -> bool:
+        """Whether it may label other clients' answers (``labeller`` or ``admin``)."""
+        return bool({"labeller", "admin"} & set(self.scopes))
 
 
 class KeyVerifier:
-    """``verify(key) -> name | None`` with the answers cached for ``ttl_s`` seconds (by the key's
-    hash; unknown keys are not cached, the address's failure limit bounds them)."""
+    """``verify(key) -> (name, scopes) | None`` as an :class:`ApiClient`, cached for ``ttl_s``
+    seconds by the key's hash (unknown keys are not cached: the address's failure limit bounds
+    them). ``revocations()`` counts the revocations made in this process; when it moves, the cache
+    is dropped."""
 
-    def __init__(self, verify: Callable[[str], str | None], ttl_s: float):
+    def __init__(self, verify: Callable[[str], tuple[str, tuple[str, ...]] | None], ttl_s: float,
+                 revocations: Callable[[], int] = lambda: 0):
         if not 0 <= ttl_s <= 1:
             raise DataError(f"key_cache_ttl_s must be between 0 and 1 s (a revoked key must stop "
                             f"working within a second), got {ttl_s}", field="key_cache_ttl_s")
         self._verify = verify
+        self._revocations = revocations
         self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[str, float]] = {}
+        self._cache: dict[str, tuple[ApiClient, float]] = {}
+        self._seen_revocations = revocations()
         self._lock = threading.Lock()
 
-    def __call__(self, key: str) -> str | None:
+    def __call__(self, key: str) -> ApiClient | None:
         digest = hashlib.sha256(key.encode()).hexdigest()
         with self._lock:
+            revocations = self._revocations()
+            if revocations != self._seen_revocations:
+                self._cache, self._seen_revocations = {}, revocations
             hit = self._cache.get(digest)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
-        name = self._verify(key)
+        found = self._verify(key)
+        client = None if found is None else ApiClient(name=found[0], scopes=tuple(found[1]))
         with self._lock:
-            if name is None:
+            if client is None:
                 self._cache.pop(digest, None)
             else:
-                self._cache[digest] = (name, time.monotonic() + self.ttl_s)
-        return name
-
-    def forget(self, name: str | None = None) -> None:
-        """Drop the cached key ``name`` (every key when None), e.g. right after revoking it."""
-        with self._lock:
-            self._cache = {} if name is None else {
-                d: hit for d, hit in self._cache.items() if hit[0] != name}
+                self._cache[digest] = (client, time.monotonic() + self.ttl_s)
+        return client
 
 
 def parse_limit(text: str, field: str) -> RateLimitItem:
@@ -224,16 +238,16 @@ class Gate:
             raise Refusal(429, "auth_failures", "X-API-Key", "too many failed API key checks from "
                           f"this address (limit {limits.auth_failures}); retry after "
                           f"{math.ceil(wait)} s", wait)
-        name = await run_in_threadpool(state.key_verifier, key)
-        if name is None:
+        client = await run_in_threadpool(state.key_verifier, key)
+        if client is None:
             limits.hit(limits.auth_failures, "auth", address)
             raise Refusal(403, "unknown_key", "X-API-Key", "API key not recognised or revoked")
-        wait = limits.hit(limits.per_key, "key", name)
+        wait = limits.hit(limits.per_key, "key", client.name)
         if wait is not None:
             raise Refusal(429, "key_rate", None, f"too many requests with this API key (limit "
                           f"{limits.per_key}); retry after {math.ceil(wait)} s", wait)
         self._check_length(scope, state.settings.max_upload_bytes)
-        return ApiClient(name=name)
+        return client
 
     @staticmethod
     def _check_length(scope: Scope, max_upload_bytes: int) -> None:

@@ -31,18 +31,18 @@ def get_service(request: Request) -> ServingService:
 def require_api_key(request: Request,
                     x_api_key: Annotated[str | None, Header(description="API key "
                                                             "(`skinlesion apikey create`)")] = None
-                    ) -> str:
-    """The name of the caller's key, checked by the gate (:mod:`skinlesion.api.guards`) before the
-    body was read; 401 if the gate did not admit the request (the header is declared for the
-    OpenAPI description)."""
+                    ) -> ApiClient:
+    """The caller (its key's name and scopes), checked by the gate (:mod:`skinlesion.api.guards`)
+    before the body was read; 401 if the gate did not admit the request (the header is declared
+    for the OpenAPI description)."""
     client = getattr(request.state, "api_client", None)
     if not isinstance(client, ApiClient):
         raise ApiError(401, "X-API-Key", "missing API key: send it in the X-API-Key header")
-    return client.name
+    return client
 
 
 Service = Annotated[ServingService, Depends(get_service)]
-ApiKey = Annotated[str, Depends(require_api_key)]
+Caller = Annotated[ApiClient, Depends(require_api_key)]
 
 
 class PredictionOut(BaseModel):
@@ -90,16 +90,17 @@ class LabelsIn(BaseModel):
     labels: list[LabelIn] = Field(min_length=1, max_length=10_000)
 
 
-def answer_form(request: Request, service: ServingService, form: PredictionForm,
-                request_id: str) -> PredictionRecord:
+def answer_form(request: Request, service: ServingService, form: PredictionForm, request_id: str,
+                client: ApiClient) -> PredictionRecord:
     """Validate the metadata and the image's header, decode and answer within the pixel budget, log
-    durably (blocking: runs in a worker thread)."""
+    durably with the client that asked (blocking: runs in a worker thread)."""
     state = request.app.state
     metadata = Metadata.from_raw(form.age_approx, form.sex, form.anatom_site_general)
     header = read_header(form.image)  # format, animation and size refused before any decode
     try:
         with state.pixel_budget.hold(header.pixels, state.settings.decode_wait_s):
             record = service.answer(form.image, metadata, source="api", request_id=request_id)
+        record = record.model_copy(update={"api_client": client.name})
     except DecodeBusy as busy:
         raise ApiError(503, "image", f"the server is decoding other large images; {busy}",
                        headers={"Retry-After": str(busy.retry_after_s)}) from None
@@ -114,11 +115,11 @@ def answer_form(request: Request, service: ServingService, form: PredictionForm,
 @router.post("/v1/predictions", response_model=PredictionOut, tags=["predictions"],
              summary="Classify one dermoscopy image with its metadata; the answer is logged.",
              openapi_extra=OPENAPI_FORM)
-async def create_prediction(request: Request, service: Service, key_name: ApiKey) -> PredictionOut:
+async def create_prediction(request: Request, service: Service, client: Caller) -> PredictionOut:
     # failures are counted and recorded by the error handlers (skinlesion.api.errors)
     request.state.request_id = request_id = str(uuid.uuid4())
     form = await read_prediction_form(request, request.app.state.settings.max_upload_bytes)
-    record = await run_in_threadpool(answer_form, request, service, form, request_id)
+    record = await run_in_threadpool(answer_form, request, service, form, request_id, client)
     metrics = request.app.state.metrics
     metrics.observe(request, 200, record.model_version)
     metrics.decisions.labels(record.model_version, record.decision, record.predicted_class).inc()
@@ -126,28 +127,48 @@ async def create_prediction(request: Request, service: Service, key_name: ApiKey
 
 
 @router.get("/v1/predictions/{request_id}", response_model=PredictionOut, tags=["predictions"],
-            summary="A logged answer by its request id.")
-def read_prediction(request_id: str, service: Service, key_name: ApiKey) -> PredictionOut:
+            summary="One of the caller's logged answers by its request id (any client's with the "
+                    "admin scope).")
+def read_prediction(request_id: str, service: Service, client: Caller) -> PredictionOut:
     try:
         uuid.UUID(request_id)
     except ValueError:
         raise ApiError(422, "request_id", "request_id must be a UUID as returned by "
                        "POST /v1/predictions") from None
     record = service.store.get_prediction(request_id)
-    if record is None:
-        raise ApiError(404, "request_id", f"no prediction with request id {request_id}")
+    if record is None or not (client.reads_any or record.api_client == client.name):
+        # another client's answer is as absent as one never given: 404, not 403
+        raise ApiError(404, "request_id", f"no prediction of yours with request id {request_id}")
     return PredictionOut(**record.model_dump(include=set(PredictionOut.model_fields)))
 
 
 @router.post("/v1/labels", status_code=201, tags=["labels"],
-             summary="Ground truth for earlier answers (by request id or image hash).")
-def create_labels(request: Request, body: LabelsIn, service: Service, key_name: ApiKey) -> dict:
+             summary="Ground truth for the caller's earlier answers (by request id or image hash; "
+                     "any client's with the labeller or admin scope).")
+def create_labels(request: Request, body: LabelsIn, service: Service, client: Caller) -> dict:
     records = [LabelRecord(request_id=lab.request_id and str(lab.request_id),
                            image_sha256=lab.image_sha256, diagnosis=lab.diagnosis, source=lab.source,
-                           labelled_by=key_name) for lab in body.labels]
+                           labelled_by=client.name) for lab in body.labels]
+    if not client.labels_any:
+        check_own_targets(service, client, records)
     matched = service.store.add_labels(records)
     request.app.state.metrics.observe(request, 201)
     return {"stored": len(records), "matched": matched}
+
+
+def check_own_targets(service: ServingService, client: ApiClient, records: list[LabelRecord]) -> None:
+    """404 naming the first label whose request id or image hash is not among the client's own
+    answers (nothing is stored then)."""
+    own_ids, own_hashes = service.store.owned_by(
+        client.name, request_ids=[r.request_id for r in records if r.request_id],
+        image_hashes=[r.image_sha256 for r in records if r.image_sha256])
+    for i, record in enumerate(records):
+        if record.request_id and record.request_id not in own_ids:
+            raise ApiError(404, f"labels.{i}.request_id", f"no prediction of yours with request id "
+                           f"{record.request_id}; nothing was stored")
+        if record.image_sha256 and record.image_sha256 not in own_hashes:
+            raise ApiError(404, f"labels.{i}.image_sha256", "no prediction of yours for the image "
+                           f"{record.image_sha256}; nothing was stored")
 
 
 @router.get("/healthz", tags=["operations"], summary="Liveness: the process answers.")

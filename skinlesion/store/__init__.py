@@ -18,6 +18,7 @@ from skinlesion.records import (
     ALERT_EVENTS,
     ALERT_STATUSES,
     API_KEY_PREFIX,
+    API_SCOPES,
     DECISIONS,
     DEFAULT_ACTIVE_VERSION,
     ERROR_RATE_KINDS,
@@ -36,6 +37,7 @@ from skinlesion.records import (
     Alert,
     AlertEvent,
     AlertStatus,
+    AuditCheck,
     AuditEntry,
     Decision,
     FailureKind,
@@ -59,11 +61,11 @@ from skinlesion.store.migrations import SCHEMA_VERSION
 from skinlesion.store.writer import PredictionWriter
 
 __all__ = [
-    "ALERT_COLUMNS", "ALERT_EVENTS", "ALERT_STATUSES", "API_KEY_PREFIX", "DECISIONS",
+    "ALERT_COLUMNS", "ALERT_EVENTS", "ALERT_STATUSES", "API_KEY_PREFIX", "API_SCOPES", "DECISIONS",
     "DEFAULT_ACTIVE_VERSION", "ERROR_RATE_KINDS", "FAILURE_KINDS", "HEALTH_STATUSES",
     "IMAGE_STAT_COLUMNS", "JOB_COLUMNS", "JOB_STATUSES", "JOB_TRIGGERS", "LABEL_COLUMNS",
     "MODEL_ROLES", "PREDICTION_COLUMNS", "PROBABILITY_COLUMNS", "SCHEMA_VERSION", "SOURCES",
-    "UNFINISHED_JOB_STATUSES", "Alert", "AlertEvent", "AlertStatus", "AuditEntry", "Decision",
+    "UNFINISHED_JOB_STATUSES", "Alert", "AlertEvent", "AlertStatus", "AuditCheck", "AuditEntry", "Decision",
     "FailureKind", "FailureRecord", "HealthSnapshot", "HealthStatus", "JobRecord", "JobStatus",
     "JobTrigger", "LabelRecord", "ModelRole", "PredictionRecord", "PredictionWriter", "ServingRoute",
     "SnapshotMetric", "Source", "Store", "StoreURL", "alert_key", "parse_store_url",

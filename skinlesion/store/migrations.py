@@ -21,6 +21,16 @@ CREATE TABLE IF NOT EXISTS schema_version (
     description TEXT NOT NULL
 )"""
 
+#: Every answer records the API key that asked (its name; NULL for other sources); keys carry
+#: scopes (comma-separated, see records.API_SCOPES); each audit row carries the hash of the row
+#: before it and its own (store.route's hash chain). The same SQL on both backends.
+_CLIENTS_AND_AUDIT_CHAIN = """
+ALTER TABLE predictions ADD COLUMN api_client TEXT;
+ALTER TABLE api_keys ADD COLUMN scopes TEXT DEFAULT '';
+ALTER TABLE audit_log ADD COLUMN prev_hash TEXT;
+ALTER TABLE audit_log ADD COLUMN row_hash TEXT;
+"""
+
 # --- DuckDB ---------------------------------------------------------------------------------------------
 
 _DUCKDB_INITIAL = """
@@ -236,6 +246,8 @@ DUCKDB_MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("request failures: prediction requests answered with an error", _DUCKDB_FAILURES),
     ("health snapshots: simulated flag (snapshots of the demo's simulated traffic)",
      "ALTER TABLE health_snapshots ADD COLUMN simulated BOOLEAN DEFAULT false"),
+    ("clients and tamper evidence: the API key that asked each answer, key scopes, audit hash chain",
+     _CLIENTS_AND_AUDIT_CHAIN),
 )
 
 # --- PostgreSQL -----------------------------------------------------------------------------------------
@@ -449,6 +461,7 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, str], ...] = (
     (DUCKDB_MIGRATIONS[4][0], _POSTGRES_FAILURES),
     (DUCKDB_MIGRATIONS[5][0],
      "ALTER TABLE health_snapshots ADD COLUMN simulated BOOLEAN DEFAULT false"),
+    (DUCKDB_MIGRATIONS[6][0], _CLIENTS_AND_AUDIT_CHAIN),
 )
 
 MIGRATIONS: dict[Dialect, tuple[tuple[str, str], ...]] = {

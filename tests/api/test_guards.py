@@ -258,11 +258,11 @@ def test_key_cache_ttl_over_a_second_is_refused():
         KeyVerifier(lambda key: None, ttl_s=5)
 
 
-def test_forget_drops_a_cached_key_at_once():
-    names = {"k1": "app"}
-    verifier = KeyVerifier(names.get, ttl_s=1)
-    assert verifier("k1") == "app"
-    names.clear()
-    assert verifier("k1") == "app"  # cached
-    verifier.forget("app")
-    assert verifier("k1") is None
+def test_a_key_revoked_in_this_process_stops_working_at_once(make_client):
+    make, store, _ = make_client
+    client = make(key_cache_ttl_s=1.0)
+    client.headers["X-API-Key"] = store.create_api_key("to-revoke-here")
+    assert predict(client).status_code == 200  # checked and cached for a second
+    client.app.state.service.store.revoke_api_key("to-revoke-here", actor="t", role="admin",
+                                                  reason="leaked")
+    assert predict(client).status_code == 403  # no wait: this process revoked it

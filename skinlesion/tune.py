@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -135,27 +135,19 @@ def _describe(record: TrialRecord, metric: str, best: float | None) -> str:
             f"{metric} {score}{best_text}; {params}")
 
 
-def tune(df: pd.DataFrame, split: pd.Series, base: TrainConfig, cache_dir: Path | str, *,
-         trials: int = 20, timeout: float | None = None, seed: int = 0,
-         space: SearchSpace | None = None, metric: Metric = "val_balanced_accuracy",
-         startup_trials: int = 3, warmup_epochs: int = 3, first: Sequence[dict] | None = None,
-         progress: bool = True) -> TuneResult:
-    """Search hyperparameters on the ``train``/``val`` rows of ``split``; see the module docstring.
-
-    ``trials`` and ``timeout`` (seconds) bound the search (whichever comes first). ``seed`` seeds the
-    sampler; every trial trains with ``base.seed``. The pruner waits for ``startup_trials`` finished
-    trials and ``warmup_epochs`` epochs before it stops a trial. ``first`` gives hyperparameter sets
-    to try before sampling (default: the base config's, when inside ``space``). Progress (one line
-    per trial and a bar) goes to stderr."""
+def _check(metric: str, trials: int, timeout: float | None) -> None:
     if metric not in get_args(Metric):
         raise ValueError(f"metric must be one of {', '.join(get_args(Metric))}, got {metric!r}")
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive seconds, got {timeout}")
-    space = space or SearchSpace()
-    base_params = space.params_of(base)
-    queued = list(first) if first is not None else ([base_params] if base_params else [])
+
+
+def _objective(df: pd.DataFrame, split: pd.Series, base: TrainConfig, space: SearchSpace,
+               cache_dir: Path | str, metric: Metric) -> Callable[[optuna.Trial], float]:
+    """A trial: train with the sampled hyperparameters, reporting ``metric`` after every epoch so
+    the pruner can stop it; its value is ``metric`` at the best epoch."""
 
     def objective(trial: optuna.Trial) -> float:
         config = with_params(base, space.suggest(trial))
@@ -173,21 +165,35 @@ def tune(df: pd.DataFrame, split: pd.Series, base: TrainConfig, cache_dir: Path 
                              "malignant and benign cases); tune on val_balanced_accuracy")
         return value
 
-    bar = tqdm(total=trials, desc="tune", unit="trial", file=sys.stderr, disable=not progress)
+    return objective
 
-    def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+
+class _Progress:
+    """An Optuna callback: one line per finished trial and a bar (stderr), best value and pruned
+    count as the bar's postfix."""
+
+    def __init__(self, trials: int, metric: str, *, show: bool):
+        self.metric, self.show = metric, show
+        self.bar = tqdm(total=trials, desc="tune", unit="trial", file=sys.stderr, disable=not show)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = max((t.value for t in done), default=None)
-        if progress:
-            tqdm.write(_describe(_record(trial), metric, best), file=sys.stderr)
-        bar.update(1)
+        if self.show:
+            tqdm.write(_describe(_record(trial), self.metric, best), file=sys.stderr)
+        self.bar.update(1)
         if best is not None:
-            bar.set_postfix(best=f"{best:.4f}", pruned=sum(
+            self.bar.set_postfix(best=f"{best:.4f}", pruned=sum(
                 t.state == optuna.trial.TrialState.PRUNED for t in study.trials))
 
+
+def _run_study(objective: Callable[[optuna.Trial], float], queued: list[dict], progress: _Progress,
+               *, trials: int, timeout: float | None, seed: int, startup_trials: int,
+               warmup_epochs: int) -> optuna.Study:
+    """A seeded TPE study with median pruning, the ``queued`` sets tried first; Optuna's own log
+    lines are silenced while it runs (``progress`` reports instead)."""
     verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines instead
-    start = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
@@ -195,17 +201,39 @@ def tune(df: pd.DataFrame, split: pd.Series, base: TrainConfig, cache_dir: Path 
                                                n_warmup_steps=warmup_epochs))
         for params in queued:
             study.enqueue_trial(params)
-        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[show])
+        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[progress])
     finally:
         optuna.logging.set_verbosity(verbosity)
-        bar.close()
+        progress.bar.close()
+    return study
+
+
+def tune(df: pd.DataFrame, split: pd.Series, base: TrainConfig, cache_dir: Path | str, *,
+         trials: int = 20, timeout: float | None = None, seed: int = 0,
+         space: SearchSpace | None = None, metric: Metric = "val_balanced_accuracy",
+         startup_trials: int = 3, warmup_epochs: int = 3, first: Sequence[dict] | None = None,
+         progress: bool = True) -> TuneResult:
+    """Search hyperparameters on the ``train``/``val`` rows of ``split``; see the module docstring.
+
+    ``trials`` and ``timeout`` (seconds) bound the search (whichever comes first). ``seed`` seeds the
+    sampler; every trial trains with ``base.seed``. The pruner waits for ``startup_trials`` finished
+    trials and ``warmup_epochs`` epochs before it stops a trial. ``first`` gives hyperparameter sets
+    to try before sampling (default: the base config's, when inside ``space``). Progress (one line
+    per trial and a bar) goes to stderr."""
+    _check(metric, trials, timeout)
+    space = space or SearchSpace()
+    base_params = space.params_of(base)
+    queued = list(first) if first is not None else ([base_params] if base_params else [])
+    start = time.perf_counter()
+    study = _run_study(_objective(df, split, base, space, cache_dir, metric), queued,
+                       _Progress(trials, metric, show=progress), trials=trials, timeout=timeout,
+                       seed=seed, startup_trials=startup_trials, warmup_epochs=warmup_epochs)
     records = [_record(t) for t in study.trials]
     if not any(r.state == "COMPLETE" for r in records):
         raise ValueError(f"no trial finished in {len(records)} trials; allow more trials, a longer "
                          "timeout, or fewer warmup epochs")
     best = study.best_trial
-    best_config = with_params(base, best.params)
     base_value = records[0].value if queued and base_params and queued[0] == base_params else None
     return TuneResult(metric=metric, best_value=best.value, best_trial=best.number,
-                      best_config=best_config, base_value=base_value, trials=records,
-                      seconds=time.perf_counter() - start)
+                      best_config=with_params(base, best.params), base_value=base_value,
+                      trials=records, seconds=time.perf_counter() - start)

@@ -4,8 +4,8 @@ One module per sub-app: :mod:`~skinlesion.cli.data` (synth, data fetch), :mod:`~
 (models list/show/alias/diff), :mod:`~skinlesion.cli.training` (train, tune, distill),
 :mod:`~skinlesion.cli.evaluation` (evaluate, predict, score), :mod:`~skinlesion.cli.serving` (serve,
 apikey, labels), :mod:`~skinlesion.cli.lifecycle` (the route commands of ``models``, retrain, jobs),
-:mod:`~skinlesion.cli.monitoring` (monitor) and :mod:`~skinlesion.cli.apps` (users, dashboard,
-demo); the option types and helpers they share are in :mod:`~skinlesion.cli.options`.
+:mod:`~skinlesion.cli.monitoring` (monitor), :mod:`~skinlesion.cli.apps` (users, dashboard,
+demo) and :mod:`~skinlesion.cli.audit` (audit verify); the option types and helpers they share are in :mod:`~skinlesion.cli.options`.
 
 Each command validates its input, calls one library function and prints; progress goes to stderr,
 results (e.g. a new version id) to stdout; project errors exit with code 2. Commands import the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from skinlesion.cli import apps, data, evaluation, lifecycle, models, monitoring, serving, training
+from skinlesion.cli import apps, audit, data, evaluation, lifecycle, models, monitoring, serving, training
 
 app = typer.Typer(help="Skin-lesion classifier: data, training, evaluation, serving, monitoring.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -30,3 +30,4 @@ app.add_typer(serving.apikey_app, name="apikey")
 app.add_typer(serving.labels_app, name="labels")
 app.add_typer(lifecycle.jobs_app, name="jobs")
 app.add_typer(apps.users_app, name="users")
+app.add_typer(audit.audit_app, name="audit")

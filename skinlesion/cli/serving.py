@@ -28,10 +28,14 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
 
 @apikey_app.command("create")
 def apikey_create(name: Annotated[str, typer.Option(help="Name of the client app, e.g. "
-                                                    "clinic-web.")]) -> None:
+                                                    "clinic-web.")],
+                  scope: Annotated[list[str] | None, typer.Option(
+                      help="labeller: may label every client's answers; admin: may also read "
+                           "them (repeatable). Without, the key reaches its own answers only.")]
+                  = None) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
     try:
-        key = open_store().create_api_key(name, actor=actor(), role="admin")
+        key = open_store().create_api_key(name, actor=actor(), role="admin", scopes=scope or ())
     except SkinLesionError as err:
         raise fail(err) from err
     typer.echo(key)

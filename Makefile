@@ -5,7 +5,7 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 REAL_DATA ?= ../shared/data/isic2019-ham-train
 
-.PHONY: install run test test-slow test-browser browser screenshots bench reference clean
+.PHONY: install run test test-slow test-browser test-scale browser services screenshots bench reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(BIN)/skinlesion demo
 
 # the default (fast) suite, then the browser end-to-end test (slow, but part of CI)
-test: $(STAMP) browser
+test: $(STAMP) browser services
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m browser
 
@@ -33,6 +33,22 @@ test-slow: $(STAMP)
 
 test-browser: $(STAMP) browser
 	$(BIN)/python -m pytest -m browser
+
+# end to end on several processes: PostgreSQL, three `skinlesion serve` behind haproxy, the monitor
+# and the dashboard on one database; 32 clients x 20 requests, one replica killed mid-load
+test-scale: $(STAMP) services
+	$(BIN)/python -m pytest -m slow tests/e2e/test_scale.py
+
+# PostgreSQL (the store tests run on both backends), promtool (deploy/'s rules) and haproxy
+# (test-scale): the system's, installed with apt-get where missing and that is possible (root);
+# otherwise the tests that need them are skipped and say why
+services:
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v promtool >/dev/null \
+	   && command -v haproxy >/dev/null; } \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	          --no-install-recommends postgresql prometheus haproxy; } \
+	  || echo "postgresql/promtool/haproxy missing and not installable here: their tests are skipped"
 
 # headless Chromium and its driver (the system's): installed with apt-get where they are missing and
 # that is possible (root); otherwise the browser test is skipped and says why
@@ -48,9 +64,10 @@ screenshots: $(STAMP) browser
 	$(BIN)/skinlesion demo --build-only
 	$(BIN)/python dashboard/screenshots.py --out docs/screenshots
 
-bench: $(STAMP)
+bench: $(STAMP) services
 	$(BIN)/python -m skinlesion.bench --out bench/results.json --real-data $(REAL_DATA)
 	$(BIN)/python dashboard/bench.py --out bench/results.json
+	$(BIN)/python -m skinlesion.store_bench --out bench/store.json
 
 reference: $(STAMP)
 	$(BIN)/python -m skinlesion.reference --data $(REAL_DATA) --models-dir models

@@ -10,6 +10,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from skinlesion import __version__
 from skinlesion.api.errors import install_error_handlers
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None, *, service: ServingService | No
         if owned:
             app.state.service.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from the installed package's files, never a CDN
         title="skinlesion API",
         version=__version__,
         summary="Skin-lesion classification (dermoscopy image + age, sex, anatomical site) with "

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from skinlesion.api.errors import ApiError
+from skinlesion.api.errors import RETRY_AFTER_UNAVAILABLE_S, ApiError
 from skinlesion.api.form import OPENAPI_FORM, PredictionForm, read_prediction_form
 from skinlesion.api.guards import ApiClient, DecodeBusy
 from skinlesion.data.images import read_header
@@ -176,16 +176,21 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["operations"], summary="Readiness: model loaded and store reachable.")
+@router.get("/readyz", tags=["operations"],
+            summary="Readiness: the route's model loads and the store takes writes (503 with the "
+                    "reason otherwise).")
 async def readyz(service: Service, response: Response) -> dict:
     try:
         predictor, choice = await run_in_threadpool(service.current_predictor)
+        await run_in_threadpool(service.store.check_writable)  # every answer must be logged
         schema = await run_in_threadpool(service.store.schema_version)
     except SkinLesionError as err:
         response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE_S)
         return {"status": "not ready", "reason": str(err)}
     return {"status": "ready", "model_version": predictor.version.id, "model_role": choice.role,
-            "restricted_to_clear_cases": choice.restricted, "store_schema": schema}
+            "restricted_to_clear_cases": choice.restricted, "store_schema": schema,
+            "store_writable": True}
 
 
 @router.get("/metrics", tags=["operations"], summary="Prometheus metrics.")

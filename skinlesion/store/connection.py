@@ -512,16 +512,23 @@ class DuckDBBackend:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """One transaction, committed when the block succeeds, rolled back when it raises."""
+        """One transaction, committed when the block succeeds, rolled back when it raises. A file
+        that cannot be written (read-only mount, full disk, lost permissions) is a StoreError
+        saying so."""
         deadline = time.monotonic() + self.timing.busy_timeout_s
-        with self._file.unit(write=True, deadline=deadline) as cursor:
-            cursor.execute("BEGIN TRANSACTION")
-            try:
-                yield DuckDBConnection(cursor)
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
+        try:
+            with self._file.unit(write=True, deadline=deadline) as cursor:
+                cursor.execute("BEGIN TRANSACTION")
+                try:
+                    yield DuckDBConnection(cursor)
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
+        except (duckdb.IOException, duckdb.PermissionException, duckdb.FatalException) as err:
+            raise StoreError(f"the store {self.path} cannot write ({err}); check the disk's free "
+                             "space, that it is not mounted read-only, and the file's permissions"
+                             ) from err
 
     def exists(self) -> bool:
         return self.path.exists()

@@ -32,7 +32,8 @@ from skinlesion.store import predictions as prediction_sql
 from skinlesion.store import route as route_sql
 from skinlesion.store import snapshots as snapshot_sql
 from skinlesion.store.connection import Backend, Timing, open_backend, parse_store_url
-from skinlesion.store.migrations import SCHEMA_VERSION, apply_pending, check_not_newer, schema_version
+from skinlesion.store.migrations import (SCHEMA_VERSION, apply_pending, check_not_newer, schema_version,
+                                         touch)
 
 
 class Store:
@@ -91,6 +92,12 @@ class Store:
             return apply_pending(con, self._backend.describe())
 
     def schema_version(self) -> int:
+    def check_writable(self) -> None:
+        """StoreError (or StoreBusyError) unless the store takes a write now (a probe that changes
+        nothing; the API's readiness)."""
+        with self._backend.write() as con:
+            touch(con)
+
         """The schema version recorded in the store."""
         with self._backend.read() as con:
             return schema_version(con)

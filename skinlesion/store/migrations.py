@@ -497,6 +497,8 @@ def apply_pending(con: Connection, where: str) -> int:
         con.script(sql)
         con.run("INSERT INTO schema_version VALUES (?, ?, ?)", [version, now(), description])
     return SCHEMA_VERSION
+
+
 def touch(con: Connection) -> None:
     """A real write that changes nothing (the newest ``schema_version`` row set to itself): whether
     the store takes writes, for readiness probes."""

@@ -504,5 +504,3 @@ def touch(con: Connection) -> None:
     the store takes writes, for readiness probes."""
     con.run("UPDATE schema_version SET applied_at = applied_at "
             "WHERE version = (SELECT max(version) FROM schema_version)")
-
-

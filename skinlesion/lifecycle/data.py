@@ -101,7 +101,9 @@ def production_rows(cases: pd.DataFrame, *, include_review_queue: bool = True) -
     ``lesion_id`` (the image: one case, one lesion), plus ``image_sha256``, ``ts`` (answer time)
     and ``label_source``. Cases whose file is gone are left out; without ``include_review_queue``
     so are the review-queue labels."""
-    keep = cases["image_path"].map(lambda p: Path(p).is_file())
+    # astype(bool): with no kept images the mapped column is an empty object Series, which pandas
+    # would take as a list of column names (and drop every column)
+    keep = cases["image_path"].map(lambda p: Path(p).is_file()).astype(bool)
     if not include_review_queue:
         keep &= cases["label_source"].ne(REVIEW_SOURCE)
     cases = cases[keep]

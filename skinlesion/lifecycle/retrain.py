@@ -82,6 +82,10 @@ def _collect(store: Store, card: ModelCard, spec: RetrainSpec, reporter: Reporte
     reporter.log(f"data: {counts['original']} original images from {data.data_dir}, "
                  f"{counts['production_train']} labelled production cases in training "
                  f"({counts['review_labels']} from the review queue), {counts['holdout']} held out")
+    if counts["production_train"] + counts["holdout"] == 0:
+        reporter.log(f"no labelled production case has its image kept: retraining on {card.id}'s own "
+                     "data only (keep images with SKINLESION_RETAIN_IMAGES=true to add labelled "
+                     "production cases)")
     return data
 
 

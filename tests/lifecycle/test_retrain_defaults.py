@@ -1,0 +1,47 @@
+"""Retraining with default settings (issue 16, item 1): no production image is kept, so a retrain
+trains on the version's own data, says so in its log, and registers a candidate."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from skinlesion import registry
+from skinlesion.lifecycle.data import production_rows
+from skinlesion.lifecycle.retrain import retrain
+from skinlesion.lifecycle.spec import RetrainSpec
+from skinlesion.store import ServingRoute, Store
+from tests.lifecycle.seeded_home import lifecycle, lifecycle_template  # noqa: F401 (fixtures)
+
+
+class Lines:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def progress(self, fraction: float, message: str) -> None:
+        """Progress is not under test."""
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_no_kept_images_give_no_production_rows():
+    cases = pd.DataFrame({c: pd.Series(dtype=object) for c in (
+        "image_sha256", "image_path", "request_id", "ts", "age_approx", "sex",
+        "anatom_site_general", "diagnosis", "label_source", "labelled_by", "label_ts")})
+    rows = production_rows(cases)
+    assert rows.empty and "image_sha256" in rows.columns
+
+
+def test_a_retrain_without_kept_images_trains_on_the_versions_data_and_says_so(lifecycle, tmp_path):
+    home = lifecycle
+    store = Store(tmp_path / "fresh.duckdb")  # default settings: answers logged, no image kept
+    store.set_route(ServingRoute(active_version="base"), actor="ana", role="ml_lead", reason="deploy")
+    reporter = Lines()
+    result = retrain(store, RetrainSpec(base_version="base", models_dir=str(home["models_dir"]),
+                                        cache_dir=str(home["cache_dir"]), epochs=2, device="cpu"),
+                     reporter)
+    assert result.data["production_train"] == 0 and result.data["holdout"] == 0
+    assert result.data["original"] == len(registry.read_manifest(home["models_dir"], "base"))
+    assert any("own data only" in line for line in reporter.lines)
+    card = registry.read_card(home["models_dir"] / result.version)
+    assert card.parent == "base" and card.data.name  # the candidate names its data

@@ -55,25 +55,44 @@ def predict(version: VersionRef, data: DataDir,
                 "--log", help="Send every image through the serving path and log its answer "
                 "(source batch), as the API does: the version answers in its role in the route "
                 "(offline when the route does not name it), at the route's threshold and "
-                "restriction.")] = False) -> None:
+                "restriction.")] = False,
+            on_error: Annotated[str, typer.Option(
+                "--on-error", help="Images that cannot be read: stop (name every one, write "
+                "nothing, exit 2) or skip (answer the others; name the bad ones on stderr and in "
+                "<out>.bad.csv with the reason each).")] = "stop") -> None:
     """Write ISIC-format predictions (image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC) for every image."""
     from skinlesion.data.isic_csv import write_predictions_csv
-    from skinlesion.evaluate import predict_dataset
+    from skinlesion.evaluate import (ON_ERROR, BadImagesError, predict_images, screen_images,
+                                     write_bad_images)
     from skinlesion.registry import load_version, resolve_version
     from skinlesion.serving import ServingService, log_dataset
 
+    if on_error not in ON_ERROR:
+        raise typer.BadParameter(f"must be one of {', '.join(ON_ERROR)}", param_hint="--on-error")
     folder = models_folder(models_dir)
     try:
         df = read_data(data, fmt)
         if log:
+            good, bad = screen_images(df)
+            if bad and on_error == "stop":
+                raise BadImagesError(bad)
             with ServingService(open_store(), folder, device=device,
                                 retention_dir=settings().retention_dir) as service:
-                probs = log_dataset(service, resolve_version(folder, version), df)
+                probs = log_dataset(service, resolve_version(folder, version), good)
+            images = good["image"].tolist()
         else:
-            probs = predict_dataset(load_version(version, folder, device=device), df)
+            answered = predict_images(load_version(version, folder, device=device), df,
+                                      on_error=on_error)
+            images, probs, bad = answered.images, answered.probs, answered.bad
     except SkinLesionError as err:
         raise fail(err) from err
-    write_predictions_csv(out, df["image"].tolist(), probs)
+    write_predictions_csv(out, images, probs)
+    if bad:
+        report = write_bad_images(out.with_suffix(".bad.csv"), bad)
+        typer.secho(f"skipped {len(bad)} image(s) that cannot be read (listed in {report}):",
+                    err=True, fg=typer.colors.YELLOW)
+        for b in bad:
+            typer.echo(f"  {b.image}: {b.reason}", err=True)
     typer.echo(str(out))
 
 

@@ -583,3 +583,38 @@ JOB_COLUMNS: tuple[str, ...] = tuple(JobRecord.model_fields)
 ALERT_COLUMNS: tuple[str, ...] = tuple(Alert.model_fields)
 #: The columns of ``health_metrics`` but the snapshot id, in the order of :class:`SnapshotMetric`.
 SNAPSHOT_METRIC_COLUMNS: tuple[str, ...] = tuple(SnapshotMetric.model_fields)
+
+AlertActionKind = Literal["acknowledge", "silence", "unsilence", "assign"]
+
+
+class AlertAction(BaseModel):
+    """What an operator did about an alert (a row of ``alert_actions``, audited as ``audit_id``):
+    ``acknowledge`` (seen; ``note``), ``silence`` (no notifications until ``silenced_until``;
+    ``note`` says why), ``unsilence`` (the silence lifted early), ``assign`` (to ``assignee``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=new_id)
+    alert_id: NonBlank
+    ts: UtcDatetime = Field(default_factory=now)
+    actor: NonBlank
+    role: NonBlank
+    kind: AlertActionKind
+    note: str = Field("", max_length=MAX_REASON_CHARS)
+    silenced_until: UtcDatetime | None = None
+    assignee: str | None = Field(None, max_length=100)
+    audit_id: str = ""
+
+    @model_validator(mode="after")
+    def _what_the_kind_needs(self) -> AlertAction:
+        if self.kind == "silence" and not self.note.strip():
+            raise DataError("a silence needs a reason (it is audited)", field="note")
+        if self.kind == "silence" and (self.silenced_until is None or self.silenced_until <= self.ts):
+            raise DataError("a silence needs an end after its start", field="silenced_until")
+        if self.kind == "assign" and not (self.assignee or "").strip():
+            raise DataError("name who the alert is assigned to", field="assignee")
+        return self
+
+
+#: The columns of ``alert_actions``, in the order of the :class:`AlertAction` fields.
+ALERT_ACTION_COLUMNS: tuple[str, ...] = tuple(AlertAction.model_fields)

@@ -11,6 +11,7 @@ import pytest
 from skinlesion.errors import StoreError
 from skinlesion.store import (
     Alert,
+    AlertAction,
     FailureRecord,
     HealthSnapshot,
     JobRecord,
@@ -37,8 +38,11 @@ def _filled(path: Path) -> tuple[Store, str]:
                                        status="yellow", report={"hints": ["recall slipped"], "n": 12},
                                        metrics=(SnapshotMetric(metric="recall", value=0.8, status="yellow",
                                                                n=12),)))
-    store.upsert_alert(Alert(metric="recall", scope="24h", status="yellow", opened_at=T0, last_seen_at=T0,
-                             last_event_at=T0, message="recall 0.80", details={"value": 0.8}))
+    alert = store.upsert_alert(Alert(metric="recall", scope="24h", status="yellow", opened_at=T0,
+                                     last_seen_at=T0, last_event_at=T0, message="recall 0.80",
+                                     details={"value": 0.8}))
+    store.add_alert_action(AlertAction(alert_id=alert.id, actor="ana", role="ml_lead",
+                                       kind="acknowledge", note="seen"))
     job = store.create_job(JobRecord(model="v1", trigger="manual", requested_by="ana", role="ml_lead",
                                      config={"epochs": 3}), is_live=lambda _: False)
     store.append_job_log(job.id, ["epoch 1", "epoch 2"])

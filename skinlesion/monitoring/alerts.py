@@ -30,15 +30,21 @@ alert's life (escalation and resolution included).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 import httpx
 
+from skinlesion.auth import require
+from skinlesion.display import action_name, audit_action
+from skinlesion.lifecycle.operations import OperationError
 from skinlesion.monitoring.policy import Policy, playbook
-from skinlesion.store import Alert, AlertEvent, HealthSnapshot, SnapshotMetric, Store, alert_key
+from skinlesion.records import now, utc
+from skinlesion.store import (Alert, AlertAction, AlertEvent, HealthSnapshot, SnapshotMetric, Store,
+                              alert_key)
 from skinlesion.thresholds import Status
 
 logger = logging.getLogger(__name__)
@@ -258,13 +264,162 @@ class NotifyOutcome:
     failed: int
 
 
-def notify_pending(store: Store, notifier: Notifier) -> NotifyOutcome:
-    """Send every alert event not yet delivered (oldest first) and mark the delivered ones."""
+def notify_pending(store: Store, notifier: Notifier, *, at: datetime | None = None) -> NotifyOutcome:
+    """Send every alert event not yet delivered (oldest first) and mark the delivered ones. An
+    alert silenced at ``at`` (default now) is not sent: its event stays pending until the silence
+    ends."""
     sent = failed = 0
-    for alert in store.pending_alert_notifications():
+    pending = store.pending_alert_notifications()
+    states = alert_states(store.alert_actions([a.id for a in pending]), at or now())
+    for alert in pending:
+        if alert.id in states and states[alert.id].silenced:
+            continue
         if notifier.send(alert_payload(alert)):
             store.mark_alert_notified(alert.id, alert.last_event_at)
             sent += 1
         else:
             failed += 1
     return NotifyOutcome(sent=sent, failed=failed)
+
+
+# --- what operators do about an alert ---------------------------------------------------------------
+
+#: The longest an alert may be silenced at once.
+MAX_SILENCE = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """Where operators left an alert at a time: who acknowledged it (when, with what note), whether
+    it is silenced (until when, why) and who it is assigned to."""
+
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    acknowledge_note: str = ""
+    silenced_until: datetime | None = None
+    silence_reason: str = ""
+    assignee: str | None = None
+
+    @property
+    def silenced(self) -> bool:
+        return self.silenced_until is not None
+
+
+def alert_state(actions: Sequence[AlertAction], at: datetime) -> AlertState:
+    """The state ``actions`` (of one alert, any order) leave at ``at``: the latest acknowledgement
+    and assignment made by then; the latest silence if it still runs at ``at`` and was not lifted."""
+    state: dict[str, Any] = {}
+    for action in sorted((a for a in actions if a.ts <= utc(at)), key=lambda a: a.ts):
+        if action.kind == "acknowledge":
+            state.update(acknowledged_by=action.actor, acknowledged_at=action.ts,
+                         acknowledge_note=action.note)
+        elif action.kind == "silence":
+            state.update(silenced_until=action.silenced_until, silence_reason=action.note)
+        elif action.kind == "unsilence":
+            state.update(silenced_until=None, silence_reason="")
+        else:
+            state.update(assignee=action.assignee)
+    if state.get("silenced_until") is not None and state["silenced_until"] <= utc(at):
+        state.update(silenced_until=None, silence_reason="")
+    return AlertState(**state)
+
+
+def alert_states(actions: Sequence[AlertAction], at: datetime) -> dict[str, AlertState]:
+    """:func:`alert_state` of every alert that ``actions`` touch, by alert id."""
+    by_alert: dict[str, list[AlertAction]] = {}
+    for action in actions:
+        by_alert.setdefault(action.alert_id, []).append(action)
+    return {alert_id: alert_state(group, at) for alert_id, group in by_alert.items()}
+
+
+def _open_alert(store: Store, alert_id: str) -> Alert:
+    alert = store.get_alert(alert_id)
+    if alert is None:
+        raise OperationError(f"no alert with id {alert_id!r}")
+    if not alert.is_open:
+        raise OperationError(f"the alert {alert.key} is resolved already")
+    return alert
+
+
+def acknowledge(store: Store, alert_id: str, *, actor: str, role: str, note: str = "") -> AlertAction:
+    """Record that ``actor`` has seen the open alert (with an optional ``note``); audited."""
+    require(role, "manage_alerts")
+    _open_alert(store, alert_id)
+    return store.add_alert_action(AlertAction(alert_id=alert_id, actor=actor, role=role,
+                                              kind="acknowledge", note=note.strip()))
+
+
+def silence(store: Store, alert_id: str, *, actor: str, role: str, duration: timedelta,
+            reason: str, at: datetime | None = None) -> AlertAction:
+    """Silence the open alert's notifications for ``duration`` (at most :data:`MAX_SILENCE`) from
+    ``at`` (default now), saying why; audited. The alert stays open and shown."""
+    require(role, "manage_alerts")
+    if not timedelta(0) < duration <= MAX_SILENCE:
+        raise OperationError(f"a silence lasts more than 0 and at most {MAX_SILENCE.days} days, "
+                             f"got {duration}")
+    if not reason.strip():
+        raise OperationError("give a reason: silencing an alert is audited with why")
+    _open_alert(store, alert_id)
+    start = utc(at or now())
+    return store.add_alert_action(AlertAction(alert_id=alert_id, actor=actor, role=role, ts=start,
+                                              kind="silence", note=reason.strip(),
+                                              silenced_until=start + duration))
+
+
+def unsilence(store: Store, alert_id: str, *, actor: str, role: str, note: str = "") -> AlertAction:
+    """Lift the alert's silence before it ends; audited."""
+    require(role, "manage_alerts")
+    _open_alert(store, alert_id)
+    return store.add_alert_action(AlertAction(alert_id=alert_id, actor=actor, role=role,
+                                              kind="unsilence", note=note.strip()))
+
+
+def assign(store: Store, alert_id: str, *, actor: str, role: str, assignee: str,
+           note: str = "") -> AlertAction:
+    """Assign the open alert to ``assignee`` (a user name); audited."""
+    require(role, "manage_alerts")
+    if not assignee.strip():
+        raise OperationError("name who the alert is assigned to")
+    _open_alert(store, alert_id)
+    return store.add_alert_action(AlertAction(alert_id=alert_id, actor=actor, role=role,
+                                              kind="assign", assignee=assignee.strip(),
+                                              note=note.strip()))
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One step of an incident: when, what (in words), who (None for the monitor) and why."""
+
+    ts: datetime
+    what: str
+    who: str | None = None
+    why: str = ""
+
+
+def incident_timeline(alert: Alert, actions: Sequence[AlertAction],
+                      operator_actions: Sequence[Mapping[str, Any]]) -> list[TimelineEvent]:
+    """An incident in time order: the alert opened (and escalated), what operators did about it
+    (``actions``), the operator actions taken while it was open (``operator_actions``: audit
+    entries with ``ts, actor, action, reason, details``; those on alerts themselves are left out,
+    they are in ``actions``), and its resolution."""
+    end = alert.resolved_at
+    opened_as = "yellow" if alert.last_event == "escalated" else alert.status
+    events = [TimelineEvent(alert.opened_at, f"Alert opened ({opened_as})", None, alert.message)]
+    if alert.last_event == "escalated":
+        events.append(TimelineEvent(alert.last_event_at, "Escalated to red", None, alert.message))
+    for action in actions:
+        what = action_name(f"{action.kind}_alert")
+        if action.kind == "silence" and action.silenced_until is not None:
+            what += f" until {action.silenced_until:%Y-%m-%d %H:%M} UTC"
+        if action.kind == "assign":
+            what += f" to {action.assignee}"
+        events.append(TimelineEvent(action.ts, what, action.actor, action.note))
+    for entry in operator_actions:
+        ts = utc(entry["ts"])
+        if str(entry["action"]).endswith("_alert") or ts < alert.opened_at or (end and ts > end):
+            continue
+        events.append(TimelineEvent(ts, audit_action(str(entry["action"]), entry.get("details")),
+                                    str(entry["actor"]), str(entry.get("reason") or "")))
+    if end is not None:
+        events.append(TimelineEvent(end, "Resolved", None, alert.message))
+    return sorted(events, key=lambda e: e.ts)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from skinlesion.records import (
     Alert,
+    AlertAction,
     AuditCheck,
     AuditEntry,
     FailureRecord,
@@ -469,6 +470,20 @@ class Store:
         has changed since (its newer event stays pending)."""
         with self._backend.write() as con:
             return snapshot_sql.mark_alert_notified(con, alert_id, event_at)
+
+    def add_alert_action(self, action: AlertAction) -> AlertAction:
+        """Store what an operator did about an alert (acknowledge, silence, unsilence, assign) and
+        audit it (``<kind>_alert`` on the alert's key) in one transaction; returns the stored action
+        with its audit id. StoreError for an unknown alert."""
+        with self._backend.write() as con:
+            stored, entry = snapshot_sql.add_alert_action(con, action)
+            route_sql.insert_audit(con, entry)
+        return stored
+
+    def alert_actions(self, alert_ids: list[str] | None = None) -> list[AlertAction]:
+        """What operators did about ``alert_ids`` (every alert when None), oldest first."""
+        with self._backend.read() as con:
+            return snapshot_sql.alert_actions(con, alert_ids)
 
     def create_job(self, job: JobRecord, *, is_live: Callable[[JobRecord], bool]) -> JobRecord:
         """Store the new ``job`` unless another unfinished job of the same model is live.

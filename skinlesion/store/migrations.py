@@ -31,6 +31,24 @@ ALTER TABLE audit_log ADD COLUMN prev_hash TEXT;
 ALTER TABLE audit_log ADD COLUMN row_hash TEXT;
 """
 
+#: What operators did about alerts (acknowledge, silence, unsilence, assign; records.AlertAction),
+#: each row pointing at its audit entry. The same SQL on both backends.
+_ALERT_ACTIONS = """
+CREATE TABLE alert_actions (
+    id TEXT PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('acknowledge', 'silence', 'unsilence', 'assign')),
+    note TEXT NOT NULL,
+    silenced_until TIMESTAMPTZ,
+    assignee TEXT,
+    audit_id TEXT NOT NULL
+);
+CREATE INDEX alert_actions_alert ON alert_actions (alert_id, ts);
+"""
+
 # --- DuckDB ---------------------------------------------------------------------------------------------
 
 _DUCKDB_INITIAL = """
@@ -248,6 +266,7 @@ DUCKDB_MIGRATIONS: tuple[tuple[str, str], ...] = (
      "ALTER TABLE health_snapshots ADD COLUMN simulated BOOLEAN DEFAULT false"),
     ("clients and tamper evidence: the API key that asked each answer, key scopes, audit hash chain",
      _CLIENTS_AND_AUDIT_CHAIN),
+    ("alert actions: acknowledge, silence, assign (audited)", _ALERT_ACTIONS),
 )
 
 # --- PostgreSQL -----------------------------------------------------------------------------------------
@@ -462,6 +481,7 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, str], ...] = (
     (DUCKDB_MIGRATIONS[5][0],
      "ALTER TABLE health_snapshots ADD COLUMN simulated BOOLEAN DEFAULT false"),
     (DUCKDB_MIGRATIONS[6][0], _CLIENTS_AND_AUDIT_CHAIN),
+    (DUCKDB_MIGRATIONS[7][0], _ALERT_ACTIONS),
 )
 
 MIGRATIONS: dict[Dialect, tuple[tuple[str, str], ...]] = {

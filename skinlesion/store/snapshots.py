@@ -14,9 +14,12 @@ import pandas as pd
 
 from skinlesion.errors import DataError, StoreError
 from skinlesion.records import (
+    ALERT_ACTION_COLUMNS,
     ALERT_COLUMNS,
     SNAPSHOT_METRIC_COLUMNS,
     Alert,
+    AlertAction,
+    AuditEntry,
     HealthSnapshot,
     SnapshotMetric,
     now,
@@ -193,3 +196,37 @@ def resolve_alert(con: Connection, alert_id: str, *, at: datetime | None, messag
 def mark_alert_notified(con: Connection, alert_id: str, event_at: datetime) -> bool:
     return bool(con.run("UPDATE alerts SET notified = true WHERE id = ? AND last_event_at = ? "
                         "AND NOT notified", [alert_id, utc(event_at)]))
+
+
+# --- what operators did about alerts ---
+
+
+def add_alert_action(con: Connection, action: AlertAction) -> tuple[AlertAction, AuditEntry]:
+    """Store ``action`` on its alert and return it with the audit entry that records it (for the
+    caller to write in the same transaction). StoreError for an unknown alert."""
+    found = read_alerts(con, "WHERE id = ?", [action.alert_id])
+    if not found:
+        raise StoreError(f"no alert with id {action.alert_id!r}; list them with Store.query_alerts")
+    details: dict[str, object] = {"alert_id": action.alert_id, "status": found[0].status}
+    if action.silenced_until is not None:
+        details["silenced_until"] = action.silenced_until.isoformat()
+    if action.assignee:
+        details["assignee"] = action.assignee
+    entry = AuditEntry(actor=action.actor, role=action.role, action=f"{action.kind}_alert",
+                       target=found[0].key, reason=action.note, details=details, ts=action.ts)
+    stored = action.model_copy(update={"audit_id": entry.id})
+    values = stored.model_dump()
+    con.run(f"INSERT INTO alert_actions ({', '.join(ALERT_ACTION_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in ALERT_ACTION_COLUMNS)})",
+            [values[c] for c in ALERT_ACTION_COLUMNS])
+    return stored, entry
+
+
+def alert_actions(con: Connection, alert_ids: list[str] | None) -> list[AlertAction]:
+    """The actions on ``alert_ids`` (every alert when None), oldest first."""
+    if alert_ids is not None and not alert_ids:
+        return []
+    clause = "" if alert_ids is None else f" WHERE alert_id IN ({', '.join('?' * len(alert_ids))})"
+    rows = con.rows(f"SELECT {', '.join(ALERT_ACTION_COLUMNS)} FROM alert_actions{clause} "
+                    "ORDER BY ts, id", list(alert_ids or []))
+    return [AlertAction(**dict(zip(ALERT_ACTION_COLUMNS, row, strict=True))) for row in rows]

@@ -41,6 +41,7 @@ TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, str] | Non
     ("retrain_triggers", ("key",), ("details",), None),
     ("version_archive", ("seq",), (), ("version_archive_seq", "seq")),
     ("request_failures", ("request_id",), (), None),
+    ("alert_actions", ("id",), (), None),
 )
 _CHUNK = 20_000
 

@@ -136,7 +136,8 @@ def activate(store: Store, models_dir: Path, version: str, *, actor: str, role: 
     require(role, ROUTE_ACTION)
     vid = resolve_version(models_dir, version)
     route = store.get_route()
-    if route.active_version == vid:
+    # before any route is set the default version serves; activating it records the first route
+    if route.active_version == vid and not store.route_history(limit=1).empty:
         raise OperationError(f"{vid} is already the active version")
     if vid in store.archived_versions():
         raise OperationError(f"{vid} is archived; restore it first (`skinlesion models unarchive "

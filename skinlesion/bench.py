@@ -52,16 +52,18 @@ def _histogram_sum(text: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}_sum(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
-def bench_api(models_dir: Path, version: str, images: list[bytes], *, n_single: int = 60,
-              n_concurrent: int = 240, clients: int = 8,
+def bench_api(models_dir: Path, version: str, images: list[bytes], *, runtime: str = "auto",
+              n_single: int = 60, n_concurrent: int = 240, clients: int = 8,
+              burst_clients: int = 32, burst_per_client: int = 10,
               server_log: Path = Path("bench/api-server.log")) -> dict:
-    """A real server (``skinlesion serve``) on loopback over a fresh store: single-request latency,
-    throughput with ``clients`` concurrent clients, the share of server time spent waiting for the
-    log commit, and accepted vs logged predictions (must be equal). The server's output goes to
-    ``server_log``."""
+    """A real server (``skinlesion serve``, ``SKINLESION_RUNTIME=runtime``) on loopback over a
+    fresh store: single-request latency, throughput with ``clients`` concurrent clients, a burst of
+    ``burst_clients`` clients x ``burst_per_client`` requests (errors counted), the share of server
+    time spent waiting for the log commit, and accepted vs logged predictions (must be equal). The
+    server's output goes to ``server_log``."""
     with tempfile.TemporaryDirectory() as home:
         env = os.environ | {"SKINLESION_HOME": home, "SKINLESION_MODELS_DIR": str(models_dir),
-                            "SKINLESION_DEVICE": "cpu"}
+                            "SKINLESION_DEVICE": "cpu", "SKINLESION_RUNTIME": runtime}
         store = Store(Path(home) / "data" / "skinlesion.duckdb")
         store.set_route(ServingRoute(active_version=version), actor="bench", role="ml_lead",
                         reason="benchmark")
@@ -72,9 +74,9 @@ def bench_api(models_dir: Path, version: str, images: list[bytes], *, n_single: 
                                    str(port)], env=env, stdout=server_log.open("w"),
                                   stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
+        devices: set[str] = set()
         try:
             _wait_ready(base, server)
-            accepted = 0
 
             def post(client: httpx.Client, i: int) -> tuple[int, float]:
                 t = time.perf_counter()
@@ -82,34 +84,46 @@ def bench_api(models_dir: Path, version: str, images: list[bytes], *, n_single: 
                                 files={"image": ("x.jpg", images[i % len(images)], "image/jpeg")},
                                 data={"age_approx": "50", "sex": "female",
                                       "anatom_site_general": "posterior torso"})
+                if r.status_code == 200:
+                    devices.add(r.json()["device"])
                 return r.status_code, (time.perf_counter() - t) * 1000
 
-            with httpx.Client(timeout=60) as client:
+            with httpx.Client(timeout=120) as client:
+                post(client, 0)  # warm-up (loads the model), not counted
                 single = [post(client, i) for i in range(n_single)]
-            accepted += sum(code == 200 for code, _ in single)
 
-            def worker(w: int) -> list[tuple[int, float]]:
-                with httpx.Client(timeout=60) as client:
-                    return [post(client, i) for i in range(w, n_concurrent, clients)]
+            def run(n_clients: int, n_requests: int) -> tuple[list[tuple[int, float]], float]:
+                def worker(w: int) -> list[tuple[int, float]]:
+                    with httpx.Client(timeout=120) as client:
+                        return [post(client, i) for i in range(w, n_requests, n_clients)]
 
-            start = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                results = [r for rs in pool.map(worker, range(clients)) for r in rs]
-            wall = time.perf_counter() - start
-            accepted += sum(code == 200 for code, _ in results)
+                start = time.perf_counter()
+                with ThreadPoolExecutor(n_clients) as pool:
+                    out = [r for rs in pool.map(worker, range(n_clients)) for r in rs]
+                return out, time.perf_counter() - start
+
+            results, wall = run(clients, n_concurrent)
+            burst, burst_wall = run(burst_clients, burst_clients * burst_per_client)
             metrics = httpx.get(f"{base}/metrics").text
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            server.wait(timeout=60)
+        accepted = 1 + sum(code == 200 for code, _ in single + results + burst)
         logged = store.count_predictions()
         log_s = _histogram_sum(metrics, "skinlesion_log_wait_seconds")
         total_s = _histogram_sum(metrics, "skinlesion_request_latency_seconds")
         return {
             "what": "POST /v1/predictions through a local uvicorn server on CPU, one image each",
+            "runtime_setting": runtime,
+            "answered_on": sorted(devices),
             "single_request": percentiles([ms for _, ms in single]),
             "concurrent": {"clients": clients, "requests": n_concurrent,
                            "throughput_rps": n_concurrent / wall,
                            **percentiles([ms for _, ms in results])},
+            "burst": {"clients": burst_clients, "requests": len(burst),
+                      "errors": sum(code != 200 for code, _ in burst),
+                      "throughput_rps": len(burst) / burst_wall,
+                      **percentiles([ms for _, ms in burst])},
             "logging_share_of_server_time": log_s / total_s if total_s else None,
             "accepted": accepted,
             "logged": logged,
@@ -199,6 +213,150 @@ def bench_gpu(models_dir: Path, images: list[bytes]) -> dict:
             "cuda_latency": single_image_latency(models_dir, "reference", images, device="cuda"),
             "cpu_latency": single_image_latency(models_dir, "reference", images, device="cpu"),
             "max_abs_probability_diff_cpu_vs_cuda": diff}
+
+
+# --- serving at the speed of the hardware (issue 15) -----------------------------------------------
+
+
+def bench_exports(models_dir: Path, version: str, real_data: Path) -> dict:
+    """Export the version to every runtime and gate each on its reference images (done once: an
+    export made before under the same key is reused); the gate reports."""
+    from skinlesion.export import export_version
+
+    return {r.runtime: r.summary() for r in export_version(models_dir, version, real_data)}
+
+
+def bench_predictor(models_dir: Path, version: str, images: list[bytes], *,
+                    runtimes: tuple[str, ...], rounds: int = 3) -> dict:
+    """``Predictor.predict`` (JPEG bytes to answer, all the version's views) in each runtime against
+    one bare eager forward of its network on one view (the folded inference network, batch 1,
+    ``inference_mode``) and the views as separate eager forwards (the path before they were
+    batched). Interleaved image by image, so load from other processes falls on all alike."""
+    import pandas as pd
+
+    from skinlesion.data.images import load_image
+    from skinlesion.data.transforms import apply_view
+    from skinlesion.predict import Predictor
+    from skinlesion.schema import Metadata
+
+    meta = Metadata.from_raw(50, "female", "posterior torso")
+    predictors = {rt: Predictor.from_registry(version, models_dir, device="cpu", runtime=rt)
+                  for rt in ("torch", *runtimes)}
+    auto = Predictor.from_registry(version, models_dir, device="cpu", runtime="auto").runtime
+    clf = predictors["torch"].version.classifier
+    net = clf._network()
+    frame = pd.DataFrame([meta.as_dict()]).astype({"age_approx": float})
+    inputs = [(clf.preprocessing([load_image(b)]), clf._metadata(frame, 1)) for b in images]
+
+    @torch.inference_mode()
+    def bare(x: torch.Tensor, m: torch.Tensor) -> None:
+        net(x, m)
+
+    @torch.inference_mode()
+    def sequential(x: torch.Tensor, m: torch.Tensor) -> None:
+        sum(net.classify(net.embed(apply_view(x, v)), m) for v in clf.tta)
+
+    times: dict[str, list[float]] = {"bare_forward_1_view": [], "eager_sequential_views": [],
+                                     **{f"predict_{rt}": [] for rt in predictors}}
+    for image, (x, m) in zip(images[:2], inputs[:2], strict=True):  # warm-up
+        bare(x, m)
+        for p in predictors.values():
+            p.predict(image, meta)
+    for _ in range(rounds):
+        for image, (x, m) in zip(images, inputs, strict=True):
+            times["bare_forward_1_view"].append(timed(lambda x=x, m=m: bare(x, m))[1] * 1000)
+            times["eager_sequential_views"].append(
+                timed(lambda x=x, m=m: sequential(x, m))[1] * 1000)
+            for rt, p in predictors.items():
+                times[f"predict_{rt}"].append(
+                    timed(lambda p=p, image=image: p.predict(image, meta))[1] * 1000)
+    out = {name: percentiles(ms) for name, ms in times.items()}
+    bare_p50 = out["bare_forward_1_view"]["p50_ms"]
+    return {"what": f"version {version}, {len(clf.tta)} views ({', '.join(clf.tta)}), "
+                    f"{len(images)} JPEGs x {rounds} rounds, CPU, interleaved",
+            "auto_picks": auto, "timings": out,
+            "ratio_to_bare_forward": {name: v["p50_ms"] / bare_p50 for name, v in out.items()}}
+
+
+def bench_agreement(models_dir: Path, version: str, real_data: Path, *,
+                    runtimes: tuple[str, ...], n_images: int | None = None) -> dict:
+    """Each runtime against eager torch on the version's test split of the real data (or a seeded
+    sample of ``n_images`` of it): largest |Δp|, changed referral decisions and predicted
+    classes, and the AUROC (malignant vs benign) of each."""
+    from skinlesion import metrics
+    from skinlesion.data.images import load_image
+    from skinlesion.data.readers import read_dataset
+    from skinlesion.evaluate import select_rows
+    from skinlesion.model.runtime import Agreement, answers, select_runtime
+    from skinlesion.registry import load_version
+    from skinlesion.schema import METADATA_FIELDS, class_index, malignant_mask
+
+    v = load_version(version, models_dir, device="cpu")
+    rows, description = select_rows(v, read_dataset(real_data), models_dir, "test")
+    if n_images is not None and n_images < len(rows):
+        rows = rows.sample(n_images, random_state=0)
+        description = f"a seeded sample of {n_images} of {description}"
+    images = [load_image(p) for p in rows["path"]]
+    meta = rows.loc[:, list(METADATA_FIELDS)]
+    y = np.array([class_index(d) for d in rows["diagnosis"]])
+    mask = np.array(malignant_mask(v.card.malignant))
+    eager, _ = answers(v.classifier, None, images, meta)
+    out = {"torch": {"auroc": metrics.summary(y, eager, threshold=v.card.threshold)["auroc"]}}
+    for rt in runtimes:
+        engine = select_runtime(v.classifier, v.id, v.path, rt).engine
+        probs, _ = answers(v.classifier, engine, images, meta)
+        agreement = Agreement.of(eager, probs, threshold=v.card.threshold, malignant=mask)
+        out[rt] = {"auroc": metrics.summary(y, probs, threshold=v.card.threshold)["auroc"],
+                   "max_abs_dp": agreement.max_abs_dp,
+                   "changed_decisions": agreement.changed_decisions,
+                   "changed_classes": agreement.changed_classes}
+    return {"data": f"{real_data}: {description}", "n": len(rows), "by_runtime": out}
+
+
+def serving_ratios(predictor: dict, api: dict, api_eager: dict) -> dict:
+    """The issue's targets as ratios of one run (the API's answers say which runtime served)."""
+    answered = api["answered_on"][0].split("/")[-1] if api["answered_on"] else "torch"
+    runtime = answered if answered in ("openvino", "onnxruntime") else "torch"
+    predict_p50 = predictor["timings"][f"predict_{runtime}"]["p50_ms"]
+    eager_rps = api_eager["concurrent"]["throughput_rps"]
+    return {
+        "served_by": runtime,
+        "predict_over_bare_forward": predictor["ratio_to_bare_forward"][f"predict_{runtime}"],
+        "api_p50_over_predict_p50": api["single_request"]["p50_ms"] / predict_p50,
+        "log_wait_share": api["logging_share_of_server_time"],
+        "throughput_8_clients_rps": api["concurrent"]["throughput_rps"],
+        "throughput_over_eager_path": api["concurrent"]["throughput_rps"] / eager_rps,
+        "burst_32x10": {k: api["burst"][k] for k in ("clients", "requests", "errors")}
+                       | {"accepted": api["accepted"], "logged": api["logged"]},
+        "targets": {"predict_over_bare_forward": "<= 0.8", "api_p50_over_predict_p50": "<= 1.2",
+                    "log_wait_share": "<= 0.10", "throughput_8_clients_rps": ">= 30 (quiet)",
+                    "throughput_over_eager_path": ">= 4", "burst_32x10": "0 errors, accepted == logged"},
+    }
+
+
+def bench_serving(models_dir: Path, real_data: Path, *, n_images: int = 20,
+                  agreement_images: int | None = None) -> dict:
+    """The reference model served: its exports and their gate, ``Predictor.predict`` against a
+    bare forward, the API in the eager (``runtime=torch``) and default (``auto``) runtimes, the
+    issue's ratios, and each runtime's agreement with eager on the real test split. The machine's
+    load average is recorded before and after (other processes share it)."""
+    from skinlesion.data.readers import read_dataset
+
+    load_before = os.getloadavg()
+    exports = bench_exports(models_dir, "reference", real_data)
+    gated = tuple(rt for rt, report in exports.items() if report["passed"])
+    paths = read_dataset(real_data)["path"].sort_values().iloc[:n_images]
+    images = [Path(p).read_bytes() for p in paths]
+    predictor = bench_predictor(models_dir, "reference", images, runtimes=gated)
+    api = bench_api(models_dir, "reference", images, runtime="auto")
+    api_eager = bench_api(models_dir, "reference", images, runtime="torch",
+                          server_log=Path("bench/api-server-eager.log"))
+    return {"load_average_before": load_before, "exports": exports, "predictor": predictor,
+            "api_auto": api, "api_eager": api_eager,
+            "ratios": serving_ratios(predictor, api, api_eager),
+            "agreement": bench_agreement(models_dir, "reference", real_data, runtimes=gated,
+                                         n_images=agreement_images),
+            "load_average_after": os.getloadavg()}
 
 
 def bench_reference(models_dir: Path, real_data: Path) -> dict:
@@ -329,7 +487,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real-data", type=Path, default=None)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                        "ml,api,gpu,reference,monitoring,demo")
+                        "ml,serving,api,gpu,reference,monitoring,demo (serving, which needs the "
+                        "reference model and --real-data, measures the API itself)")
+    parser.add_argument("--agreement-images", type=int, default=None,
+                        help="runtime agreement on a seeded sample of this many test images "
+                             "(default: the whole test split)")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -347,7 +509,15 @@ def main(argv: list[str] | None = None) -> None:
             results["ml"], models_dir, version = bench_ml(Path(tmp))
             save()
         has_reference = (args.models_dir / "reference").is_dir()
-        if "api" not in skip:
+        real = has_reference and args.real_data is not None and args.real_data.is_dir()
+        if "serving" not in skip and real:
+            print("bench: serving (exports, Predictor, API in the eager and auto runtimes)",
+                  file=sys.stderr)
+            results["serving"] = bench_serving(args.models_dir, args.real_data,
+                                               agreement_images=args.agreement_images)
+            results["api"] = results["serving"]["api_auto"] | {"model": "reference"}
+            save()
+        elif "api" not in skip:
             print("bench: API", file=sys.stderr)
             api_models, api_version = ((args.models_dir, "reference") if has_reference
                                        else (models_dir, version))

@@ -1,5 +1,6 @@
-"""``skinlesion models list|show|alias|diff``: the registered versions. The route commands of the
-same sub-app (activate, rollback, fallback, ...) are in :mod:`skinlesion.cli.lifecycle`."""
+"""``skinlesion models list|show|export|alias|diff``: the registered versions (and their runtime
+exports). The route commands of the same sub-app (activate, rollback, fallback, ...) are in
+:mod:`skinlesion.cli.lifecycle`."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Annotated
 
 import typer
 
-from skinlesion.cli.options import ModelsDir, VersionRef, fail, models_folder
+from skinlesion.cli.options import DataDir, ModelsDir, VersionRef, fail, models_folder
 from skinlesion.errors import SkinLesionError
 
-models_app = typer.Typer(help="Model versions and the serving route: list, show, alias, diff, "
+models_app = typer.Typer(help="Model versions and the serving route: list, show, export, alias, "
+                         "diff, "
                          "activate, rollback, fallback, restrict, archive, challenger, shadow, "
                          "threshold.",
                          no_args_is_help=True)
@@ -54,6 +56,36 @@ def models_show(version: VersionRef, models_dir: ModelsDir = None) -> None:
     except SkinLesionError as err:
         raise fail(err) from err
     typer.echo(read_card(folder / vid).model_dump_json(indent=2))
+
+
+@models_app.command("export")
+def models_export(version: VersionRef, data: DataDir,
+                  runtime: Annotated[str, typer.Option(
+                      help="openvino|onnxruntime|all")] = "all",
+                  images: Annotated[int, typer.Option(
+                      min=1, help="Validation images the accuracy gate compares on.")] = 200,
+                  models_dir: ModelsDir = None) -> None:
+    """Export a version to the inference runtimes (OpenVINO, ONNX Runtime; fp32) and gate each
+    against eager torch on its validation images from DATA (the dataset it was trained on): max
+    |Δp| <= 1e-4, no changed decision, monitoring embedding within 1e-4. Done once per weights and
+    settings; servers use a passed export as SKINLESION_RUNTIME (auto by default) allows."""
+    from skinlesion.export import export_version
+    from skinlesion.model.runtime import EXPORTED_RUNTIMES
+
+    if runtime not in (*EXPORTED_RUNTIMES, "all"):
+        raise typer.BadParameter(f"must be one of {', '.join(EXPORTED_RUNTIMES)}, all",
+                                 param_hint="--runtime")
+    try:
+        reports = export_version(models_folder(models_dir), version, data, n_images=images,
+                                 runtimes=EXPORTED_RUNTIMES if runtime == "all" else (runtime,))
+    except SkinLesionError as err:
+        raise fail(err) from err
+    for r in reports:
+        verdict = "passed" if r.passed else f"REFUSED ({r.reason})"
+        figures = (f" on {r.n_images} images: max |Δp| {r.max_abs_dp:.2g}, "
+                   f"{r.changed_decisions} changed decisions, embedding off by "
+                   f"{r.max_abs_embedding:.2g}" if r.max_abs_dp is not None else "")
+        typer.echo(f"{r.runtime}: {verdict}{figures}")
 
 
 @models_app.command("alias")

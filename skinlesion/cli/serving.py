@@ -10,6 +10,7 @@ import typer
 
 from skinlesion.cli.options import Reason, actor, fail, open_store
 from skinlesion.errors import DataError, SkinLesionError
+from skinlesion.model.threads import ThreadPolicy
 
 app = typer.Typer()
 apikey_app = typer.Typer(help="API keys for the clinic's apps.", no_args_is_help=True)
@@ -20,7 +21,10 @@ labels_app = typer.Typer(help="Ground truth arriving after the answer.", no_args
 def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="Port.")] = 8000,
           workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1) -> None:
-    """Run the prediction API (OpenAPI docs at /docs)."""
+    """Run the prediction API (OpenAPI docs at /docs). Inference threads follow the thread policy
+    (skinlesion.model.threads): the usable cores shared among the workers, idle threads sleeping
+    (OMP_WAIT_POLICY=PASSIVE); OMP_NUM_THREADS or OMP_WAIT_POLICY set in the environment win."""
+    ThreadPolicy.for_machine(processes=workers).apply()
     import uvicorn
 
     uvicorn.run("skinlesion.api:create_app", factory=True, host=host, port=port, workers=workers)

@@ -4,7 +4,8 @@ An OpenMP worker that finds no work spins for a while before sleeping (``OMP_WAI
 behaviour); on a machine shared with other processes those spinning threads take the cores the
 other processes' work needs, and one forward can take tens of times longer. The policy:
 
-- ``threads``: one inference thread per core this process may run on (``os.sched_getaffinity``);
+- ``threads``: one inference thread per core this process may run on (``os.sched_getaffinity``),
+  shared among the serving processes of the machine (``skinlesion serve --workers``);
 - passive waiting: ``OMP_WAIT_POLICY=PASSIVE`` for torch's OpenMP pool, ONNX Runtime's own
   ``session.intra_op.allow_spinning = 0``; OpenVINO's CPU plugin uses TBB, whose workers sleep.
 
@@ -43,13 +44,17 @@ class ThreadPolicy:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
 
     @classmethod
-    def for_machine(cls, environ: MutableMapping[str, str] | None = None) -> ThreadPolicy:
-        """The policy for this process: ``OMP_NUM_THREADS`` where the operator set it, else one
-        thread per usable core; passive unless ``OMP_WAIT_POLICY`` says ``ACTIVE``."""
+    def for_machine(cls, environ: MutableMapping[str, str] | None = None, *,
+                    processes: int = 1) -> ThreadPolicy:
+        """The policy for one of ``processes`` serving processes on this machine:
+        ``OMP_NUM_THREADS`` where the operator set it, else the usable cores shared among the
+        processes (at least one thread each); passive unless ``OMP_WAIT_POLICY`` says ``ACTIVE``."""
+        if processes < 1:
+            raise ValueError(f"processes must be at least 1, got {processes}")
         env = os.environ if environ is None else environ
         threads = env.get("OMP_NUM_THREADS", "")
         return cls(threads=int(threads) if threads.isdigit() and int(threads) > 0
-                   else usable_cores(),
+                   else max(1, usable_cores() // processes),
                    passive=env.get("OMP_WAIT_POLICY", "PASSIVE").upper() != "ACTIVE")
 
     def environment(self) -> dict[str, str]:

@@ -7,6 +7,9 @@ the synthetic set; every test exports from it or from a deliberately perturbed c
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -230,6 +233,9 @@ def test_thread_policy():
         ThreadPolicy(2).apply()  # torch is loaded in the test process
     with pytest.raises(ValueError, match="at least 1"):
         ThreadPolicy(0)
+    cores = ThreadPolicy.for_machine({}).threads
+    assert ThreadPolicy.for_machine({}, processes=cores * 2).threads == 1  # never below one
+    assert ThreadPolicy.for_machine({"OMP_NUM_THREADS": "5"}, processes=4).threads == 5
 
 
 class _GatedEngine:
@@ -289,3 +295,32 @@ def test_served_classifiers_run_behind_the_batching_engine(models_dir, exported,
                                                     runtime.BatchingEngine)
     assert version.classifier.runtime == "torch"
     np.testing.assert_allclose(version.classifier.predict_proba(*batch), eager, atol=1e-6)
+
+
+def test_cli_models_export_reports_each_gate(models_dir, exported, synthetic_dir):
+    from typer.testing import CliRunner
+
+    from skinlesion.cli import app
+
+    result = CliRunner().invoke(app, ["models", "export", "tiny", "--data", str(synthetic_dir),
+                                      "--models-dir", str(models_dir)])
+    assert result.exit_code == 0, result.output
+    assert "openvino: passed on" in result.output and "onnxruntime: passed on" in result.output
+    bad = CliRunner().invoke(app, ["models", "export", "tiny", "--data", str(synthetic_dir),
+                                   "--models-dir", str(models_dir), "--runtime", "tensorrt"])
+    assert bad.exit_code != 0 and "openvino, onnxruntime, all" in bad.output
+
+
+def test_serve_applies_the_thread_policy_before_torch_loads():
+    """``skinlesion serve`` in a fresh process (uvicorn replaced by a probe): the policy is in the
+    environment when the server would start, and no threaded library was loaded before it."""
+    code = ("import os, sys, uvicorn; "
+            "uvicorn.run = lambda *a, **k: print(os.environ['OMP_WAIT_POLICY'], "
+            "os.environ['OMP_NUM_THREADS'], k['workers'], "
+            "sorted({'torch', 'openvino', 'onnxruntime'} & set(sys.modules))); "
+            "from skinlesion.cli import app; app(['serve', '--workers', '2'], standalone_mode=False)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split(maxsplit=3)
+    assert out[0] == "PASSIVE" and int(out[1]) == max(1, os.cpu_count() // 2) and out[2] == "2"
+    assert out[3].strip() == "[]"

@@ -2,11 +2,12 @@
 sign-in gate and roles, the sidebar's window and model filters, status badges, metric tiles and the
 active-model banner.
 
-Pages are thin: they call :func:`page_setup`, fetch through ``skinlesion`` library functions (via
-the cached helpers here) and render. Caching: the store, the policy and loaded models are
-resources (``st.cache_resource``, one per process, keyed on their paths); query results are data
-(``st.cache_data``) kept :data:`QUERY_TTL_S` seconds, so a page refresh within that time does not
-hit DuckDB again. Every cache key includes the database path, so two homes never share entries.
+Pages are thin: they call :func:`page_setup`, read the store through the typed, cached queries of
+``queries.py``, compute through ``skinlesion`` library functions (via the cached helpers here) and
+render. Caching: the store, the policy and loaded models are resources (``st.cache_resource``, one
+per process, keyed on their paths); query results are data (``st.cache_data``) kept
+:data:`QUERY_TTL_S` seconds, so a page refresh within that time does not hit the database again.
+Every cache key includes the database path, so two homes never share entries.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
 
 import io
 
@@ -103,14 +103,8 @@ def loaded_model(ref: str) -> ModelVersion:
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def _store_query(db_path: str, method: str, args: tuple, kwargs: tuple) -> Any:
-    return getattr(store(), method)(*args, **dict(kwargs))
-
-
-def store_query(method: str, *args: Any, **kwargs: Any) -> Any:
-    """``Store.<method>(*args, **kwargs)``, cached for :data:`QUERY_TTL_S` seconds (arguments must
-    be hashable: datetimes, strings, numbers, None)."""
-    return _store_query(str(settings().db_path), method, args, tuple(sorted(kwargs.items())))
+def _version_counts(db_path: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    return store().version_counts(start, end)
 
 
 def clear_caches() -> None:
@@ -294,7 +288,7 @@ def model_filter(start: datetime | None = None, end: datetime | None = None) -> 
     """The model version chosen in the sidebar among those that answered in ``[start, end)``
     (None: every answer returned to callers)."""
     _keep(_MODEL_KEY)
-    versions = store_query("version_counts", start, end)
+    versions = _version_counts(str(settings().db_path), start, end)
     options = [ALL_VERSIONS, *versions["model_version"].tolist()] if len(versions) else [ALL_VERSIONS]
     if st.session_state.get(_MODEL_KEY) not in options:
         st.session_state.pop(_MODEL_KEY, None)

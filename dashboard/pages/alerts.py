@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 import components
+import queries
 from skinlesion.lifecycle import operations
 from skinlesion.errors import SkinLesionError
 
@@ -78,7 +79,7 @@ else:
                     st.rerun()
 
 st.subheader(f"Past alerts — {label}")
-past = components.store_query("query_alerts", start, until, include_resolved=True)
+past = queries.alerts(start, until, include_resolved=True)
 past = past[past["resolved_at"].notna()]
 if past.empty:
     st.caption("No alert was resolved in this window.")
@@ -89,12 +90,12 @@ else:
 # --- audit log --------------------------------------------------------------------------------------
 
 st.subheader(f"Audit log — {label}")
-everything = components.store_query("query_audit", start, until)
+everything = queries.audit(start, until)
 left, right = st.columns(2)
 actor = left.selectbox("Actor", [ALL, *sorted(everything["actor"].unique())], key="audit_actor")
 action = right.selectbox("Action", [ALL, *sorted(everything["action"].unique())], key="audit_action")
-audit = components.store_query("query_audit", start, until, actor=None if actor == ALL else actor,
-                               action=None if action == ALL else action)
+audit = queries.audit(start, until, actor=None if actor == ALL else actor,
+                      action=None if action == ALL else action)
 if audit.empty:
     st.caption("No operator action matches.")
 else:

@@ -11,6 +11,7 @@ import streamlit as st
 import streamlit.components.v1 as embed
 
 import components
+import queries
 from skinlesion.errors import DataError
 from skinlesion.monitoring.cockpit import distribution_frame, drift_report, drift_table
 from skinlesion.monitoring.health import DRIFT_METRIC
@@ -26,8 +27,8 @@ policy = components.policy()
 left, right = st.columns([1, 1])
 left.subheader("Data-drift score over time")
 span = right.radio("History", list(HISTORY), horizontal=True, key="drift_history")
-history = components.store_query("query_snapshots", filters.end - HISTORY[span], filters.end,
-                                 metric=DRIFT_METRIC, model_version=filters.model_version)
+history = queries.snapshots(filters.end - HISTORY[span], filters.end, metric=DRIFT_METRIC,
+                            model_version=filters.model_version)
 if history.empty:
     st.info("No monitoring snapshots with a drift score in this period yet (`skinlesion monitor`).")
 else:

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 import components
+import queries
 from skinlesion.auth import can
 from skinlesion.errors import SkinLesionError
 from skinlesion.lifecycle import jobs, operations
@@ -455,5 +456,5 @@ if not history.empty:
     st.dataframe(history, hide_index=True, width="stretch")
 
 with st.expander("Route history"):
-    history = components.store_query("route_history", limit=50)
+    history = queries.route_history(limit=50)
     st.dataframe(history, hide_index=True, width="stretch")

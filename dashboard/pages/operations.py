@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import components
+import queries
 from skinlesion.monitoring.health import ERROR_RATE_METRIC, LATENCY_METRIC, error_rate
 from skinlesion.store import ERROR_RATE_KINDS, SOURCES
 
@@ -55,9 +56,9 @@ with cols[4]:
 
 # 2. volume per hour, spikes and dips marked
 st.subheader("Answers per hour")
-hourly_by_source = components.store_query("hourly_operations", filters.start, filters.end,
-                                          model_version=filters.model_version, source=source,
-                                          returned=returned, by_source=True)
+hourly_by_source = queries.hourly_operations(filters.start, filters.end,
+                                             model_version=filters.model_version, source=source,
+                                             returned=returned, by_source=True)
 volume = pd.DataFrame([{"hour": h.hour, "n": h.n, "baseline": h.baseline, "anomaly": h.anomaly}
                        for h in report.volume])
 if volume.empty or not volume["n"].sum():
@@ -84,8 +85,8 @@ else:
         st.caption(f"{components.STATUS_ICONS['yellow']} {hour.describe()}")
 
 # 3. latency percentiles and decision rates over time
-hourly = components.store_query("hourly_operations", filters.start, filters.end,
-                                model_version=filters.model_version, source=source, returned=returned)
+hourly = queries.hourly_operations(filters.start, filters.end, model_version=filters.model_version,
+                                   source=source, returned=returned)
 if not hourly.empty:
     left, right = st.columns(2)
     with left:
@@ -126,10 +127,10 @@ if not hourly.empty:
 st.subheader("By source")
 rows = []
 for name in SOURCES:
-    summary = components.store_query("window_summary", filters.start, filters.end,
-                                     model_version=filters.model_version, source=name, returned=returned)
-    failures = components.store_query("failure_counts", filters.start, filters.end,
-                                      model_version=filters.model_version, source=name)
+    summary = queries.window_summary(filters.start, filters.end, model_version=filters.model_version,
+                                     source=name, returned=returned)
+    failures = queries.failure_counts(filters.start, filters.end, model_version=filters.model_version,
+                                      source=name)
     n = summary["n"]
     failed = sum(failures[k] for k in ERROR_RATE_KINDS)
     rows.append({"source": name, "answers": n, "failed": failed, "error rate": error_rate(failed, n),

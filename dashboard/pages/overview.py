@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import components
+import queries
 from skinlesion.monitoring.cockpit import tiles
 from skinlesion.monitoring.estimate import ASSUMPTIONS
 
@@ -37,7 +38,7 @@ with left:
         st.markdown("**What the data says**")
         st.markdown("\n".join(f"- {hint}" for hint in report.playbook.hints))
 with right:
-    alerts = components.store_query("open_alerts")
+    alerts = queries.open_alerts()
     st.subheader(f"Open alerts ({len(alerts)})")
     if not alerts:
         st.caption("No open alerts.")

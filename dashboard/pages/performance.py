@@ -8,6 +8,7 @@ import altair as alt
 import streamlit as st
 
 import components
+import queries
 from skinlesion import plots
 from skinlesion.monitoring.cockpit import estimated_vs_realised, labelled_arrays, per_class_table
 
@@ -31,8 +32,8 @@ policy = components.policy()
 st.subheader("Over time")
 left, right = st.columns([1, 1])
 span = left.radio("History", list(HISTORY), horizontal=True, key="performance_history")
-snapshots = components.store_query("query_snapshots", filters.end - HISTORY[span], filters.end,
-                                   model_version=filters.model_version)
+snapshots = queries.snapshots(filters.end - HISTORY[span], filters.end,
+                              model_version=filters.model_version)
 if snapshots.empty:
     st.info("No monitoring snapshots in this period yet. They are written by `skinlesion monitor "
             "--every 1h` (or `--once`).")
@@ -72,9 +73,9 @@ st.dataframe(table, hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.3f")
                             for c in ("realised", "estimated", "gap")})
 
-labelled = components.store_query("labelled_predictions", filters.start, filters.end,
-                                  model_version=filters.model_version,
-                                  returned=True if filters.model_version is None else None)
+labelled = queries.labelled_predictions(filters.start, filters.end,
+                                        model_version=filters.model_version,
+                                        returned=True if filters.model_version is None else None)
 st.subheader(f"Labelled cases in the window: {len(labelled):,}")
 if len(labelled) < MIN_CURVE_CASES:
     st.info(f"Fewer than {MIN_CURVE_CASES} labelled cases in this window: no per-class table or "

@@ -14,6 +14,7 @@ import streamlit as st
 import torch
 
 import components
+import queries
 from skinlesion.data.images import load_image
 from skinlesion.errors import ImageError, SkinLesionError
 from skinlesion.explain import ExplanationUnavailable, explain
@@ -46,7 +47,7 @@ def service(device: str) -> ServingService:
 
 def queue_cases() -> pd.DataFrame:
     """Unlabelled cases whose image was retained, most worth a second look first."""
-    cases = components.store_query("review_cases", labelled=False, order="newest", limit=2000)
+    cases = queries.review_cases(labelled=False, order="newest", limit=2000)
     cases = cases[cases["image_path"].notna()]
     cases = cases[[Path(p).is_file() for p in cases["image_path"]]]
     return (review_queue(cases, k=30, references=version_references(components.models_dir()))

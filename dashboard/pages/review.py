@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 import components
+import queries
 from skinlesion.errors import SkinLesionError
 from skinlesion.monitoring.review import (RankingWeights, image_hashes, import_ground_truth,
                                           record_label, review_queue, version_references)
@@ -42,10 +43,9 @@ if _FLASH in st.session_state:
     st.success(st.session_state.pop(_FLASH), icon=":material/task_alt:")
 
 window = dict(model_version=filters.model_version)
-triage = components.store_query("review_cases", filters.start, filters.end, order="risk", limit=500,
-                                **window)
-unlabelled = components.store_query("review_cases", filters.start, filters.end, labelled=False,
-                                    order="newest", limit=5000, **window)
+triage = queries.review_cases(filters.start, filters.end, order="risk", limit=500, **window)
+unlabelled = queries.review_cases(filters.start, filters.end, labelled=False, order="newest",
+                                  limit=5000, **window)
 
 tab_triage, tab_queue, tab_import = st.tabs(["Triage", "Review queue", "Import labels"])
 

@@ -1,0 +1,174 @@
+"""Several machines, simulated on loopback (`make test-scale`): PostgreSQL, three API replicas (the
+app `skinlesion serve` runs, under uvicorn) on their own ports behind a real haproxy, the monitor on
+the same database. 32 clients x 20 requests: every accepted answer is logged exactly once, zero
+errors after client retries, while one replica is killed with SIGKILL mid-load; a route change is
+served by every surviving replica within the route TTL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from skinlesion.data.readers import read_dataset
+from skinlesion.data.splits import split_dataset
+from skinlesion.data.synthetic import write_synthetic_dataset
+from skinlesion.monitoring.policy import load_policy
+from skinlesion.monitoring.runner import run_once
+from skinlesion.register import register_fallback
+from skinlesion.store import ServingRoute, Store
+from skinlesion.store.local_server import free_port
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("haproxy") is None,
+                                 reason="haproxy missing (Debian package `haproxy`; `make test-scale` "
+                                        "installs it with apt-get where it can)")]
+
+CLIENTS, PER_CLIENT, KILL_AFTER = 32, 20, 200
+ROUTE_TTL_S = 2.0
+
+
+def _wait(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready within {timeout_s} s")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_server) -> Iterator[dict]:
+    home = tmp_path / "home"
+    models = home / "models"
+    # big enough that the monitor's drift reference (the test split) holds its 20 rows
+    data = write_synthetic_dataset(tmp_path / "isic", n=200, seed=0, width=96)
+    frame = read_dataset(data)
+    split = split_dataset(frame, seed=0)
+    for version in ("reference", "rules-b"):
+        register_fallback(models, frame, split, data_name="synthetic", version_id=version,
+                          progress=False)
+    with postgres_server.database() as url:
+        store = Store(url)
+        key = store.create_api_key("scale-test")
+        env = {**os.environ, "SKINLESION_HOME": str(home), "SKINLESION_STORE_URL": url,
+               "SKINLESION_ROUTE_TTL_S": str(ROUTE_TTL_S), "OMP_NUM_THREADS": "1",
+               "OMP_WAIT_POLICY": "PASSIVE", "SKINLESION_RATE_LIMIT_PER_ADDRESS": "100000/minute",
+               "SKINLESION_RATE_LIMIT_PER_KEY": "100000/minute"}
+        ports = [free_port() for _ in range(3)]
+        replicas = [subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "skinlesion.api:create_app", "--factory", "--host",
+             "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env,
+            stdout=subprocess.DEVNULL, stderr=(tmp_path / f"replica-{port}.log").open("w"))
+            for port in ports]
+        lb_port = free_port()
+        servers = "\n".join(f"    server r{i} 127.0.0.1:{port} check inter 500ms fall 1 rise 2"
+                            for i, port in enumerate(ports))
+        (tmp_path / "haproxy.cfg").write_text(f"""
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:{lb_port}
+    default_backend api
+backend api
+    balance roundrobin
+    option httpchk GET /readyz
+{servers}
+""")
+        balancer = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for port in ports:
+                _wait(f"http://127.0.0.1:{port}/readyz")
+            _wait(f"http://127.0.0.1:{lb_port}/readyz")
+            yield {"store": store, "key": key, "ports": ports, "replicas": replicas, "home": home,
+                   "lb": f"http://127.0.0.1:{lb_port}", "image": next(data.rglob("*.jpg"))}
+        finally:
+            for process in (*replicas, balancer):
+                process.kill()
+                process.wait(30)
+            store.release()
+
+
+def test_replicas_behind_a_load_balancer_lose_nothing(cluster: dict) -> None:
+    store: Store = cluster["store"]
+    image = cluster["image"].read_bytes()
+    accepted: list[str] = []
+    raw_errors: list[int] = []
+    final_errors: list[str] = []
+    done = threading.Semaphore(0)
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=cluster["lb"], headers={"X-API-Key": cluster["key"]},
+                          timeout=60) as http:
+            for _ in range(PER_CLIENT):
+                for attempt in range(6):
+                    try:
+                        response = http.post("/v1/predictions", files={"image": ("i.jpg", image, "image/jpeg")},
+                                             data={"age_approx": "55", "sex": "female",
+                                                   "anatom_site_general": "posterior torso"})
+                    except httpx.HTTPError as err:
+                        status = type(err).__name__
+                    else:
+                        if response.status_code == 200:
+                            with lock:
+                                accepted.append(response.json()["request_id"])
+                            break
+                        status = response.status_code
+                    with lock:
+                        raw_errors.append(status)
+                    time.sleep(0.2 * (attempt + 1))
+                else:
+                    with lock:
+                        final_errors.append(str(status))
+                done.release()
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for _ in range(KILL_AFTER):
+        done.acquire()
+    victim = cluster["replicas"][1]
+    victim.send_signal(signal.SIGKILL)  # mid-load: answers in flight there are never acknowledged
+    for t in threads:
+        t.join(600)
+
+    assert final_errors == []
+    assert len(accepted) == CLIENTS * PER_CLIENT and len(set(accepted)) == len(accepted)
+    logged = set(store.query_predictions(source="api")["request_id"])
+    assert set(accepted) <= logged  # every accepted answer was durable before it was returned
+    assert len(logged) - len(accepted) <= CLIENTS  # at most the answers lost in flight at the kill
+    assert victim.poll() == -signal.SIGKILL
+
+    # the monitor on the same database
+    result = run_once(store, cluster["home"] / "models", load_policy(None))
+    assert store.latest_snapshot() is not None and result is not None
+
+    # a route change reaches every surviving replica within the route TTL
+    store.set_route(ServingRoute(active_version="rules-b"), actor="ana", role="ml_lead",
+                    reason="scale test: switch")
+    changed_at = time.monotonic()
+    survivors = [p for p, r in zip(cluster["ports"], cluster["replicas"], strict=True) if r is not victim]
+    pending = set(survivors)
+    while pending and time.monotonic() - changed_at < ROUTE_TTL_S + 3:
+        for port in sorted(pending):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json().get("model_version") == "rules-b":
+                pending.discard(port)
+        time.sleep(0.1)
+    assert pending == set(), f"replicas still on the old route after {ROUTE_TTL_S + 3} s: {pending}"

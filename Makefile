@@ -4,8 +4,10 @@ VENV      ?= .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 REAL_DATA ?= ../shared/data/isic2019-ham-train
+# the cockpit's port (`make run PORT=8600`); another free one is picked, and printed, when taken
+PORT      ?= 8501
 
-.PHONY: install run test test-slow test-browser test-scale browser services screenshots bench reference clean
+.PHONY: install run demo-sample test test-slow test-browser test-scale browser services screenshots bench reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,8 +22,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# the demo: the shipped reference model over the shipped sample of real images (data/sample)
 run: $(STAMP)
-	$(BIN)/skinlesion demo
+	$(BIN)/skinlesion demo --port $(PORT)
+
+# rebuild data/sample (the reference's test split, original bytes, attribution) from REAL_DATA
+demo-sample: $(STAMP)
+	$(BIN)/python -m skinlesion.demo_sample --data $(REAL_DATA) --out data/sample
 
 # the default (fast) suite, then the browser end-to-end test (slow, but part of CI)
 test: $(STAMP) browser services

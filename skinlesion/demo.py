@@ -1,6 +1,8 @@
 """``skinlesion demo``: the embedded demo, built in one command.
 
-A synthetic dataset, a demo model trained on it, the rule-based fallback, then about 30 days of
+By default the shipped ``reference`` version serves the shipped sample of real dermoscopy images
+(``data/sample``: its own test split, see :mod:`skinlesion.demo_sample`); for tests, a synthetic
+dataset and a demo model trained on it. Then the rule-based fallback and about 30 days of
 simulated clinic traffic sent through the real Predictor and store (working hours, quieter weekends),
 ground truth arriving days later for part of it, and an incident in the last week: a new imaging
 device (darker, bluish, lower-contrast images) and an older patient mix, which really degrades the
@@ -27,6 +29,7 @@ from tqdm.auto import tqdm
 
 from skinlesion.auth import add_user
 from skinlesion.data.images import load_image
+from skinlesion.errors import DataError
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.splits import split_dataset
 from skinlesion.data.synthetic import (CLASS_FREQUENCY, render_lesion, sample_metadata,
@@ -110,15 +113,18 @@ def older_patient(metadata: dict, severity: float, rng: np.random.Generator) -> 
     return metadata | {"age_approx": age}
 
 
-def class_mix(severity: float) -> np.ndarray:
-    base = np.array([CLINIC_MIX[c] for c in CLASSES])
+def class_mix(severity: float, base: dict[str, float] | None = None) -> np.ndarray:
+    """The class probabilities of a case at ``severity``: the clinic's usual mix (``base``,
+    default :data:`CLINIC_MIX`) moving towards :data:`OLDER_MIX` as the incident grows."""
+    usual = np.array([(base or CLINIC_MIX).get(c, 0.0) for c in CLASSES])
     older = np.array([OLDER_MIX[c] for c in CLASSES])
-    mix = (1 - severity) * base + severity * older
+    mix = (1 - severity) * usual / usual.sum() + severity * older
     return mix / mix.sum()
 
 
-#: draws one case of a class: (image, metadata as for Metadata.from_raw)
-CaseSource = Callable[[str, np.random.Generator], tuple[Image.Image, dict]]
+#: draws one case of a class: (image as the file's bytes or decoded, metadata as for
+#: Metadata.from_raw)
+CaseSource = Callable[[str, np.random.Generator], tuple[bytes | Image.Image, dict]]
 
 
 def synthetic_cases(width: int = 200) -> CaseSource:
@@ -129,24 +135,41 @@ def synthetic_cases(width: int = 200) -> CaseSource:
 
 
 def dataset_cases(df: pd.DataFrame) -> CaseSource:
-    """Real images of a dataset table (e.g. a model's test split), drawn by class; a class absent
-    from ``df`` is replaced by the nearest available one (NV)."""
+    """Real images of a dataset table (e.g. a model's test split), drawn by class, as the files'
+    own bytes (never re-encoded); a class absent from ``df`` is replaced by NV."""
     by_class = {c: rows for c, rows in df.groupby("diagnosis")}
 
-    def draw(cls: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+    def draw(cls: str, rng: np.random.Generator) -> tuple[bytes, dict]:
         rows = by_class.get(cls, by_class.get("NV", df))
         row = rows.iloc[int(rng.integers(len(rows)))]
         age = None if pd.isna(row["age_approx"]) else float(row["age_approx"])
-        return load_image(row["path"]), {"age_approx": age, "sex": row["sex"],
-                                         "anatom_site_general": row["anatom_site_general"]}
+        return Path(row["path"]).read_bytes(), {"age_approx": age, "sex": row["sex"],
+                                                "anatom_site_general": row["anatom_site_general"]}
     return draw
 
 
+def natural_mix(df: pd.DataFrame) -> dict[str, float]:
+    """The class shares of a dataset table: drawing a class from these and then an image of it
+    uniformly draws every image equally often (the traffic the version's reference describes)."""
+    return {str(k): float(v) for k, v in df["diagnosis"].value_counts(normalize=True).items()}
+
+
+def shifted(image: bytes | Image.Image, severity: float) -> bytes | Image.Image:
+    """``image`` through the incident's device at ``severity``: outside the incident, as it came
+    (the original bytes stay the original bytes)."""
+    if severity <= 0:
+        return image
+    decoded = load_image(image) if isinstance(image, bytes) else image
+    return device_shift(decoded, severity)
+
+
 def simulate_traffic(store: Store, predictor: Predictor, now: datetime, config: TrafficConfig, *,
-                     cases: CaseSource | None = None, retention_dir: Path | None = None,
-                     batch_size: int = 48, progress: bool = True) -> dict:
+                     cases: CaseSource | None = None, mix: dict[str, float] | None = None,
+                     retention_dir: Path | None = None, batch_size: int = 48,
+                     progress: bool = True) -> dict:
     """Send simulated requests through ``predictor`` and log them with their simulated times;
-    add the labels that have arrived by ``now``. Returns counts."""
+    add the labels that have arrived by ``now``. Classes are drawn from ``mix`` (default
+    :data:`CLINIC_MIX`) moving to :data:`OLDER_MIX` during the incident. Returns counts."""
     rng = np.random.default_rng(config.seed)
     draw = cases or synthetic_cases(config.image_width)
     times = schedule(now, config, rng)
@@ -158,10 +181,10 @@ def simulate_traffic(store: Store, predictor: Predictor, now: datetime, config: 
         classes, images, metas = [], [], []
         for t in batch_times:
             sev = incident_severity(t, now, config.incident_days)
-            cls = CLASSES[rng.choice(len(CLASSES), p=class_mix(sev))]
+            cls = CLASSES[rng.choice(len(CLASSES), p=class_mix(sev, mix))]
             image, meta = draw(cls, rng)
             classes.append(cls)
-            images.append(device_shift(image, sev))
+            images.append(shifted(image, sev))
             metas.append(Metadata.from_raw(**older_patient(meta, sev, rng)))
         answers = predictor.predict_batch(images, metas)
         records, labels = [], []
@@ -185,12 +208,15 @@ def simulate_traffic(store: Store, predictor: Predictor, now: datetime, config: 
     return {"predictions": len(times), "labels": n_labels}
 
 
-def _retain(image: Image.Image, sha: str, folder: Path | None) -> str | None:
+def _retain(image: bytes | Image.Image, sha: str, folder: Path | None) -> str | None:
     if folder is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{sha}.jpg"
-    image.save(path, quality=88)
+    if isinstance(image, bytes):
+        path.write_bytes(image)
+    else:
+        image.save(path, quality=88)
     return str(path)
 
 
@@ -255,9 +281,11 @@ def build_demo(settings: Settings, *, data: Path | None = None, n_images: int = 
     """Build the whole demo into :func:`demo_home` (replacing an earlier one).
 
     Without ``data``: synthetic images and a demo model trained on them. With ``data`` (a dataset in
-    the ISIC 2019 layout, e.g. ../shared/data/isic2019-ham-train): the shipped ``reference`` version
-    serves images of its own test split (lesions it never saw), the incident applied to them as a
-    device-like transformation; the fallback is fitted on ``fallback_images`` training images."""
+    the ISIC 2019 layout: the shipped sample ``data/sample``, or ../shared/data/isic2019-ham-train):
+    the shipped ``reference`` version serves the images its manifest does not place in its training
+    or validation split (lesions it never saw), in their natural class mix and as their original
+    bytes, the incident applied to them as a device-like transformation; the fallback is fitted on
+    at most ``fallback_images`` images of ``data`` (a lesion-grouped split of its own)."""
     started = time.perf_counter()
     traffic = traffic or TrafficConfig()
     now = now or utc_now()
@@ -273,16 +301,21 @@ def build_demo(settings: Settings, *, data: Path | None = None, n_images: int = 
         split = split_dataset(df, seed=traffic.seed)
         say("[2/5] demo model (EfficientNet-Lite0 + metadata, head trained on cached embeddings)")
         model = _train_demo_model(demo, df, split, train_config, traffic.seed, progress)
-        cases, data_name = synthetic_cases(traffic.image_width), "synthetic demo data (simulated)"
+        cases, mix = synthetic_cases(traffic.image_width), None
+        data_name = "synthetic demo data (simulated)"
     else:
         say(f"[1/5] real images from {data}")
         df = read_dataset(data)
         say("[2/5] the shipped reference model")
         model = _copy_version(settings.models_dir, "reference", demo.models_dir)
-        manifest = read_manifest(demo.models_dir, model.id).set_index("image")["split"]
-        split = df["image"].map(manifest).fillna("test")
-        cases, data_name = dataset_cases(df[split == "test"]), f"{data} (traffic simulated)"
-        df, split = _subsample(df, split, fallback_images, traffic.seed)
+        served = unseen_rows(df, read_manifest(demo.models_dir, model.id))
+        if len(served) < len(df):
+            say(f"      {len(df) - len(served)} of {len(df)} images are in the model's training or "
+                "validation split and are not served")
+        cases, mix = dataset_cases(served), natural_mix(served)
+        data_name = f"{data} (traffic simulated)"
+        df, split = _subsample(df, split_dataset(df, seed=traffic.seed), fallback_images,
+                               traffic.seed)
 
     say("[3/5] rule-based fallback (ABCD features + metadata)")
     fallback = register_fallback(demo.models_dir, df, split, data_name=data_name, seed=traffic.seed,
@@ -294,7 +327,7 @@ def build_demo(settings: Settings, *, data: Path | None = None, n_images: int = 
 
     say(f"[4/5] {traffic.days} days of simulated traffic through the Predictor")
     predictor = Predictor(load_version(model.id, demo.models_dir, device="cpu"))
-    counts = simulate_traffic(store, predictor, now, traffic, cases=cases,
+    counts = simulate_traffic(store, predictor, now, traffic, cases=cases, mix=mix,
                               retention_dir=demo.data_dir / "images", progress=progress)
 
     say("[5/5] monitoring replay (one 24 h snapshot per day)")
@@ -323,6 +356,18 @@ def _train_demo_model(demo: Settings, df: pd.DataFrame, split: pd.Series,
                     training=training_summary(fitted), notes=DEMO_NOTE,
                     target_sensitivity=config.target_sensitivity, version_id="demo-model",
                     progress=progress)
+
+
+def unseen_rows(df: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` that a version's ``manifest`` does not place in its ``train`` or ``val``
+    split (matched by image id); :class:`DataError` when there are none."""
+    seen = set(manifest.loc[manifest["split"].isin(["train", "val"]), "image"].astype(str))
+    unseen = df[~df["image"].astype(str).isin(seen)]
+    if unseen.empty:
+        raise DataError("every image of the demo data is in the model's training or validation "
+                        "split; rebuild the sample from the model's test split (make demo-sample)",
+                        field="data")
+    return unseen
 
 
 def _copy_version(models_dir: Path, ref: str, target_dir: Path) -> ModelCard:

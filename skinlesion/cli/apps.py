@@ -4,6 +4,7 @@ the embedded demo behind it."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,18 @@ users_app = typer.Typer(help="Dashboard users (viewer, clinician, ml_lead).", no
 #: The Streamlit app, next to the package in a source checkout.
 DASHBOARD_APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
-Port = Annotated[int, typer.Option(min=1, max=65535, help="Port.")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="Port (another free one is picked, and "
+                                   "said, when it is taken).")]
+
+
+def available_port(host: str, preferred: int) -> int:
+    """``preferred`` when nothing listens on it at ``host``, else a port the system says is free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, preferred))
+        except OSError:
+            sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 @users_app.command("add")
@@ -76,29 +88,37 @@ def dashboard(port: Port = 8501,
     # the app reads the same settings: pass the resolved home on, run from the project root so
     # .streamlit/config.toml applies
     env = {**os.environ, "SKINLESION_HOME": str(current.home)}
+    chosen = available_port(host, port)
+    if chosen != port:
+        typer.secho(f"note: port {port} is taken; using {chosen}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(f"cockpit: http://{host}:{chosen}")
     command = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.port",
-               str(port), "--server.address", host]
+               str(chosen), "--server.address", host]
     raise typer.Exit(subprocess.call(command, env=env, cwd=DASHBOARD_APP.parent.parent))
 
 
 @app.command()
 def demo(data: Annotated[Path | None, typer.Option(
-             help="Real images in the ISIC 2019 layout (served by the shipped reference model) "
-             "instead of synthetic.")] = None,
+             help="Real images in the ISIC 2019 layout, served by the shipped reference model "
+             "[default: data/sample, the shipped sample of its test split]")] = None,
+         synthetic: Annotated[bool, typer.Option(help="Synthetic images and a demo model trained "
+                                                 "on them instead (as the tests use).")] = False,
          rebuild: Annotated[bool, typer.Option(help="Rebuild even if a recent demo exists (one "
                                                "older than 12 h is rebuilt anyway).")] = False,
          build_only: Annotated[bool, typer.Option(help="Build, do not start the dashboard.")
                                ] = False,
-         port: Annotated[int, typer.Option(help="Dashboard port.")] = 8501) -> None:
-    """The embedded demo: synthetic data, a demo model, the fallback, 30 days of simulated traffic
-    with an incident, monitoring history; then the dashboard over it (everything marked simulated)."""
+         port: Port = 8501) -> None:
+    """The embedded demo: the shipped reference model serving the shipped sample of real images
+    (or synthetic data and a demo model), the fallback, 30 days of simulated traffic with an
+    incident, monitoring history; then the dashboard over it (everything marked simulated)."""
     from skinlesion.demo import DEMO_USERS, build_demo, demo_home, is_built
+    from skinlesion.demo_sample import SAMPLE_DIR
 
     current = settings()
     home = demo_home(current)
     if rebuild or not is_built(home):
         try:
-            result = build_demo(current, data=data)
+            result = build_demo(current, data=None if synthetic else data or SAMPLE_DIR)
         except SkinLesionError as err:
             raise fail(err) from err
         typer.echo(f"demo built in {result.seconds:.0f} s: {result.predictions} simulated "

@@ -553,19 +553,16 @@ class DriftNull:
 
     def bound(self, feature: str, n: int, n_reference: int | None = None) -> float:
         """The null bound of ``feature`` for a window of ``n`` answers compared with
-        ``n_reference`` reference rows (default: the reference the null was computed on):
-        interpolated between the computed sizes on the sampling scale ``sqrt(1/n + 1/N)``, and
-        proportional to that scale beyond them; NaN for a feature without a null."""
+        ``n_reference`` reference rows (default: the reference the null was computed on): the
+        sampling scale ``sqrt(1/n + 1/N)`` times the median, over the computed sizes, of each
+        size's bound over its own scale (one quantile per size is noisy; pooling the sizes on
+        the scale they share steadies it); NaN for a feature without a null."""
         if feature not in self.bounds or n < 1:
             return math.nan
-        grid = np.array([self._scale(s, self.n_reference - s) for s in self.sizes])[::-1]
-        values = np.array(self.bounds[feature], dtype=float)[::-1]
-        x = self._scale(n, n_reference or self.n_reference)
-        if x < grid[0]:
-            return float(values[0] * x / grid[0])
-        if x > grid[-1]:
-            return float(values[-1] * x / grid[-1])
-        return float(np.interp(x, grid, values))
+        scales = np.array([self._scale(s, self.n_reference - s) for s in self.sizes])
+        ratios = np.array(self.bounds[feature], dtype=float) / scales
+        return float(np.nanmedian(ratios) * self._scale(n, n_reference or self.n_reference)) \
+            if np.isfinite(ratios).any() else math.nan
 
     def describe(self) -> str:
         """One line for the result's notes."""

@@ -285,17 +285,26 @@ def prepare_version(models_dir: Path, version: str, data: pd.DataFrame, work_dir
 # --- replaying a scenario -----------------------------------------------------------------------------
 
 
+def scenario_probabilities(pool: pd.DataFrame, scenario: Scenario) -> np.ndarray:
+    """Each pool row's probability of being drawn under ``scenario``."""
+    weights = scenario.weights(pool) if scenario.weights is not None else np.ones(len(pool))
+    return weights / weights.sum()
+
+
 def traffic_days(pool: pd.DataFrame, scenario: Scenario, *, windows: int, per_window: int,
                  seed: int) -> list[pd.DataFrame]:
-    """``windows`` days of ``per_window`` answers drawn from ``pool`` (without replacement within a
-    day, with the scenario's weights), each with a fresh request id and a time in its day."""
+    """``windows`` days of ``per_window`` answers drawn from ``pool``, each with a fresh request id
+    and a time in its day. Uniform traffic from a pool at least a window large is drawn without
+    replacement (a window drawn so from a random pool varies as one drawn from the population
+    would); weighted traffic, or a window larger than the pool, with replacement (the pool stands
+    for the population, so a weighted shift keeps its full size)."""
     rng = np.random.default_rng(seed)
-    weights = scenario.weights(pool) if scenario.weights is not None else np.ones(len(pool))
-    p = weights / weights.sum()
+    p = scenario_probabilities(pool, scenario)
+    replace = scenario.weights is not None or per_window > len(pool)
     days = []
     for day in range(windows):
-        n = min(per_window, int((p > 0).sum()))
-        rows = pool.iloc[rng.choice(len(pool), size=n, replace=False, p=p)].copy()
+        n = per_window
+        rows = pool.iloc[rng.choice(len(pool), size=n, replace=replace, p=p)].copy()
         offsets = np.sort(rng.uniform(60, 86_340, n))
         rows["ts"] = [START + timedelta(days=day, seconds=float(s)) for s in offsets]
         rows["request_id"] = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"{scenario.name}/{seed}/{day}/{i}"))
@@ -324,7 +333,7 @@ def _window_outcome(day: int, result: Any, realised: dict[str, float], val_statu
     drift = metrics[DRIFT_METRIC]
     ood = metrics.get(OOD_METRIC)
     quality_red = tuple(name for name, m in metrics.items()
-                        if name not in (DRIFT_METRIC, OOD_METRIC) and m.effective_status is Status.RED
+                        if name in ESTIMATED_METRICS and m.effective_status is Status.RED
                         and val_status.get(name) != Status.RED.value)
     estimates = {}
     for name in SCORED_METRICS:
@@ -368,7 +377,7 @@ def replay_scenario(scenario: Scenario, pool: pd.DataFrame, models_dir: Path, ve
                          for r, d, t in zip(days[-1]["request_id"], days[-1]["diagnosis"], days[-1]["ts"],
                                             strict=True))
     finally:
-        store.close()
+        store.release()
     return outcomes
 
 
@@ -416,8 +425,6 @@ def summarise(scenario: Scenario, outcomes: Sequence[WindowOutcome], pool: pd.Da
         "ood_share_mean": float(np.mean(ood)) if ood else None,
         "ood_red_rate": _share([o.ood_status == "red" for o in outcomes]),
         "estimates": estimates,
-        "traffic": {"mean_age": float(pool["age_approx"].mean()),
-                    "malignant_share": None},
     }
 
 
@@ -490,7 +497,7 @@ def validate_monitoring(data_dir: Path, models_dir: Path, work_dir: Path, *, ver
                                    per_window=per_window, seed=seed, malignant=malignant,
                                    val_status=val_status)
         summary = summarise(scenario, outcomes, pool)
-        summary["traffic"] = _traffic_summary(pool, scenario, malignant, seed)
+        summary["traffic"] = _traffic_summary(pool, scenario, malignant)
         results.append(summary)
     gate = OODGate.from_dict((registry.read_card(models / vid).model_extra or {})["ood"])
     return {"version": vid, "created": card.created, "data": str(data_dir), "windows": windows,
@@ -500,12 +507,10 @@ def validate_monitoring(data_dir: Path, models_dir: Path, work_dir: Path, *, ver
             "ood_gate": gate_check(predictor, gate, test, cache_dir, seed=seed, progress=progress)}
 
 
-def _traffic_summary(pool: pd.DataFrame, scenario: Scenario, malignant: tuple[str, ...],
-                     seed: int) -> dict[str, float]:
+def _traffic_summary(pool: pd.DataFrame, scenario: Scenario, malignant: tuple[str, ...]) -> dict[str, float]:
     """What the scenario's traffic looks like on average (the shift's realised size)."""
-    day = traffic_days(pool, scenario, windows=1, per_window=len(pool), seed=seed)[0]
-    mask = np.array(malignant_mask(malignant))
-    del mask
-    return {"mean_age": round(float(day["age_approx"].mean()), 1),
-            "head_neck_share": round(float((day["anatom_site_general"] == "head/neck").mean()), 3),
-            "malignant_share": round(float(day["diagnosis"].isin(list(malignant)).mean()), 3)}
+    p = scenario_probabilities(pool, scenario)
+    return {"mean_age": round(float(np.nansum(p * pool["age_approx"].to_numpy(dtype=float))
+                                     / p[pool["age_approx"].notna().to_numpy()].sum()), 1),
+            "head_neck_share": round(float(p[(pool["anatom_site_general"] == "head/neck").to_numpy()].sum()), 3),
+            "malignant_share": round(float(p[pool["diagnosis"].isin(list(malignant)).to_numpy()].sum()), 3)}

@@ -3,11 +3,13 @@ or on a cadence (:mod:`skinlesion.monitoring.runner`), with the gauges for Prome
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from skinlesion.cli.options import ModelsDir, PolicyFile, fail, models_folder, open_store, settings
+from skinlesion.cli.options import DataDir, ModelsDir, PolicyFile, fail, models_folder, open_store, settings
 from skinlesion.errors import SkinLesionError
 
 if TYPE_CHECKING:
@@ -107,3 +109,36 @@ def monitor(once: Annotated[bool, typer.Option("--once", help="Run once and exit
         typer.echo("monitor stopped", err=True)
     finally:
         exporter.close()
+
+
+@app.command("validate-monitoring")
+def validate_monitoring(
+        data: DataDir,
+        version: Annotated[str, typer.Option(help="Model version to validate (its test split, from "
+                                             "its manifest, is replayed).")] = "reference",
+        out: Annotated[Path, typer.Option(help="Results (JSON).")] = Path("bench/monitoring_validation.json"),
+        windows: Annotated[int, typer.Option(min=2, help="Days replayed per scenario.")] = 30,
+        per_window: Annotated[int, typer.Option(min=10, help="Answers per day.")] = 300,
+        test_images: Annotated[int | None, typer.Option(min=10, help="Test images replayed (a seeded "
+                                                        "subset; default: the harness's).")] = None,
+        scenario: Annotated[list[str] | None, typer.Option(help="Only these scenarios (repeat).")] = None,
+        seed: int = 0, models_dir: ModelsDir = None, policy_file: PolicyFile = None) -> None:
+    """Replay a labelled image folder through the real Predictor and store as daily traffic, healthy
+    and under named shifts, run the monitor on each day and report false alarms, detection, the
+    features named, the estimates' error and band coverage, and the OOD gate (answers cached under
+    the cache folder: a rerun costs no model time)."""
+    from skinlesion.monitoring.policy import load_policy
+    from skinlesion.monitoring.replay import TEST_IMAGES, results_table
+    from skinlesion.monitoring.replay import validate_monitoring as replay
+
+    try:
+        results = replay(data, models_folder(models_dir), settings().cache_dir / "monitoring-validation",
+                         version=version, policy=load_policy(policy_file), windows=windows,
+                         per_window=per_window, seed=seed, scenarios=scenario,
+                         test_images=test_images or TEST_IMAGES)
+    except (SkinLesionError, ValueError) as err:
+        raise fail(err) from err
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    typer.echo(results_table(results))
+    typer.echo(str(out), err=True)

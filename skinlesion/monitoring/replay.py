@@ -514,3 +514,36 @@ def _traffic_summary(pool: pd.DataFrame, scenario: Scenario, malignant: tuple[st
                                      / p[pool["age_approx"].notna().to_numpy()].sum()), 1),
             "head_neck_share": round(float(p[(pool["anatom_site_general"] == "head/neck").to_numpy()].sum()), 3),
             "malignant_share": round(float(p[pool["diagnosis"].isin(list(malignant)).to_numpy()].sum()), 3)}
+
+
+# --- reporting ----------------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """The README's tables of a :func:`validate_monitoring` result (Markdown): per scenario the
+    drift verdicts, detection, features named, estimate error and band coverage; then the OOD
+    gate's flag rates."""
+    lines = ["| scenario | size | drift red | drift yellow | quality tile red* | delay | features named "
+             "(windows) | recall est. error | band covers recall / precision / AUROC | estimate unreliable "
+             "| OOD share |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in results["scenarios"]:
+        est = s["estimates"]
+        named = ", ".join(f"{k} ({v})" for k, v in list(s["features_named"].items())[:5]) or "–"
+        delay = "–" if s["detection_delay_hours"] is None else f"{s['detection_delay_hours']:.0f} h"
+        error = est["recall"]["mean_error"]
+        lines.append(
+            f"| {s['scenario']} | {s['size']} | {_pct(s['drift_red_rate'])} | {_pct(s['drift_yellow_rate'])} "
+            f"| {_pct(s['quality_red_rate'])} | {delay} | {named} "
+            f"| {'–' if error is None else f'{error:+.3f}'} "
+            f"| {_pct(est['recall']['band_coverage'])} / {_pct(est['precision']['band_coverage'])} / "
+            f"{_pct(est['auroc']['band_coverage'])} | {_pct(est['recall']['unreliable_share'])} "
+            f"| {'–' if s['ood_share_mean'] is None else f'{100 * s['ood_share_mean']:.1f}%'} |")
+    gate = results["ood_gate"]
+    lines += ["", "| OOD gate: images | flagged |", "|---|---|"]
+    lines += [f"| {name} ({v['images']}) | {_pct(v['flagged'])} |" for name, v in gate.items()]
+    return "\n".join(lines)

@@ -456,6 +456,24 @@ def _est_error(report, metric: str) -> float | None:
     return abs(value.value - value.estimated)
 
 
+def bench_monitoring_validation(models_dir: Path, real_data: Path, out: Path) -> dict:
+    """The monitoring validation replay (:mod:`skinlesion.monitoring.replay`) of the reference
+    model on the real data, written to ``out`` (bench/monitoring_validation.json); bench/results.json
+    keeps a summary per scenario."""
+    from skinlesion.monitoring.policy import load_policy
+    from skinlesion.monitoring.replay import validate_monitoring
+    from skinlesion.settings import Settings
+
+    results = validate_monitoring(real_data, models_dir, Settings().cache_dir / "monitoring-validation",
+                                  policy=load_policy())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    return {"file": str(out), "ood_gate": results["ood_gate"],
+            "scenarios": {s["scenario"]: {k: s[k] for k in ("drift_red_rate", "drift_yellow_rate",
+                                                           "quality_red_rate", "detection_delay_hours")}
+                          for s in results["scenarios"]}}
+
+
 def bench_demo_estimates(demo_db: Path) -> dict | None:
     """Estimated (before labels) vs realised metrics on the demo's daily snapshots."""
     if not demo_db.is_file():
@@ -487,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real-data", type=Path, default=None)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                        "ml,serving,api,gpu,reference,monitoring,demo (serving, which needs the "
+                        "ml,serving,api,gpu,reference,monitoring,validation,demo (serving, which needs the "
                         "reference model and --real-data, measures the API itself)")
     parser.add_argument("--agreement-images", type=int, default=None,
                         help="runtime agreement on a seeded sample of this many test images "
@@ -535,6 +553,11 @@ def main(argv: list[str] | None = None) -> None:
     if "monitoring" not in skip:
         print("bench: monitoring at scale", file=sys.stderr)
         results["monitoring"] = bench_monitoring()
+        save()
+    if "validation" not in skip and has_reference and args.real_data and args.real_data.is_dir():
+        print("bench: monitoring validation (real-image replays)", file=sys.stderr)
+        results["monitoring_validation"] = bench_monitoring_validation(
+            args.models_dir, args.real_data, args.out.parent / "monitoring_validation.json")
         save()
     if "demo" not in skip:
         from skinlesion.settings import Settings

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,10 +16,13 @@ import pytest
 from skinlesion.cli.apps import available_port
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.splits import split_dataset
-from skinlesion.demo import class_mix, dataset_cases, natural_mix, shifted, unseen_rows
+from skinlesion.demo import (class_mix, dataset_cases, demo_thresholds, natural_mix, shifted,
+                             unseen_rows)
 from skinlesion.demo_sample import MAX_BYTES, SAMPLE_DIR, reference_test_rows, write_sample
 from skinlesion.errors import DataError
+from skinlesion.monitoring.policy import load_policy
 from skinlesion.schema import CLASSES
+from skinlesion.thresholds import Status, status
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2019-ham-train"
 
@@ -98,3 +102,18 @@ def test_a_taken_port_is_replaced_by_a_free_one():
         other = available_port("127.0.0.1", taken)
     assert other != taken
     assert available_port("127.0.0.1", other) == other
+
+
+def test_demo_policy_bands_what_the_version_misses_around_its_validation_value(tmp_path):
+    card = SimpleNamespace(id="reference", metrics={"val": {"precision": 0.557, "recall": 0.90,
+                                                            "fnr": 0.16, "accuracy": 0.842}})
+    text = demo_thresholds(card, load_policy(None))
+    path = tmp_path / "thresholds.toml"
+    path.write_text(text)
+    policy = load_policy(path)
+    assert (policy.thresholds["precision"].green, policy.thresholds["precision"].red) == (0.507, 0.457)
+    assert (policy.thresholds["fnr"].green, policy.thresholds["fnr"].red) == (0.21, 0.26)
+    assert status(0.557, policy.thresholds["precision"]) is Status.GREEN
+    assert status(0.40, policy.thresholds["precision"]) is Status.RED
+    assert policy.thresholds["recall"] == load_policy(None).thresholds["recall"]  # met: kept
+    assert "clinic: green 0.8" in text

@@ -536,13 +536,14 @@ def results_table(results: dict[str, Any]) -> str:
         named = ", ".join(f"{k} ({v})" for k, v in list(s["features_named"].items())[:5]) or "–"
         delay = "–" if s["detection_delay_hours"] is None else f"{s['detection_delay_hours']:.0f} h"
         error = est["recall"]["mean_error"]
+        ood = "–" if s["ood_share_mean"] is None else f"{100 * s['ood_share_mean']:.1f}%"
         lines.append(
             f"| {s['scenario']} | {s['size']} | {_pct(s['drift_red_rate'])} | {_pct(s['drift_yellow_rate'])} "
             f"| {_pct(s['quality_red_rate'])} | {delay} | {named} "
             f"| {'–' if error is None else f'{error:+.3f}'} "
             f"| {_pct(est['recall']['band_coverage'])} / {_pct(est['precision']['band_coverage'])} / "
             f"{_pct(est['auroc']['band_coverage'])} | {_pct(est['recall']['unreliable_share'])} "
-            f"| {'–' if s['ood_share_mean'] is None else f'{100 * s['ood_share_mean']:.1f}%'} |")
+            f"| {ood} |")
     gate = results["ood_gate"]
     lines += ["", "| OOD gate: images | flagged |", "|---|---|"]
     lines += [f"| {name} ({v['images']}) | {_pct(v['flagged'])} |" for name, v in gate.items()]

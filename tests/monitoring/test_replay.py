@@ -1,0 +1,79 @@
+"""The replay harness's pieces: shifts of the stated size, seeded traffic, the per-scenario summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from skinlesion.data.images import image_stats
+from skinlesion.monitoring.replay import (
+    Scenario, WindowOutcome, blur, colour_cast, default_scenarios, jpeg, malignant_prevalence, older_patients,
+    summarise, traffic_days, upsample)
+from skinlesion.schema import DEFAULT_MALIGNANT
+
+
+@pytest.fixture(scope="module")
+def pool() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 400
+    return pd.DataFrame({"image": [f"img{i}" for i in range(n)], "age_approx": rng.integers(2, 17, n) * 5.0,
+                         "anatom_site_general": rng.choice(["head/neck", "back"], n, p=[0.1, 0.9]),
+                         "diagnosis": rng.choice(["MEL", "NV"], n, p=[0.2, 0.8])})
+
+
+def test_image_transforms_move_the_statistics_they_name() -> None:
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(60, 200, (150, 200, 3), dtype=np.uint8))
+    before = image_stats(image)
+    cast = image_stats(colour_cast(1.1, 0.9)(image))
+    assert cast["mean_r"] > before["mean_r"] + 0.03 and cast["mean_b"] < before["mean_b"] - 0.03
+    assert image_stats(blur(1.5)(image))["sharpness"] < 0.5 * before["sharpness"]
+    assert upsample(3.0)(image).size == (600, 450)
+    assert image_stats(jpeg(20)(image))["sharpness"] != before["sharpness"]
+
+
+def test_weighted_traffic_keeps_the_shift_and_uniform_traffic_is_a_plain_sample(pool: pd.DataFrame) -> None:
+    older = Scenario("older", "population", "", weights=older_patients(12.5))
+    prevalence = Scenario("prev", "prevalence", "", weights=malignant_prevalence(2.0, DEFAULT_MALIGNANT))
+    calm = Scenario("calm", "none", "")
+    days = traffic_days(pool, older, windows=5, per_window=300, seed=0)
+    assert len(days) == 5 and all(len(d) == 300 for d in days)
+    assert np.mean([d["age_approx"].mean() for d in days]) > pool["age_approx"].mean() + 10
+    share = np.mean([d["diagnosis"].eq("MEL").mean() for d in traffic_days(pool, prevalence, windows=5,
+                                                                            per_window=300, seed=0)])
+    assert share == pytest.approx(2 * 0.2 / 1.2, abs=0.04)
+    uniform = traffic_days(pool, calm, windows=2, per_window=300, seed=0)
+    assert uniform[0]["image"].is_unique  # without replacement
+    assert uniform[0]["ts"].is_monotonic_increasing and uniform[0]["request_id"].is_unique
+    again = traffic_days(pool, calm, windows=2, per_window=300, seed=0)
+    assert again[1]["image"].tolist() == uniform[1]["image"].tolist()
+
+
+def test_every_named_shift_says_which_features_it_should_move() -> None:
+    scenarios = default_scenarios(DEFAULT_MALIGNANT)
+    assert scenarios[0].kind == "none" and not scenarios[0].expected
+    assert all(s.expected and s.size for s in scenarios[1:])
+    assert {s.kind for s in scenarios} == {"none", "acquisition", "population", "prevalence"}
+
+
+def test_summary_counts_false_alarms_detection_and_coverage(pool: pd.DataFrame) -> None:
+    scenario = Scenario("cast", "acquisition", "x1.1", ("mean_r",))
+
+    def outcome(day: int, drift: str, drifted: tuple[str, ...], covered: bool) -> WindowOutcome:
+        estimate = {"estimated": 0.8, "low": 0.7, "high": 0.9, "realised": 0.85 if covered else 0.5,
+                    "unreliable": drift == "red", "covered": covered}
+        return WindowOutcome(day, drift, drift, 0.3 if drift == "red" else 0.0, drifted, 0.01, "green", (),
+                             {m: estimate for m in ("accuracy", "precision", "recall", "specificity",
+                                                    "auroc", "log_loss")})
+
+    outcomes = [outcome(0, "green", (), True), outcome(1, "red", ("mean_r", "brightness"), True),
+                outcome(2, "red", ("mean_r",), False), outcome(3, "yellow", ("brightness",), True)]
+    summary = summarise(scenario, outcomes, pool)
+    assert summary["drift_red_rate"] == 0.5 and summary["drift_yellow_rate"] == 0.25
+    assert summary["detection_delay_hours"] == 48.0 and summary["named_match_rate"] == 1.0
+    assert summary["features_named"] == {"mean_r": 2, "brightness": 2}
+    recall = summary["estimates"]["recall"]
+    assert recall["band_coverage"] == 0.75 and recall["unreliable_share"] == 0.5
+    assert recall["mean_abs_error"] == pytest.approx((0.05 * 3 + 0.3) / 4)

@@ -172,3 +172,75 @@ def test_replicas_behind_a_load_balancer_lose_nothing(cluster: dict) -> None:
                 pending.discard(port)
         time.sleep(0.1)
     assert pending == set(), f"replicas still on the old route after {ROUTE_TTL_S + 3} s: {pending}"
+
+
+def _count_until(url: str, stop_file: str, out_file: str) -> None:
+    """Another process reading the DuckDB file while the API writes it (the dashboard's part)."""
+    store = Store(url, busy_timeout_s=30)
+    counts = []
+    while not os.path.exists(stop_file):
+        counts.append(store.count_predictions())
+        time.sleep(0.05)
+    Path(out_file).write_text(",".join(map(str, counts)))
+
+
+def test_one_host_on_duckdb_answers_32_clients_without_errors(tmp_path: Path) -> None:
+    """One API process on the embedded DuckDB store, a second process reading the file meanwhile:
+    32 clients x 10 requests, every one answered (no 503 from the store lock), every answer
+    logged, and the reader never fails."""
+    home = tmp_path / "home"
+    data = write_synthetic_dataset(tmp_path / "isic", n=64, seed=0, width=96)
+    frame = read_dataset(data)
+    register_fallback(home / "models", frame, split_dataset(frame, seed=0), data_name="synthetic",
+                      version_id="reference", progress=False)
+    url = f"duckdb://{home / 'data' / 'skinlesion.duckdb'}"
+    store = Store(url)
+    key = store.create_api_key("one-host")
+    store.release()
+    port = free_port()
+    env = {**os.environ, "SKINLESION_HOME": str(home), "OMP_NUM_THREADS": "1",
+           "OMP_WAIT_POLICY": "PASSIVE", "SKINLESION_RATE_LIMIT_PER_ADDRESS": "100000/minute",
+           "SKINLESION_RATE_LIMIT_PER_KEY": "100000/minute"}
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "skinlesion.api:create_app", "--factory",
+                               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                              env=env, stdout=subprocess.DEVNULL,
+                              stderr=(tmp_path / "server.log").open("w"))
+    stop, out = str(tmp_path / "stop"), str(tmp_path / "counts")
+    reader = subprocess.Popen([sys.executable, "-c", "import sys; from tests.e2e.test_scale import "
+                               "_count_until as c; c(*sys.argv[1:])", url, stop, out],
+                              cwd=Path(__file__).resolve().parents[2])
+    image = next(data.rglob("*.jpg")).read_bytes()
+    statuses: list[int] = []
+    accepted: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key},
+                          timeout=120) as http:
+            for _ in range(10):
+                response = http.post("/v1/predictions", files={"image": ("i.jpg", image, "image/jpeg")},
+                                     data={"age_approx": "40", "sex": "male",
+                                           "anatom_site_general": "head/neck"})
+                with lock:
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        accepted.append(response.json()["request_id"])
+
+    try:
+        _wait(f"http://127.0.0.1:{port}/readyz")
+        threads = [threading.Thread(target=client) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+    finally:
+        Path(stop).touch()
+        reader_code = reader.wait(120)
+        server.kill()
+        server.wait(30)
+    assert sorted(set(statuses)) == [200] and len(statuses) == 320
+    assert reader_code == 0
+    counts = [int(c) for c in Path(out).read_text().split(",") if c]
+    assert counts and counts == sorted(counts)  # the reader only ever saw committed growth
+    logged = Store(url).query_predictions(source="api")["request_id"]
+    assert sorted(logged) == sorted(accepted)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from skinlesion.cli import app
 from skinlesion.errors import StoreError
 from skinlesion.store import (
     Alert,
@@ -93,3 +95,18 @@ def test_copy_goes_into_postgresql_only(tmp_path: Path) -> None:
     source, _ = _filled(tmp_path / "old.duckdb")
     with pytest.raises(StoreError, match="must be a PostgreSQL store"):
         migrate_store(f"duckdb://{source.path}", f"duckdb://{tmp_path / 'new.duckdb'}")
+
+
+def test_the_cli_migrates_the_home_store_and_prints_each_table(tmp_path: Path, postgres_server,
+                                                               monkeypatch) -> None:
+    source, _ = _filled(tmp_path / "data" / "skinlesion.duckdb")
+    source.release()
+    monkeypatch.setenv("SKINLESION_HOME", str(tmp_path))
+    monkeypatch.delenv("SKINLESION_STORE_URL", raising=False)
+    with postgres_server.database() as url:
+        result = CliRunner().invoke(app, ["store", "migrate", "--to", url])
+        assert result.exit_code == 0, result.output
+        lines = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if "ok" in line}
+        assert lines["predictions"] == "12" and set(lines) == {t for t, *_ in TABLES}
+        again = CliRunner().invoke(app, ["store", "migrate", "--to", url])
+        assert again.exit_code == 2 and "not empty" in again.output

@@ -5,7 +5,7 @@ One module per sub-app: :mod:`~skinlesion.cli.data` (synth, data fetch), :mod:`~
 :mod:`~skinlesion.cli.evaluation` (evaluate, predict, score), :mod:`~skinlesion.cli.serving` (serve,
 apikey, labels), :mod:`~skinlesion.cli.lifecycle` (the route commands of ``models``, retrain, jobs),
 :mod:`~skinlesion.cli.monitoring` (monitor), :mod:`~skinlesion.cli.apps` (users, dashboard,
-demo) and :mod:`~skinlesion.cli.audit` (audit verify); the option types and helpers they share are in :mod:`~skinlesion.cli.options`.
+demo) and :mod:`~skinlesion.cli.audit` (audit verify), :mod:`~skinlesion.cli.store` (store migrate); the option types and helpers they share are in :mod:`~skinlesion.cli.options`.
 
 Each command validates its input, calls one library function and prints; progress goes to stderr,
 results (e.g. a new version id) to stdout; project errors exit with code 2. Commands import the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from skinlesion.cli import apps, audit, data, evaluation, lifecycle, models, monitoring, serving, training
+from skinlesion.cli import apps, audit, data, evaluation, lifecycle, models, monitoring, serving, store, training
 
 app = typer.Typer(help="Skin-lesion classifier: data, training, evaluation, serving, monitoring.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -31,3 +31,4 @@ app.add_typer(serving.labels_app, name="labels")
 app.add_typer(lifecycle.jobs_app, name="jobs")
 app.add_typer(apps.users_app, name="users")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(store.store_app, name="store")

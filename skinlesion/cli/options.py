@@ -37,7 +37,7 @@ def open_store() -> Store:
     from skinlesion.store import Store
 
     current = settings()
-    return Store(current.db_path, busy_timeout_s=current.busy_timeout_s)
+    return Store(current.store_url, busy_timeout_s=current.busy_timeout_s)
 
 
 def actor() -> str:

@@ -4,8 +4,11 @@ trains on the version's own data, says so in its log, and registers a candidate.
 from __future__ import annotations
 
 import pandas as pd
+import pytest
+from typer.testing import CliRunner
 
 from skinlesion import registry
+from skinlesion.cli import app
 from skinlesion.lifecycle.data import production_rows
 from skinlesion.lifecycle.retrain import retrain
 from skinlesion.lifecycle.spec import RetrainSpec
@@ -45,3 +48,22 @@ def test_a_retrain_without_kept_images_trains_on_the_versions_data_and_says_so(l
     assert any("own data only" in line for line in reporter.lines)
     card = registry.read_card(home["models_dir"] / result.version)
     assert card.parent == "base" and card.data.name  # the candidate names its data
+
+
+@pytest.mark.slow
+def test_cli_retrain_wait_with_default_settings_succeeds(lifecycle, tmp_path, monkeypatch):
+    """The issue's steps from the command line: a fresh store (no image kept), the base active,
+    `skinlesion retrain --reason x --wait` ends with a candidate (it failed with 'image_sha256')."""
+    home = lifecycle
+    monkeypatch.setenv("SKINLESION_HOME", str(tmp_path))
+    monkeypatch.setenv("SKINLESION_MODELS_DIR", str(home["models_dir"]))
+    monkeypatch.setenv("SKINLESION_CACHE_DIR", str(home["cache_dir"]))
+    store = Store(tmp_path / "data" / "skinlesion.duckdb")
+    store.set_route(ServingRoute(active_version="base"), actor="ana", role="ml_lead", reason="deploy")
+    result = CliRunner().invoke(app, ["retrain", "--reason", "x", "--wait", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    candidate = result.output.strip().splitlines()[-1]
+    assert registry.read_card(home["models_dir"] / candidate).parent == "base"
+    job = store.list_jobs()[0]
+    log = "\n".join(store.job_log(job.id)["line"])
+    assert "own data only" in log

@@ -26,12 +26,16 @@ from matplotlib.figure import Figure
 
 from skinlesion.auth import ROLES, Account, SignInThrottle, User, authenticate, can, load_users
 from skinlesion.monitoring import cockpit
+from skinlesion import display
+from skinlesion.display import MISSING, MISSING_HELP
 from skinlesion.monitoring.cockpit import ActiveModel, Tile, WindowHealth, active_model
+from skinlesion.monitoring.health import MetricValue
 from skinlesion.monitoring.policy import Policy, load_policy
 from skinlesion.registry import ModelVersion, load_version, resolve_version
 from skinlesion.settings import Settings
 from skinlesion.store import Store
 from skinlesion.thresholds import Threshold
+from skinlesion.thresholds import status as threshold_status
 
 #: Seconds a query result is reused before the store is asked again.
 QUERY_TTL_S = 30
@@ -335,7 +339,7 @@ def fmt(value: float | None, kind: str = "ratio") -> str:
     """A metric value for display: ratios with 3 decimals, ``ms`` as milliseconds, ``count`` as an
     integer, ``percent`` as a percentage; an em dash when unknown."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
+        return MISSING
     if kind == "ms":
         return f"{value:,.0f} ms"
     if kind == "count":
@@ -348,20 +352,31 @@ def fmt(value: float | None, kind: str = "ratio") -> str:
 def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ratio",
                 change: float | None = None, higher_is_better: bool = True,
                 estimated: float | None = None, estimated_status: str | None = None,
+                band: tuple[float | None, float | None] | None = None, unreliable: bool = False,
                 coverage: float | None = None, n: int | None = None, lag_hours: float | None = None,
                 note: str = "", help: str | None = None, badge_text: str | None = None) -> None:
-    """One metric as a tile: its value and status badge, the change against the previous window
-    (green when it improved), the realised value next to the estimated one, and label coverage
-    and median label lag."""
+    """One metric as a tile: its status badge and headline — the realised value when labels
+    suffice, else the estimate marked "estimated" with its 90 % ``band`` (and "unreliable" while
+    drift or out-of-distribution answers are high), else "—" with a tooltip — the change against
+    the previous window (green when it improved), label coverage and median label lag."""
+    headline_estimated = value is None and estimated is not None
     with st.container(border=True):
         st.markdown(f"{badge(status, badge_text)}  **{label}**", help=help)
         delta = None if change is None else (
             f"{change:+,.0f} ms" if kind == "ms" else f"{change:+,.0f}" if kind == "count"
             else f"{change:+.3f}")
-        st.metric(label, fmt(value, kind), delta=delta, label_visibility="collapsed",
-                  delta_color="normal" if higher_is_better else "inverse")
+        shown = f"≈ {fmt(estimated, kind)}" if headline_estimated else fmt(value, kind)
+        st.metric(label, shown, delta=delta, label_visibility="collapsed",
+                  delta_color="normal" if higher_is_better else "inverse",
+                  help=MISSING_HELP if shown == MISSING else None)
         lines = []
-        if estimated is not None:
+        if headline_estimated:
+            est = "**estimated** (too few labels)"
+            if band is not None and band[0] is not None and band[1] is not None:
+                est += f", 90 % band {fmt(band[0], kind)}–{fmt(band[1], kind)}"
+            lines.append(est + (" · **estimate unreliable**: drift or unfamiliar images high"
+                                if unreliable else ""))
+        elif estimated is not None:
             est = f"estimated {fmt(estimated, kind)}"
             if estimated_status and estimated_status != "unknown":
                 est += f" {STATUS_ICONS.get(estimated_status, '')}"
@@ -376,14 +391,19 @@ def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ra
             st.caption(" · ".join(lines))
 
 
-def tile(t: Tile) -> None:
-    """Render a :class:`~skinlesion.monitoring.cockpit.Tile` with :func:`metric_tile`."""
+def tile(t: Tile, metric: MetricValue | None = None) -> None:
+    """Render a :class:`~skinlesion.monitoring.cockpit.Tile` with :func:`metric_tile`; ``metric``
+    (the report's value behind it) adds the estimate's band and reliability."""
     note = t.note
     if t.status_estimated:
         note = f"{note} · colour from the estimate" if note else "colour from the estimate"
-    metric_tile(t.label, t.value, t.status, kind=t.kind, change=t.change,
+    metric_tile(display.metric_name(t.metric) if t.metric != "volume" else t.label, t.value,
+                t.status, kind=t.kind, change=t.change,
                 higher_is_better=t.higher_is_better, estimated=t.estimated,
-                estimated_status=t.estimated_status, coverage=t.coverage, n=t.n,
+                estimated_status=t.estimated_status,
+                band=(metric.estimated_low, metric.estimated_high) if metric else None,
+                unreliable=bool(metric and metric.estimate_unreliable),
+                coverage=t.coverage, n=t.n,
                 lag_hours=t.lag_hours, note=note,
                 help=t.bands or None,
                 badge_text="no threshold" if not t.bands and t.metric != "volume" else None)
@@ -422,6 +442,15 @@ def active_model_banner() -> ActiveModel:
         st.info(f"Demo installation: the traffic, labels and incidents behind these numbers are "
                 f"simulated (version {active.serving_version}).", icon=":material/science:")
     return active
+
+
+def status_of(value: float | None, threshold: Threshold) -> str:
+    """The colour of ``value`` under ``threshold`` (unknown for no value)."""
+    return threshold_status(value, threshold).value
+
+
+#: The one date format of tables (UTC), as Streamlit's datetime column reads it.
+TIME_COLUMN = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")
 
 
 def status_text(status: str) -> str:

@@ -118,7 +118,8 @@ def verdict(report: HealthReport, route: ServingRoute, history: pd.DataFrame,
     reasons = top_reasons(report.metrics, n_reasons)
     mitigated = mitigation(route, history)
     if mitigated is not None and report.status in _SEVERITY:
-        return Verdict(MITIGATED, f"Mitigated — {mitigated.text}", reasons, MITIGATED_ACTIONS,
+        return Verdict(MITIGATED, mitigated.text[:1].upper() + mitigated.text[1:], reasons,
+                       MITIGATED_ACTIONS,
                        mitigated)
     return Verdict(report.status.value, report.playbook.title, reasons,
                    tuple(report.playbook.actions), mitigated)

@@ -44,9 +44,10 @@ def _save_version(models_dir: Path, version_id: str, data_name: str) -> None:
 
 
 def _seed(home: Path, *, agreement: float, data_name: str, brightness_shift: float = 0.0,
-          snapshots: bool = True) -> Path:
-    """A home with users, a model version ``reference`` and two days of labelled answers; with
-    ``snapshots`` also two monitoring runs (one per day) and an open alert."""
+          snapshots: bool = True, labels: bool = True) -> Path:
+    """A home with users, a model version ``reference`` and two days of answers, labelled unless
+    ``labels`` is False; with ``snapshots`` also two monitoring runs (one per day) and an open
+    alert."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     for name, role in (("ops", "viewer"), ("derm", "clinician"), ("lead", "ml_lead")):
         add_user(home / "users.toml", name, role, PASSWORD)
@@ -62,7 +63,8 @@ def _seed(home: Path, *, agreement: float, data_name: str, brightness_shift: flo
                                     "source": ("api", "dashboard", "api", "batch")[i % 4]})
                for i, p in enumerate(current)]
     store.log_predictions([*before, *current])
-    store.add_labels([*before_labels, *current_labels])
+    if labels:
+        store.add_labels([*before_labels, *current_labels])
     # API requests of the current window answered with an error: 4 count in the error rate (40 API
     # answers: 4 of 44 requests), the one without a valid key does not
     for hours, status, kind, version in ((2, 422, "rejected", None), (3, 422, "rejected", None),
@@ -101,6 +103,12 @@ def good_home_dir(tmp_path_factory: pytest.TempPathFactory, _standin_kind: None)
                  snapshots=False)
 
 
+@pytest.fixture(scope="session")
+def unlabelled_home_dir(tmp_path_factory: pytest.TempPathFactory, _standin_kind: None) -> Path:
+    return _seed(tmp_path_factory.mktemp("unlabelled_home"), agreement=1.0,
+                 data_name="ISIC 2019 training", snapshots=False, labels=False)
+
+
 def _use(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SKINLESION_HOME", str(home))
     monkeypatch.setitem(registry.CLASSIFIER_KINDS, STANDIN_KIND, STANDIN_PATH)
@@ -118,6 +126,12 @@ def bad_home(bad_home_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def good_home(good_home_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """SKINLESION_HOME set to the seeded home whose current window is healthy."""
     return _use(good_home_dir, monkeypatch)
+
+
+@pytest.fixture
+def unlabelled_home(unlabelled_home_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """SKINLESION_HOME set to a seeded home whose answers have no label yet."""
+    return _use(unlabelled_home_dir, monkeypatch)
 
 
 @pytest.fixture

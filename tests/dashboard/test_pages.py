@@ -31,9 +31,11 @@ def test_overview_shows_the_planted_bad_window_in_red(bad_home, run_page: Callab
     assert badges["Recall (sensitivity)"] == "RED"
     assert badges["False-negative rate"] == "RED"
     assert badges["Latency p95"] == "GREEN"  # the planted fault is in the labels, not the service
-    assert len(badges) == 11
+    assert len(badges) == 14  # 11 metrics, uncertain answers, error rate, out-of-distribution share
+    assert {"Uncertain answers", "Error rate (failed requests)"} <= set(badges)
     errors = _texts(at.error)
     assert "RED — Unhealthy — act now" in errors
+    assert "Driven by: " in errors  # the verdict names its top reasons, in words
     assert "Demo model trained on synthetic data" in errors  # the card's data name says synthetic
     playbook = _texts(at.markdown)
     assert "Switch serving to the fallback model" in playbook
@@ -46,7 +48,7 @@ def test_overview_shows_a_healthy_window_in_green(good_home, run_page: Callable[
     assert not at.exception
     badges = _tile_badges(at)
     assert badges["Recall (sensitivity)"] == "GREEN"
-    assert badges["Accuracy"] == "GREEN"
+    assert badges["Accuracy (malignant vs benign)"] == "GREEN"
     # label-based tiles show the coverage and lag of their labels (each came an hour after)
     assert "labels 100% (n=80) · median lag 1.0 h" in _texts(at.caption)
     assert "GREEN — Healthy — keep monitoring" in _texts(at.success)

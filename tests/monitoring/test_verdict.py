@@ -56,7 +56,7 @@ def test_fallback_engaged_reads_mitigated_since_the_first_engaging_route_by_its_
     v = verdict(_report(Status.RED), route, history)
     assert v.status == MITIGATED and v.actions == MITIGATED_ACTIONS
     assert (v.mitigation.since, v.mitigation.by, v.mitigation.why) == (T[1], "lead", "recall red")
-    assert "fb answers every request since 2026-11-21 09:00 UTC (set by lead: recall red)" in v.title
+    assert "The fallback fb answers every request since 2026-11-21 09:00 UTC (set by lead: recall red)" == v.title
     assert not any("Switch serving to the fallback" in a for a in v.actions)
 
 

@@ -359,6 +359,8 @@ def _train_demo_model(demo: Settings, df: pd.DataFrame, split: pd.Series,
                     data_name="synthetic demo data (simulated)", history=fitted.history,
                     training=training_summary(fitted), notes=DEMO_NOTE,
                     target_sensitivity=config.target_sensitivity, version_id="demo-model",
+                    # where its data is, so a retrain (the Models page's button) finds it
+                    extra={"retraining": {"data_dir": str(demo.home / "dataset")}},
                     progress=progress)
 
 

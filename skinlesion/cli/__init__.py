@@ -1,11 +1,13 @@
 """The one ``skinlesion`` command (console script ``skinlesion = "skinlesion.cli:app"``).
 
-One module per sub-app: :mod:`~skinlesion.cli.data` (synth, data fetch), :mod:`~skinlesion.cli.models`
-(models list/show/alias/diff), :mod:`~skinlesion.cli.training` (train, tune, distill),
-:mod:`~skinlesion.cli.evaluation` (evaluate, predict, score), :mod:`~skinlesion.cli.serving` (serve,
-apikey, labels), :mod:`~skinlesion.cli.lifecycle` (the route commands of ``models``, retrain, jobs),
-:mod:`~skinlesion.cli.monitoring` (monitor), :mod:`~skinlesion.cli.apps` (users, dashboard,
-demo) and :mod:`~skinlesion.cli.audit` (audit verify), :mod:`~skinlesion.cli.store` (store migrate); the option types and helpers they share are in :mod:`~skinlesion.cli.options`.
+One module per sub-app: :mod:`~skinlesion.cli.data` (synth, data fetch),
+:mod:`~skinlesion.cli.models` (models list/show/alias/diff), :mod:`~skinlesion.cli.training` (train,
+tune, distill), :mod:`~skinlesion.cli.evaluation` (evaluate, predict, score),
+:mod:`~skinlesion.cli.serving` (serve, apikey, labels), :mod:`~skinlesion.cli.lifecycle` (the route
+commands of ``models``, retrain, jobs), :mod:`~skinlesion.cli.monitoring` (monitor),
+:mod:`~skinlesion.cli.apps` (users, dashboard, demo), :mod:`~skinlesion.cli.audit` (audit verify)
+and :mod:`~skinlesion.cli.store` (store migrate); the option types and helpers they share are in
+:mod:`~skinlesion.cli.options`.
 
 Each command validates its input, calls one library function and prints; progress goes to stderr,
 results (e.g. a new version id) to stdout; project errors exit with code 2. Commands import the
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import typer
 
-from skinlesion.cli import apps, audit, data, evaluation, lifecycle, models, monitoring, serving, store, training
+from skinlesion.cli import (apps, audit, data, evaluation, lifecycle, models, monitoring, serving, store,
+                            training)
 
 app = typer.Typer(help="Skin-lesion classifier: data, training, evaluation, serving, monitoring.",
                   no_args_is_help=True, pretty_exceptions_enable=False)

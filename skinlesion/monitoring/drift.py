@@ -83,9 +83,9 @@ STATTEST_NAMES = {"numeric": "Wasserstein distance (normed)", "categorical": "Je
 #: drift threshold of these distances).
 EFFECT_SIZES: dict[str, float] = {"numeric": 0.1, "categorical": 0.1, "embedding": 0.1}
 #: Below this many answers in a window no feature is judged ("not enough answers").
-MIN_ANSWERS = 100
+MIN_ANSWERS = 50
 #: Window sizes the null distribution is computed for (those up to half the reference).
-NULL_SIZES: tuple[int, ...] = (100, 200, 300, 500, 1000, 2000)
+NULL_SIZES: tuple[int, ...] = (50, 100, 200, 300, 500, 1000, 2000)
 #: Null replicates per window size, and the quantile of the null that bounds a feature's distance.
 NULL_REPLICATES = 200
 NULL_QUANTILE = 0.99
@@ -604,7 +604,7 @@ def compute_null(reference: pd.DataFrame, *, features: Iterable[FeatureSpec | st
     """The :class:`DriftNull` of ``reference`` (a version's reference answers): for each size up to
     half the reference, ``replicates`` times, split it into a pseudo-window of that many answers
     (whole lesions, see :func:`group_split`) and the rest, and measure each feature's distance.
-    A reference of fewer than ``2 * MIN_ANSWERS`` rows gets one size, half its rows."""
+    A reference smaller than twice the smallest size gets one size, half its rows."""
     specs = resolve_features(features)
     if replicates < 20 or not 0.5 < quantile < 1:
         raise ValueError(f"a null needs at least 20 replicates and a quantile in (0.5, 1); got "

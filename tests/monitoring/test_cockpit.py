@@ -110,9 +110,8 @@ def test_drift_input_is_sampled_in_the_store_and_health_counts_the_whole_window(
     assert full.drift.n_current_used == 60
     direct = compute_drift(reference_frame(), whole)
     assert [f.score for f in full.drift.features] == [f.score for f in direct.features]
-    assert not full.drift.enough_answers  # 60 answers: measured, not judged
-    assert full.report.metrics["drift_score"].status.value == "unknown"
-    assert "not enough answers (60 of 100)" in full.report.metrics["drift_score"].note
+    assert full.drift.enough_answers and "null: 99% quantile" in full.drift.null  # the version's null
+    assert full.report.metrics["drift_score"].value == full.drift.share_drifted
     monkeypatch.setattr(cockpit, "DRIFT_SAMPLE_SIZE", 25)
     monkeypatch.setattr(Store, "query_predictions",
                         lambda *a, **k: pytest.fail("the whole window was loaded"))

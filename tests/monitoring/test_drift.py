@@ -131,10 +131,10 @@ def test_a_shift_within_the_null_is_not_drift(small_reference: pd.DataFrame, nul
 
 
 def test_too_few_answers_are_not_judged(small_reference: pd.DataFrame, null: DriftNull) -> None:
-    result = compute_drift(small_reference, window(60, seed=42, brightness=0.3), null=null)
+    result = compute_drift(small_reference, window(40, seed=42, brightness=0.3), null=null)
     assert not result.enough_answers and math.isnan(result.share_drifted)
     assert result.feature("brightness").score > 1 and not result.feature("brightness").drifted
-    assert result.notes[0] == "not enough answers (60 of 100): drift not judged"
+    assert result.notes[0] == "not enough answers (40 of 50): drift not judged"
 
 
 @pytest.mark.parametrize(("shift", "flagged"), [

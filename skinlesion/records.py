@@ -312,7 +312,7 @@ class AuditEntry(BaseModel):
     role: NonBlank
     action: NonBlank
     target: str | None = None
-    reason: str = Field("", max_length=MAX_REASON_CHARS)
+    reason: str = ""  # at most MAX_REASON_CHARS, checked where it is stored (store.route)
     details: dict[str, Any] = Field(default_factory=dict)
 
 

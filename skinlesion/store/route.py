@@ -23,9 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from skinlesion.errors import StoreError
-from skinlesion.records import (API_KEY_PREFIX, API_SCOPES, AuditCheck, AuditEntry, ServingRoute,
-                                non_blank, now, utc)
+from skinlesion.errors import DataError, StoreError
+from skinlesion.records import (API_KEY_PREFIX, API_SCOPES, MAX_REASON_CHARS, AuditCheck, AuditEntry,
+                                ServingRoute, non_blank, now, utc)
 from skinlesion.store.connection import Connection
 from skinlesion.store.query import hash_key, json_dict, limit, where
 
@@ -62,6 +62,11 @@ def _chain_head(con: Connection) -> str:
 
 
 def insert_audit(con: Connection, entry: AuditEntry) -> None:
+    """Append ``entry`` to the chain; DataError for a reason over :data:`MAX_REASON_CHARS` (the
+    action it audits is then rolled back with it)."""
+    if len(entry.reason) > MAX_REASON_CHARS:
+        raise DataError(f"the reason is {len(entry.reason)} characters; at most {MAX_REASON_CHARS}: "
+                        "say briefly why, and never put patient details in it", field="reason")
     con.lock("skinlesion:audit")
     prev = _chain_head(con)
     values = [entry.id, entry.ts, entry.actor, entry.role, entry.action, entry.target, entry.reason,

@@ -9,6 +9,8 @@ import uuid
 
 import pytest
 
+from skinlesion.errors import DataError
+from skinlesion.store import ServingRoute
 from tests.api.test_api import env, jpeg, predict  # noqa: F401 (fixture)
 
 
@@ -89,7 +91,13 @@ def test_who_labelled_is_the_key_never_body_text(two_clients):
         lambda c: c.str.contains("John")).any().any()
 
 
-def test_audit_reasons_are_bounded(env):
+def test_audit_reasons_are_bounded_and_the_action_is_not_taken(env):
     _, store, _ = env
-    with pytest.raises(ValueError, match="500"):
+    with pytest.raises(DataError, match="at most 500") as err:
         store.append_audit("lead", "ml_lead", "note", reason="x" * 501)
+    assert err.value.field == "reason"
+    before = store.get_route()
+    with pytest.raises(DataError, match="at most 500"):
+        store.set_route(ServingRoute(active_version="rules-v1"), actor="lead", role="ml_lead",
+                        reason="patient " * 100)
+    assert store.get_route() == before and store.query_audit(action="note").empty

@@ -19,7 +19,7 @@ import streamlit as st
 
 import components
 from components import QUERY_TTL_S
-from skinlesion.store import Alert, Store
+from skinlesion.store import Alert, AlertAction, Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,6 +56,12 @@ def alerts(store: Store, start: datetime, end: datetime, *, include_resolved: bo
            ) -> pd.DataFrame:
     """Alerts active at some time in ``[start, end)``, newest first."""
     return store.query_alerts(start, end, include_resolved=include_resolved)
+
+
+@cached_query
+def alert_actions(store: Store, alert_ids: tuple[str, ...]) -> list[AlertAction]:
+    """What operators did about ``alert_ids`` (acknowledge, silence, assign), oldest first."""
+    return store.alert_actions(list(alert_ids))
 
 
 @cached_query

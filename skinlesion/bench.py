@@ -63,7 +63,10 @@ def bench_api(models_dir: Path, version: str, images: list[bytes], *, runtime: s
     server's output goes to ``server_log``."""
     with tempfile.TemporaryDirectory() as home:
         env = os.environ | {"SKINLESION_HOME": home, "SKINLESION_MODELS_DIR": str(models_dir),
-                            "SKINLESION_DEVICE": "cpu", "SKINLESION_RUNTIME": runtime}
+                            "SKINLESION_DEVICE": "cpu", "SKINLESION_RUNTIME": runtime,
+                            # one client sends every request: the rate limits are not under test
+                            "SKINLESION_RATE_LIMIT_PER_ADDRESS": "1000000/minute",
+                            "SKINLESION_RATE_LIMIT_PER_KEY": "1000000/minute"}
         store = Store(Path(home) / "data" / "skinlesion.duckdb")
         store.set_route(ServingRoute(active_version=version), actor="bench", role="ml_lead",
                         reason="benchmark")

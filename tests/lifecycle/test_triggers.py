@@ -11,6 +11,8 @@ import pytest
 from skinlesion.errors import JobConflictError
 from skinlesion.lifecycle.policy import RetrainingPolicy
 from skinlesion.lifecycle.triggers import TriggerRequest, check_retraining
+from skinlesion.monitoring.policy import Policy
+from skinlesion.monitoring.runner import run_once
 from skinlesion.store import Alert, JobRecord, LabelRecord, ServingRoute, Store
 from skinlesion.thresholds import Status
 from tests.standins import BrightnessClassifier, save_standin
@@ -154,3 +156,20 @@ def test_active_learning_fires_once_enough_review_labels_arrived(home):
     assert outcome.request.trigger == "active_learning" and outcome.request.details["labels"] == 3
     assert _check(home, policy, launch) == []
     assert len(launch.requests) == 1
+
+
+def test_a_monitoring_run_fires_the_due_triggers_only_when_given_a_cache_folder(home):
+    store = home["store"]
+    # a live job of v1 makes the launch refuse, so the run's trigger is settled without a process
+    store.create_job(JobRecord(model="v1", trigger="manual", requested_by="ana", role="ml_lead"),
+                     is_live=lambda j: True)
+    store.add_labels([LabelRecord(image_sha256=f"{1:064x}", diagnosis="MEL", source="review",
+                                  labelled_by="derm")])
+    policy = Policy(retraining=_policy(review_labels=1))
+    assert run_once(store, home["models_dir"], policy).retraining == ()
+    result = run_once(store, home["models_dir"], policy, retrain_cache_dir=home["cache_dir"])
+    [outcome] = result.retraining
+    assert outcome.request.trigger == "active_learning" and outcome.job_id is None
+    assert outcome.outcome.startswith("not launched") and "v1" in outcome.outcome
+    assert run_once(store, home["models_dir"], policy,
+                    retrain_cache_dir=home["cache_dir"]).retraining == ()  # once per incident

@@ -96,13 +96,13 @@ def quality_issues(stats: dict[str, float], policy: DecisionPolicy,
     return issues
 
 
-def ood_issues(embedding: Sequence[float] | None, gate: OODGate | None) -> list[str]:
-    """The gate's reason when an answer's monitoring embedding lies beyond the version's OOD gate
-    (an image unlike the training images); empty without a gate or an embedding."""
+def ood_issues(embedding: Sequence[float] | None, stats: dict[str, float], gate: OODGate | None) -> list[str]:
+    """The gate's reasons when an answer's monitoring embedding or image statistics lie beyond the
+    version's OOD gate (an image unlike the training images); empty without a gate or an
+    embedding."""
     if gate is None or embedding is None:
         return []
-    distance = float(gate.distance(embedding)[0])
-    return [gate.reason(distance)] if distance > gate.bound else []
+    return gate.reasons(embedding, stats)
 
 
 def decide(probs: np.ndarray, p_malignant: float, threshold: float, issues: Sequence[str],
@@ -215,7 +215,7 @@ class Predictor:
         decision, reason = decide(probs, p_mal, threshold,
                                   image_caveats(image)
                                   + quality_issues(stats, self.policy, self._reference)
-                                  + ood_issues(embedding, self._ood),
+                                  + ood_issues(embedding, stats, self._ood),
                                   self.policy, restricted=restricted)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs, strict=True)},

@@ -93,26 +93,30 @@ def describe_reference(reference: pd.DataFrame, *, split: str = "val") -> dict:
 
 
 def embed_images(paths: pd.Series, embed: Callable[[list[Image.Image]], np.ndarray], *,
-                 progress: bool = True, batch_size: int = 64) -> np.ndarray:
-    """The monitoring embeddings of the images at ``paths`` (read ``batch_size`` at a time)."""
-    out = []
+                 progress: bool = True, batch_size: int = 64) -> tuple[np.ndarray, pd.DataFrame]:
+    """The monitoring embeddings and the image statistics of the images at ``paths`` (read
+    ``batch_size`` at a time)."""
+    out, stats = [], []
     with tqdm(total=len(paths), desc="training embeddings (OOD gate)", unit="img", file=sys.stderr,
               disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
-            out.append(embed([load_image(p) for p in paths.iloc[start:start + batch_size]]))
-            bar.update(len(out[-1]))
-    return np.concatenate(out) if out else np.zeros((0, 0))
+            images = [load_image(p) for p in paths.iloc[start:start + batch_size]]
+            out.append(embed(images))
+            stats += [image_stats(image) for image in images]
+            bar.update(len(images))
+    return (np.concatenate(out) if out else np.zeros((0, 0))), pd.DataFrame(stats)
 
 
 def ood_section(train: pd.DataFrame, reference: pd.DataFrame,
                 embed: Callable[[list[Image.Image]], np.ndarray] | None, *, progress: bool = True) -> dict:
-    """The card's ``ood`` gate fitted on the training images' monitoring embeddings and bound on
-    the reference (validation) answers'; empty for a version without embeddings or with fewer
+    """The card's ``ood`` gate fitted on the training images' monitoring embeddings and image
+    statistics and bound on the reference (validation) answers'; empty for a version without embeddings or with fewer
     than ``MIN_EMBEDDINGS`` images on either side (nothing to fit a gate on)."""
     if embed is None or "embedding" not in reference.columns or min(len(train), len(reference)) < MIN_EMBEDDINGS:
         return {}
-    validation = np.stack(reference["embedding"].to_list())
-    return {"ood": fit_ood_gate(embed_images(train["path"], embed, progress=progress), validation).as_dict()}
+    embeddings, stats = embed_images(train["path"], embed, progress=progress)
+    return {"ood": fit_ood_gate(embeddings, stats, np.stack(reference["embedding"].to_list()),
+                                reference).as_dict()}
 
 
 def split_metrics(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,

@@ -7,6 +7,7 @@ import io
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -172,17 +173,19 @@ def test_answers_log_the_same_embedding_as_the_reference_and_drift_tests_it(pred
 def test_an_image_unlike_the_training_images_is_uncertain_with_the_gate_as_reason(predictor,
                                                                                   synthetic_df):
     """The version's OOD gate (fitted and bound here on 30 answers: a tiny version's validation
-    split is too small) passes the images it was fitted on (all but the farthest, beyond its 99%
-    bound) and flags a planted outlier: noise, nothing like a dermoscopy image."""
+    split is too small) passes the images it was fitted on (all but the farthest of each check) and
+    flags a planted outlier: noise, nothing like a dermoscopy image."""
     images, meta = rows(synthetic_df, 30)
-    embeddings = np.stack([a.embedding for a in predictor.predict_batch(images, meta)])
-    gate = fit_ood_gate(embeddings, embeddings)
+    answers = predictor.predict_batch(images, meta)
+    embeddings = np.stack([a.embedding for a in answers])
+    stats = pd.DataFrame([a.image_stats for a in answers])
+    gate = fit_ood_gate(embeddings, stats, embeddings, stats)
     card = registry.ModelCard.model_validate({**predictor.version.card.model_dump(), "ood": gate.as_dict()})
     gated = Predictor(registry.ModelVersion(card, predictor.version.path, predictor.version.classifier))
-    answers = gated.predict_batch(images, meta)
-    assert sum("unlike the training images (embedding" in a.decision_reason for a in answers) <= 1
+    assert sum("out of distribution" in a.decision_reason for a in gated.predict_batch(images, meta)) <= 2
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (72, 96, 3), dtype=np.uint8))
     answer = gated.predict(noise, meta[0])
     assert answer.decision == UNCERTAIN
     assert "out of distribution: the image is unlike the training images (embedding" in answer.decision_reason
-    assert "embedding" not in predictor.predict(noise, meta[0]).decision_reason  # no gate, no such reason
+    assert "statistics distance" in answer.decision_reason
+    assert "distance" not in predictor.predict(noise, meta[0]).decision_reason  # no gate, no such reason

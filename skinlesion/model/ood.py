@@ -1,51 +1,64 @@
 """The out-of-distribution gate: is an image unlike the images a version was trained on?
 
-It works on the monitoring embedding every neural answer already computes (the upright view's
-pooled backbone features through a fixed random projection, :mod:`skinlesion.model.neural`): the
-Mahalanobis distance of an answer's embedding to the version's *training* embeddings (their mean
-and a Ledoit-Wolf shrunk covariance, scikit-learn), bounded at the :data:`OOD_QUANTILE` quantile of
-the distances of its *validation* answers (images it never trained on). So about 1% of images like
-the validation split are flagged, and an image unlike the training data (another modality, a
-synthetic image, a strongly shifted acquisition) lands far beyond the bound.
+Two checks, each a Mahalanobis distance to the version's *training* images (their mean and a
+Ledoit-Wolf shrunk covariance, scikit-learn), each bounded at the :data:`OOD_QUANTILE` quantile of
+the distances of its *validation* answers (images it never trained on):
 
-The gate is fitted once when a version is registered and stored in its card (``ood``);
-:class:`OODGate` rebuilds it from there. The Predictor answers ``uncertain`` with the reason when an
-image is beyond the bound; monitoring reuses it for the share of a window's answers out of
-distribution. Pure numpy + scikit-learn: no torch, SQL or streamlit.
+* the **embedding**: the monitoring embedding every neural answer already computes (the upright
+  view's pooled backbone features through a fixed random projection, :mod:`skinlesion.model.neural`)
+  — what the network makes of the image;
+* the **image statistics** (:data:`GATE_STATS`: brightness, contrast, saturation, channel means,
+  log sharpness) taken jointly — an acquisition the network may be blind to (a strong colour cast,
+  under-exposure, heavy blur) but a clinician would not trust.
+
+An image beyond either bound is out of distribution; about 1% of images like the validation split
+are (half a percent per check). The gate is fitted once when a version is registered and stored in
+its card (``ood``); :func:`card_gate` rebuilds it. The Predictor answers ``uncertain`` with the
+reason; monitoring reuses it for the share of a window's answers out of distribution. Pure numpy +
+scikit-learn: no torch, SQL or streamlit.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.covariance import LedoitWolf
 
-#: The gate's bound: this quantile of the validation answers' distances.
-OOD_QUANTILE = 0.99
-#: The gate needs at least this many training and validation embeddings.
+#: Each check's bound: this quantile of the validation answers' distances.
+OOD_QUANTILE = 0.995
+#: The gate needs at least this many training and validation images.
 MIN_EMBEDDINGS = 20
+#: The image statistics the gate checks jointly (sharpness on a log scale).
+GATE_STATS = ("brightness", "contrast", "saturation", "mean_r", "mean_g", "mean_b", "sharpness")
+
+
+def stats_matrix(stats: pd.DataFrame | Sequence[Mapping[str, float]]) -> np.ndarray:
+    """The :data:`GATE_STATS` of each row (a table, or one mapping per image) as an (n, 7) array,
+    sharpness as its logarithm."""
+    frame = stats if isinstance(stats, pd.DataFrame) else pd.DataFrame(list(stats))
+    x = frame.loc[:, list(GATE_STATS)].to_numpy(dtype=np.float64).copy()
+    x[:, -1] = np.log(np.maximum(x[:, -1], 1e-6))
+    return x
 
 
 @dataclass(frozen=True)
-class OODGate:
-    """Mahalanobis distance to the training embeddings (``mean``, ``precision``: the inverse of their
-    shrunk covariance) and the ``bound`` beyond which an image is out of distribution (the
-    ``quantile`` of ``n_validation`` validation distances; ``n_train`` training embeddings)."""
+class Check:
+    """One Mahalanobis check: ``mean`` and ``precision`` (inverse shrunk covariance) of the
+    training rows, and the ``bound`` beyond which a row is out of distribution."""
 
     mean: np.ndarray
     precision: np.ndarray
     bound: float
-    quantile: float
-    n_train: int
-    n_validation: int
 
     def __post_init__(self) -> None:
         d = self.mean.shape[0]
         if self.mean.ndim != 1 or self.precision.shape != (d, d):
-            raise ValueError(f"an OOD gate needs a mean (d,) and a precision (d, d), got "
+            raise ValueError(f"an OOD check needs a mean (d,) and a precision (d, d), got "
                              f"{self.mean.shape} and {self.precision.shape}")
         if not (math.isfinite(self.bound) and self.bound > 0):
             raise ValueError(f"the OOD bound must be a positive number, got {self.bound}")
@@ -54,61 +67,103 @@ class OODGate:
     def dim(self) -> int:
         return int(self.mean.shape[0])
 
-    def distance(self, embeddings: object) -> np.ndarray:
-        """Mahalanobis distance of each row of ``embeddings`` (n, d) to the training embeddings."""
-        x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+    def distance(self, rows: object) -> np.ndarray:
+        """Mahalanobis distance of each row of ``rows`` (n, d) to the training rows."""
+        x = np.atleast_2d(np.asarray(rows, dtype=np.float64))
         if x.shape[1] != self.dim:
-            raise ValueError(f"embeddings have {x.shape[1]} components, the gate {self.dim}: "
+            raise ValueError(f"rows have {x.shape[1]} components, the gate {self.dim}: "
                              "use the gate of the version that computed them")
         centred = x - self.mean
         return np.sqrt(np.einsum("ij,jk,ik->i", centred, self.precision, centred))
 
-    def flags(self, embeddings: object) -> np.ndarray:
-        """Which rows of ``embeddings`` are out of distribution (distance beyond the bound)."""
-        return self.distance(embeddings) > self.bound
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "precision": self.precision.tolist(), "bound": self.bound}
 
-    def reason(self, distance: float) -> str:
-        """The decision reason of an image flagged at ``distance``."""
-        return (f"out of distribution: the image is unlike the training images (embedding distance "
-                f"{distance:.1f} > {self.bound:.1f}, the {self.quantile:.0%} bound of validation images)")
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Check:
+        return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["precision"], dtype=np.float64),
+                   float(data["bound"]))
+
+
+def fit_check(train: np.ndarray, validation: np.ndarray, quantile: float) -> Check:
+    """A :class:`Check` fitted on ``train`` rows and bound at ``quantile`` of ``validation``'s."""
+    covariance = LedoitWolf().fit(train)
+    check = Check(covariance.location_, covariance.precision_, 1.0)
+    return Check(check.mean, check.precision, float(np.quantile(check.distance(validation), quantile)))
+
+
+@dataclass(frozen=True)
+class OODGate:
+    """The ``embedding`` and image-``stats`` checks (see the module docstring), each bound at
+    ``quantile`` of ``n_validation`` validation images, fitted on ``n_train`` training images."""
+
+    embedding: Check
+    stats: Check
+    quantile: float
+    n_train: int
+    n_validation: int
+
+    @property
+    def dim(self) -> int:
+        """Length of the embeddings the gate checks."""
+        return self.embedding.dim
+
+    def flags(self, embeddings: object, stats: pd.DataFrame | Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Which images (rows of ``embeddings`` and of ``stats``) are out of distribution."""
+        return ((self.embedding.distance(embeddings) > self.embedding.bound)
+                | (self.stats.distance(stats_matrix(stats)) > self.stats.bound))
+
+    def reasons(self, embedding: Sequence[float], stats: Mapping[str, float]) -> list[str]:
+        """Why one image is out of distribution (empty when it is not)."""
+        out = []
+        distance = float(self.embedding.distance(embedding)[0])
+        if distance > self.embedding.bound:
+            out.append(f"out of distribution: the image is unlike the training images (embedding distance "
+                       f"{distance:.1f} > {self.embedding.bound:.1f}, the {self.quantile:.1%} bound of "
+                       "validation images)")
+        distance = float(self.stats.distance(stats_matrix([stats]))[0])
+        if distance > self.stats.bound:
+            out.append(f"out of distribution: colour, exposure or sharpness unlike the training images "
+                       f"(statistics distance {distance:.1f} > {self.stats.bound:.1f})")
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form for the model card; :meth:`from_dict` reads it."""
-        return {"method": "mahalanobis", "mean": self.mean.tolist(), "precision": self.precision.tolist(),
-                "bound": self.bound, "quantile": self.quantile, "n_train": self.n_train,
+        return {"method": "mahalanobis", "embedding": self.embedding.as_dict(), "stats": self.stats.as_dict(),
+                "stats_names": list(GATE_STATS), "quantile": self.quantile, "n_train": self.n_train,
                 "n_validation": self.n_validation}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OODGate:
-        if data.get("method", "mahalanobis") != "mahalanobis":
-            raise ValueError(f"unknown OOD gate method {data['method']!r}; known: mahalanobis")
-        return cls(mean=np.asarray(data["mean"], dtype=np.float64),
-                   precision=np.asarray(data["precision"], dtype=np.float64), bound=float(data["bound"]),
-                   quantile=float(data["quantile"]), n_train=int(data["n_train"]),
-                   n_validation=int(data["n_validation"]))
+    def from_dict(cls, data: Mapping[str, Any]) -> OODGate:
+        if data.get("method") != "mahalanobis" or "stats" not in data:
+            raise ValueError("unknown OOD gate in the card; re-register the version (known: mahalanobis "
+                             "over the embedding and the image statistics)")
+        return cls(Check.from_dict(data["embedding"]), Check.from_dict(data["stats"]), float(data["quantile"]),
+                   int(data["n_train"]), int(data["n_validation"]))
 
 
-def card_gate(card_extra: dict[str, Any] | None) -> OODGate | None:
+def card_gate(card_extra: Mapping[str, Any] | None) -> OODGate | None:
     """The gate stored in a model card's extra keys (``ood``), or None for a version without one."""
     data = (card_extra or {}).get("ood")
     return OODGate.from_dict(data) if data else None
 
 
-def fit_ood_gate(train: object, validation: object, *, quantile: float = OOD_QUANTILE) -> OODGate:
-    """The gate of a version from its training and validation embeddings (n, d) each."""
-    x_train = np.asarray(train, dtype=np.float64)
-    x_val = np.asarray(validation, dtype=np.float64)
+def fit_ood_gate(train_embeddings: object, train_stats: pd.DataFrame, validation_embeddings: object,
+                 validation_stats: pd.DataFrame, *, quantile: float = OOD_QUANTILE) -> OODGate:
+    """The gate of a version from its training and validation images' embeddings (n, d) and
+    image statistics (tables with :data:`GATE_STATS`)."""
+    x_train = np.asarray(train_embeddings, dtype=np.float64)
+    x_val = np.asarray(validation_embeddings, dtype=np.float64)
     if x_train.ndim != 2 or x_val.ndim != 2 or x_train.shape[1] != x_val.shape[1]:
         raise ValueError(f"training and validation embeddings must be (n, d) with the same d, got "
                          f"{x_train.shape} and {x_val.shape}")
+    if len(train_stats) != len(x_train) or len(validation_stats) != len(x_val):
+        raise ValueError("one row of image statistics per embedding, on each side")
     if min(len(x_train), len(x_val)) < MIN_EMBEDDINGS:
         raise ValueError(f"an OOD gate needs at least {MIN_EMBEDDINGS} training and validation "
-                         f"embeddings, got {len(x_train)} and {len(x_val)}")
+                         f"images, got {len(x_train)} and {len(x_val)}")
     if not 0.5 < quantile < 1:
         raise ValueError(f"the OOD quantile must be in (0.5, 1), got {quantile}")
-    covariance = LedoitWolf().fit(x_train)
-    gate = OODGate(mean=covariance.location_, precision=covariance.precision_, bound=1.0,
-                   quantile=quantile, n_train=len(x_train), n_validation=len(x_val))
-    bound = float(np.quantile(gate.distance(x_val), quantile))
-    return OODGate(mean=gate.mean, precision=gate.precision, bound=bound, quantile=quantile,
-                   n_train=len(x_train), n_validation=len(x_val))
+    return OODGate(fit_check(x_train, x_val, quantile),
+                   fit_check(stats_matrix(train_stats), stats_matrix(validation_stats), quantile),
+                   quantile, len(x_train), len(x_val))

@@ -365,12 +365,11 @@ def estimate_checks(current: pd.DataFrame, reference: pd.DataFrame | None, gate:
         return bands, None, "the version has no OOD gate"
     if "embedding" not in current.columns:
         return bands, None, "the answers carry no embedding"
-    rows = current["embedding"].dropna()
-    rows = rows[rows.map(lambda e: np.size(e) == gate.dim)]
-    if rows.empty:
+    embedded = current[current["embedding"].map(lambda e: e is not None and np.size(e) == gate.dim)]
+    if embedded.empty:
         return bands, None, "the answers carry no embedding"
-    share = float(gate.flags(np.stack(rows.to_list())).mean())
-    return bands, share, f"{len(rows):,} answers checked against the version's OOD gate"
+    share = float(gate.flags(np.stack(embedded["embedding"].to_list()), embedded).mean())
+    return bands, share, f"{len(embedded):,} answers checked against the version's OOD gate"
 
 
 def error_rate(failures: int, answers: int) -> float | None:

@@ -48,11 +48,11 @@ from PIL import Image, ImageEnhance, ImageFilter
 from tqdm.auto import tqdm
 
 from skinlesion import registry
-from skinlesion.data.images import load_image
+from skinlesion.data.images import image_stats, load_image
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.synthetic import render_lesion
 from skinlesion.errors import DataError
-from skinlesion.model.ood import OODGate, fit_ood_gate
+from skinlesion.model.ood import OODGate, fit_ood_gate, stats_matrix
 from skinlesion.monitoring.estimate import ESTIMATED_METRICS
 from skinlesion.monitoring.health import DRIFT_METRIC, OOD_METRIC, label_metrics
 from skinlesion.monitoring.policy import Policy
@@ -244,6 +244,11 @@ def _split_rows(data: pd.DataFrame, manifest: pd.DataFrame, split: str) -> pd.Da
     return rows.reset_index()
 
 
+def _has_gate(card: registry.ModelCard) -> bool:
+    """Whether the card holds an OOD gate of the current form (embedding and image statistics)."""
+    return "stats" in ((card.model_extra or {}).get("ood") or {})
+
+
 def prepare_version(models_dir: Path, version: str, data: pd.DataFrame, work_dir: Path, *,
                     progress: bool = True, seed: int = 0) -> tuple[Path, str]:
     """The models folder and id to validate: ``models_dir`` itself when the version has its OOD
@@ -255,12 +260,11 @@ def prepare_version(models_dir: Path, version: str, data: pd.DataFrame, work_dir
     if reference is None:
         raise DataError(f"version {loaded.id!r} has no reference answers: nothing to monitor against",
                         source="reference")
-    extra = loaded.card.model_extra or {}
-    if "ood" in extra and "lesion_id" in reference.columns:
+    if _has_gate(loaded.card) and "lesion_id" in reference.columns:
         return Path(models_dir), loaded.id
     copy_dir = work_dir / "models"
     target = copy_dir / loaded.id
-    if (target / registry.CARD_FILE).is_file() and "ood" in (registry.read_card(target).model_extra or {}):
+    if (target / registry.CARD_FILE).is_file() and _has_gate(registry.read_card(target)):
         return copy_dir, loaded.id
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(loaded.path, target)
@@ -273,8 +277,8 @@ def prepare_version(models_dir: Path, version: str, data: pd.DataFrame, work_dir
     reference.to_parquet(target / registry.REFERENCE_FILE, index=False)
     train = _split_rows(data, manifest, "train")
     train = train.sample(n=min(GATE_TRAIN_IMAGES, len(train)), random_state=seed)
-    gate = fit_ood_gate(embed_images(train["path"], loaded.classifier.monitoring_embed, progress=progress),
-                        np.stack(reference["embedding"].to_list()))
+    embeddings, stats = embed_images(train["path"], loaded.classifier.monitoring_embed, progress=progress)
+    gate = fit_ood_gate(embeddings, stats, np.stack(reference["embedding"].to_list()), reference)
     card = json.loads((target / registry.CARD_FILE).read_text())
     card["ood"] = gate.as_dict()
     card.setdefault("notes", None)
@@ -437,17 +441,25 @@ def gate_check(predictor: Predictor, gate: OODGate, test: pd.DataFrame, cache_di
     lesions (:mod:`skinlesion.data.synthetic`) and :data:`STRONG_SHIFTS` of the first
     :data:`OOD_CHECK_IMAGES` of them (``test`` comes shuffled)."""
     answered = answer_images(predictor, test, "identity", None, cache_dir, progress=progress)
-    out: dict[str, Any] = {"test_split": {"images": len(answered), "flagged": float(
-        gate.flags(np.stack(answered["embedding"].to_list())).mean())}}
+    out: dict[str, Any] = {"test_split": _flagged(gate, answered)}
     subset = test.iloc[:OOD_CHECK_IMAGES]
     for key, transform in STRONG_SHIFTS.items():
-        rows = answer_images(predictor, subset, key, transform, cache_dir, progress=progress)
-        out[key] = {"images": len(rows), "flagged": float(gate.flags(np.stack(rows["embedding"].to_list())).mean())}
+        out[key] = _flagged(gate, answer_images(predictor, subset, key, transform, cache_dir, progress=progress))
     rng = np.random.default_rng(seed)
-    classes = rng.choice(CLASSES, size=OOD_CHECK_IMAGES)
-    synthetic = predictor.version.classifier.monitoring_embed([render_lesion(str(c), rng) for c in classes])
-    out["synthetic"] = {"images": OOD_CHECK_IMAGES, "flagged": float(gate.flags(synthetic).mean())}
+    images = [render_lesion(str(c), rng) for c in rng.choice(CLASSES, size=OOD_CHECK_IMAGES)]
+    synthetic = pd.DataFrame([image_stats(image) for image in images])
+    synthetic["embedding"] = list(predictor.version.classifier.monitoring_embed(images))
+    out["synthetic"] = _flagged(gate, synthetic)
     return out
+
+
+def _flagged(gate: OODGate, answers: pd.DataFrame) -> dict[str, Any]:
+    """How many of ``answers`` (embedding and image statistics) the gate flags, in all and by check."""
+    embeddings = np.stack(answers["embedding"].to_list())
+    by_embedding = gate.embedding.distance(embeddings) > gate.embedding.bound
+    by_stats = gate.stats.distance(stats_matrix(answers)) > gate.stats.bound
+    return {"images": len(answers), "flagged": float((by_embedding | by_stats).mean()),
+            "by_embedding": float(by_embedding.mean()), "by_statistics": float(by_stats.mean())}
 
 
 # --- everything ---------------------------------------------------------------------------------------

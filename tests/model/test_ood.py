@@ -1,13 +1,15 @@
-"""The OOD gate: about its quantile of same-distribution images flagged, a planted outlier flagged."""
+"""The OOD gate: about its quantile of same-distribution images flagged by each check, a planted
+outlier flagged by the check that sees it."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from skinlesion.model.ood import OODGate, fit_ood_gate
+from skinlesion.model.ood import GATE_STATS, OODGate, fit_ood_gate
 
 
 def embeddings(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
@@ -16,33 +18,48 @@ def embeddings(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, 8)) @ mixing + shift
 
 
+def stats(n: int, seed: int, brightness: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({name: rng.normal(0.5, 0.05, n) for name in GATE_STATS})
+    frame["sharpness"] = rng.lognormal(-4, 0.3, n)
+    frame["brightness"] += brightness
+    return frame
+
+
 @pytest.fixture(scope="module")
 def gate() -> OODGate:
-    return fit_ood_gate(embeddings(2000, seed=1), embeddings(500, seed=2), quantile=0.99)
+    return fit_ood_gate(embeddings(2000, seed=1), stats(2000, seed=1), embeddings(1000, seed=2),
+                        stats(1000, seed=2), quantile=0.995)
 
 
-def test_same_distribution_flags_about_the_quantile(gate: OODGate) -> None:
-    share = gate.flags(embeddings(5000, seed=3)).mean()
+def test_same_distribution_flags_about_the_quantile_of_each_check(gate: OODGate) -> None:
+    share = gate.flags(embeddings(5000, seed=3), stats(5000, seed=3)).mean()
     assert 0.003 < share < 0.025
-    assert gate.n_train == 2000 and gate.n_validation == 500 and gate.dim == 8
+    assert gate.n_train == 2000 and gate.n_validation == 1000 and gate.dim == 8
 
 
-def test_a_planted_outlier_and_a_shifted_batch_are_flagged(gate: OODGate) -> None:
-    typical = embeddings(1, seed=4)[0]
+def test_a_planted_outlier_is_flagged_by_the_check_that_sees_it(gate: OODGate) -> None:
+    typical, typical_stats = embeddings(1, seed=4)[0], stats(1, seed=4).iloc[0].to_dict()
     outlier = typical + 40.0 * np.eye(8)[3]
-    flags = gate.flags(np.stack([typical, outlier]))
-    assert flags.tolist() == [False, True]
-    assert gate.flags(embeddings(500, seed=5, shift=6.0)).mean() > 0.9
-    assert "out of distribution" in gate.reason(float(gate.distance(outlier)[0]))
+    assert gate.reasons(typical, typical_stats) == []
+    (reason,) = gate.reasons(outlier, typical_stats)
+    assert reason.startswith("out of distribution: the image is unlike the training images (embedding")
+    dark = {**typical_stats, "brightness": typical_stats["brightness"] - 0.4}
+    (reason,) = gate.reasons(typical, dark)
+    assert "colour, exposure or sharpness" in reason
+    assert gate.flags(embeddings(500, seed=5, shift=6.0), stats(500, seed=5)).mean() > 0.9
+    assert gate.flags(embeddings(500, seed=5), stats(500, seed=5, brightness=-0.3)).mean() > 0.9
 
 
 def test_round_trip_and_bad_inputs(gate: OODGate) -> None:
     back = OODGate.from_dict(json.loads(json.dumps(gate.as_dict())))
-    x = embeddings(10, seed=6)
-    np.testing.assert_allclose(back.distance(x), gate.distance(x))
+    x, s = embeddings(10, seed=6), stats(10, seed=6)
+    np.testing.assert_array_equal(back.flags(x, s), gate.flags(x, s))
     with pytest.raises(ValueError, match="components"):
-        gate.distance(np.zeros((2, 5)))
+        gate.flags(np.zeros((2, 5)), stats(2, seed=0))
     with pytest.raises(ValueError, match="at least 20"):
-        fit_ood_gate(embeddings(10, seed=1), embeddings(500, seed=2))
+        fit_ood_gate(embeddings(10, seed=1), stats(10, seed=1), embeddings(500, seed=2), stats(500, seed=2))
     with pytest.raises(ValueError, match="same d"):
-        fit_ood_gate(embeddings(100, seed=1), embeddings(100, seed=2)[:, :4])
+        fit_ood_gate(embeddings(100, seed=1), stats(100, seed=1), embeddings(100, seed=2)[:, :4], stats(100, seed=2))
+    with pytest.raises(ValueError, match="re-register"):
+        OODGate.from_dict({"method": "mahalanobis", "mean": [0.0]})

@@ -475,35 +475,3 @@ def figure(fig: Figure, *, dpi: int = FIGURE_DPI) -> None:
 def status_scale() -> alt.Scale:
     """Colour scale of the statuses (for bands and points)."""
     return alt.Scale(domain=list(STATUS_HEX), range=list(STATUS_HEX.values()))
-
-
-def history_chart(frame: pd.DataFrame, metric: str, threshold: Threshold | None, *, title: str,
-                  kind: str = "ratio", height: int = 220) -> alt.LayerChart:
-    """A metric over time from snapshot rows (``ts``, ``value``, ``estimated``,
-    ``effective_status``): the realised value as a line with points coloured by status, the
-    estimate dashed, over the green / yellow / red bands of its threshold."""
-    frame = frame.sort_values("ts")
-    values = pd.concat([frame["value"], frame["estimated"]])
-    low, high = cockpit.chart_range(values, threshold, ratio=kind == "ratio")
-    y_scale = alt.Scale(domain=[low, high], nice=False, zero=False)
-    layers: list[alt.Chart] = []
-    if threshold is not None:
-        bands = cockpit.threshold_bands(threshold, low, high)
-        layers.append(alt.Chart(bands).mark_rect(opacity=0.13).encode(
-            y=alt.Y("y0:Q", scale=y_scale, title=None), y2="y1:Q",
-            color=alt.Color("status:N", scale=status_scale(), legend=None)))
-    base = alt.Chart(frame).encode(x=alt.X("ts:T", title=None))
-    fmt_ = ",.0f" if kind in ("ms", "count") else ".3f"
-    layers.append(base.mark_line(color="#1b2631").encode(
-        y=alt.Y("value:Q", scale=y_scale, title=None)))
-    layers.append(base.mark_circle(size=60, opacity=1).encode(
-        y=alt.Y("value:Q", scale=y_scale),
-        color=alt.Color("effective_status:N", scale=status_scale(), legend=None),
-        tooltip=[alt.Tooltip("ts:T", title="snapshot"), alt.Tooltip("value:Q", format=fmt_),
-                 alt.Tooltip("estimated:Q", format=fmt_), alt.Tooltip("effective_status:N",
-                                                                       title="status"),
-                 alt.Tooltip("n:Q"), alt.Tooltip("note:N")]))
-    if frame["estimated"].notna().any():
-        layers.append(base.mark_line(strokeDash=[5, 4], color="#5d6d7e").encode(
-            y=alt.Y("estimated:Q", scale=y_scale)))
-    return alt.layer(*layers).properties(title=title, height=height)

@@ -6,12 +6,15 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-import altair as alt
+import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as embed
 
+import charts
 import components
 import queries
+from skinlesion.display import feature_name
 from skinlesion.errors import DataError
 from skinlesion.monitoring.cockpit import distribution_frame, drift_report, drift_table
 from skinlesion.monitoring.health import DRIFT_METRIC
@@ -19,6 +22,10 @@ from skinlesion.monitoring.health import DRIFT_METRIC
 HISTORY = {"30 d": timedelta(days=30), "90 d": timedelta(days=90), "1 y": timedelta(days=365)}
 #: Evidently's report of the last request, kept per browser session: (window key, html).
 _REPORT_KEY = "drift_report_html"
+SIDES = {"reference": "#85929e", "current": "#1f5f8b"}
+TABLE_COLUMNS = {"feature": "Feature", "group": "Kind", "test": "Test", "score": "Distance",
+                 "threshold": "Drift bound", "drifted": "Drifted", "severity": "Severity",
+                 "note": "Note"}
 
 _, filters = components.page_setup("Drift", filters=True)
 policy = components.policy()
@@ -32,10 +39,13 @@ history = queries.snapshots(filters.end - HISTORY[span], filters.end, metric=DRI
 if history.empty:
     st.info("No monitoring snapshots with a drift score in this period yet (`skinlesion monitor`).")
 else:
+    marks = charts.events(queries.alerts(filters.end - HISTORY[span], filters.end),
+                          queries.audit(filters.end - HISTORY[span], None), DRIFT_METRIC)
     for window, rows in history.groupby("window_name"):
-        st.altair_chart(components.history_chart(
+        st.plotly_chart(charts.history_figure(
             rows, DRIFT_METRIC, policy.thresholds.get(DRIFT_METRIC),
-            title=f"Share of drifted features, {window} windows"), width="stretch")
+            title=f"Share of drifted features, {window} windows", marks=marks), width="stretch",
+            key=f"drift_history_{window}")
 
 # 2. this window, feature by feature
 health = components.window_health(filters)
@@ -51,46 +61,48 @@ st.markdown(f"{components.badge(score.status.value)} **{int(table['drifted'].sum
             f"(score {components.fmt(score.value)}; {policy.thresholds[DRIFT_METRIC].describe()}) — "
             f"{result.n_current:,} answers against {result.n_reference:,} reference answers of "
             f"{health.reference_version}.")
-bars = alt.Chart(table.dropna(subset=["severity"])).mark_bar().encode(
-    x=alt.X("severity:Q", title="how far past its threshold (1 = at the threshold)"),
-    y=alt.Y("feature:N", sort="-x", title=None),
-    color=alt.Color("drifted:N", scale=alt.Scale(domain=[False, True],
-                                                  range=[components.STATUS_HEX["green"],
-                                                         components.STATUS_HEX["red"]])),
-    tooltip=["feature:N", "group:N", "test:N", alt.Tooltip("score:Q", format=".4g"),
-             alt.Tooltip("threshold:Q", format=".4g"), "drifted:N"])
-rule = alt.Chart().mark_rule(strokeDash=[4, 3]).encode(x=alt.datum(1.0))
-st.altair_chart(alt.layer(bars, rule), width="stretch")
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"score": st.column_config.NumberColumn(format="%.4g"),
-                            "threshold": st.column_config.NumberColumn(format="%.4g"),
-                            "severity": st.column_config.NumberColumn(format="%.2f")})
+tested = table.dropna(subset=["severity"]).sort_values("severity", ascending=False)
+st.plotly_chart(charts.bars_figure(
+    [feature_name(f) for f in tested["feature"]], tested["severity"].tolist(),
+    title="Drift by feature", x_title="Change relative to its threshold (1 = at the threshold)",
+    colours=[components.STATUS_HEX["red" if d else "green"] for d in tested["drifted"]],
+    reference_line=1.0, hover={"score": [f"{v:.4g}" for v in tested["score"]],
+                               "threshold": [f"{v:.4g}" for v in tested["threshold"]]}),
+    width="stretch", key="drift_severity")
+st.dataframe(table.assign(feature=[feature_name(f) for f in table["feature"]])
+             .rename(columns=TABLE_COLUMNS), hide_index=True, width="stretch",
+             column_config={"Distance": st.column_config.NumberColumn(format="%.4g"),
+                            "Drift bound": st.column_config.NumberColumn(format="%.4g"),
+                            "Severity": st.column_config.NumberColumn(format="%.2f"),
+                            "Note": st.column_config.TextColumn(width="large")})
 for note in result.notes:
     st.caption(note)
 
 # 3. one feature's distributions
 names = table["feature"].tolist()
-feature = result.feature(st.selectbox("Reference vs current distribution of", names, key="drift_feature"))
+feature = result.feature(st.selectbox("Reference vs current distribution of", names,
+                                      format_func=feature_name, key="drift_feature"))
 dist = distribution_frame(feature)
 if dist.empty:
     st.info(f"{feature.name}: no distribution to show ({feature.note or 'one side has no values'}).")
 elif "category" in dist:
-    st.altair_chart(alt.Chart(dist).mark_bar().encode(
-        x=alt.X("category:N", title=None, sort=None), xOffset="side:N",
-        y=alt.Y("share:Q", axis=alt.Axis(format="%"), title="share"),
-        color=alt.Color("side:N", scale=alt.Scale(domain=["reference", "current"],
-                                                   range=["#85929e", "#1f5f8b"])),
-        tooltip=["side:N", "category:N", alt.Tooltip("share:Q", format=".1%")]), width="stretch")
+    fig = px.bar(dist, x="category", y="share", color="side", barmode="group",
+                 color_discrete_map=SIDES, title=f"{feature_name(feature.name)}: reference vs current",
+                 labels={"category": feature_name(feature.name), "share": "Share of answers",
+                         "side": ""})
+    fig.update_yaxes(tickformat=".0%")
+    st.plotly_chart(fig, width="stretch", key="drift_distribution")
 else:
-    st.altair_chart(alt.Chart(dist).mark_rect(opacity=0.55).encode(
-        x=alt.X("x0:Q", title=feature.name + (" (distance to the reference mean)"
-                                               if feature.kind == "embedding" else "")),
-        x2="x1:Q", y=alt.Y("density:Q", stack=None), y2=alt.datum(0),
-        color=alt.Color("side:N", scale=alt.Scale(domain=["reference", "current"],
-                                                   range=["#85929e", "#1f5f8b"])),
-        tooltip=["side:N", alt.Tooltip("x0:Q", format=".4g"), alt.Tooltip("x1:Q", format=".4g"),
-                 alt.Tooltip("density:Q", format=".3g")]), width="stretch")
-st.caption(f"{feature.name}: {feature.stattest or 'not tested'} = {components.fmt(feature.score)} "
+    mids = dist.assign(x=(dist["x0"] + dist["x1"]) / 2, width=dist["x1"] - dist["x0"])
+    fig = go.Figure([go.Bar(x=part["x"], y=part["density"], width=part["width"], name=side,
+                            marker_color=SIDES[side], opacity=0.55)
+                     for side, part in mids.groupby("side")])
+    fig.update_layout(barmode="overlay", title=f"{feature_name(feature.name)}: reference vs current",
+                      xaxis_title=feature_name(feature.name) + (
+                          " (distance to the reference mean)" if feature.kind == "embedding" else ""),
+                      yaxis_title="Density")
+    st.plotly_chart(fig, width="stretch", key="drift_distribution")
+st.caption(f"{feature_name(feature.name)}: {feature.stattest or 'not tested'} = {components.fmt(feature.score)} "
            f"(threshold {components.fmt(feature.threshold)}) — "
            f"{'drifted' if feature.drifted else 'no drift'}. {feature.note}")
 

@@ -7,18 +7,17 @@ from datetime import timedelta
 import altair as alt
 import streamlit as st
 
+import charts
 import components
 import queries
 from skinlesion import plots
+from skinlesion.display import metric_name
 from skinlesion.monitoring.cockpit import estimated_vs_realised, labelled_arrays, per_class_table
 
 #: Metrics charted over time, in display order: (metric, title, kind).
-HISTORY_METRICS = (("recall", "Recall (sensitivity)", "ratio"), ("fnr", "False-negative rate", "ratio"),
-                   ("precision", "Precision", "ratio"), ("accuracy", "Accuracy", "ratio"),
-                   ("auroc", "AUROC", "ratio"), ("pauc_80", "Partial AUC (>80% sensitivity)", "ratio"),
-                   ("log_loss", "Log loss", "ratio"), ("f1", "F1", "ratio"),
-                   ("ece", "Calibration error (ECE)", "ratio"),
-                   ("balanced_accuracy", "Balanced multiclass accuracy", "ratio"))
+HISTORY_METRICS = tuple((m, metric_name(m), "ratio") for m in (
+    "recall", "fnr", "precision", "accuracy", "auroc", "pauc_80", "log_loss", "f1", "ece",
+    "balanced_accuracy"))
 HISTORY = {"30 d": timedelta(days=30), "90 d": timedelta(days=90), "1 y": timedelta(days=365)}
 FIGURES = {"Confusion matrix": lambda y, p, malignant: plots.confusion_matrix_figure(y, p),
            "ROC curves": plots.roc_figure, "Calibration": plots.calibration_figure}
@@ -44,15 +43,19 @@ else:
                              key="performance_window")
     chosen = snapshots[snapshots["window_name"] == window]
     shown = [m for m in HISTORY_METRICS if m[0] in set(chosen["metric"])]
+    period_alerts = queries.alerts(filters.end - HISTORY[span], filters.end)
+    period_audit = queries.audit(filters.end - HISTORY[span], None)
     columns = st.columns(2)
     for i, (metric, title, kind) in enumerate(shown):
         rows = chosen[chosen["metric"] == metric]
-        columns[i % 2].altair_chart(
-            components.history_chart(rows, metric, policy.thresholds.get(metric), title=title, kind=kind),
-            width="stretch")
+        columns[i % 2].plotly_chart(
+            charts.history_figure(rows, metric, policy.thresholds.get(metric), title=title,
+                                  kind=kind, marks=charts.events(period_alerts, period_audit,
+                                                                 metric)),
+            width="stretch", key=f"history_{metric}")
     st.caption("Line and dots: realised (from labels), dots coloured by status; dashed: estimated "
                "from the calibrated probabilities; background: the policy's green / yellow / red "
-               "bands.")
+               "bands; red triangles: alerts opened on the metric; blue: operator actions.")
 
 # 2. the sidebar's window in detail
 health = components.window_health(filters, drift=False)

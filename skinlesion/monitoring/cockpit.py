@@ -240,7 +240,9 @@ class Tile:
     realised value is unknown: ``status_estimated`` says so), ``change`` against the previous
     window, the ``estimated`` value, the label ``coverage``, ``n`` and median label lag
     (``lag_hours``) behind a label-based metric, a ``note`` (why a value is missing, or the
-    volume's spikes and dips) and the threshold in words (``bands``)."""
+    volume's spikes and dips) and the threshold in words (``bands``). An estimate comes with its
+    band (``estimated_low``, ``estimated_high``) and, while drift or the out-of-distribution share is
+    red, ``estimate_unreliable`` (its status then unknown: the tile takes no colour from it)."""
 
     metric: str
     label: str
@@ -257,6 +259,9 @@ class Tile:
     lag_hours: float | None = None
     note: str = ""
     bands: str = ""
+    estimated_low: float | None = None
+    estimated_high: float | None = None
+    estimate_unreliable: bool = False
 
 
 def lag_text(hours: float) -> str:
@@ -303,7 +308,8 @@ def tiles(health: WindowHealth, policy: Policy) -> list[Tile]:
             coverage=report.label_coverage if label_based else None,
             n=report.n_labelled if label_based else None,
             lag_hours=report.label_lag_hours if label_based else None, note=m.note,
-            bands=threshold.describe() if threshold else ""))
+            bands=threshold.describe() if threshold else "", estimated_low=m.estimated_low,
+            estimated_high=m.estimated_high, estimate_unreliable=m.estimate_unreliable))
     return out
 
 

@@ -9,10 +9,14 @@ from typer.testing import CliRunner
 
 from skinlesion import registry
 from skinlesion.cli import app
+from skinlesion.lifecycle import jobs
+from skinlesion.lifecycle.policy import RetrainingPolicy
 from skinlesion.lifecycle.data import production_rows
 from skinlesion.lifecycle.retrain import retrain
 from skinlesion.lifecycle.spec import RetrainSpec
-from skinlesion.store import ServingRoute, Store
+from skinlesion.monitoring.policy import Policy
+from skinlesion.monitoring.runner import run_once
+from skinlesion.store import LabelRecord, ServingRoute, Store
 from tests.lifecycle.seeded_home import lifecycle, lifecycle_template  # noqa: F401 (fixtures)
 
 
@@ -67,3 +71,21 @@ def test_cli_retrain_wait_with_default_settings_succeeds(lifecycle, tmp_path, mo
     job = store.list_jobs()[0]
     log = "\n".join(store.job_log(job.id)["line"])
     assert "own data only" in log
+
+
+@pytest.mark.slow
+def test_a_monitor_trigger_with_default_settings_retrains(lifecycle, tmp_path):
+    """The monitor's launch (an active-learning trigger on review labels whose images were not
+    kept, the default) runs a job that ends with a candidate."""
+    home = lifecycle
+    store = Store(tmp_path / "fresh.duckdb")
+    store.set_route(ServingRoute(active_version="base"), actor="ana", role="ml_lead", reason="deploy")
+    store.add_labels([LabelRecord(image_sha256=f"{1:064x}", diagnosis="MEL", source="review",
+                                  labelled_by="derm")])
+    policy = Policy(retraining=RetrainingPolicy(schedule="never", review_labels=1, epochs=2))
+    result = run_once(store, home["models_dir"], policy, retrain_cache_dir=home["cache_dir"])
+    [fired] = result.retraining
+    assert fired.job_id is not None, fired.outcome
+    job = jobs.wait(store, fired.job_id, timeout_s=600)
+    assert job.status == "succeeded", job.error
+    assert registry.read_card(home["models_dir"] / job.result["version"]).parent == "base"

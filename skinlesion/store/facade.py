@@ -92,13 +92,13 @@ class Store:
         with self._backend.write() as con:
             return apply_pending(con, self._backend.describe())
 
-    def schema_version(self) -> int:
     def check_writable(self) -> None:
         """StoreError (or StoreBusyError) unless the store takes a write now (a probe that changes
         nothing; the API's readiness)."""
         with self._backend.write() as con:
             touch(con)
 
+    def schema_version(self) -> int:
         """The schema version recorded in the store."""
         with self._backend.read() as con:
             return schema_version(con)

@@ -115,7 +115,7 @@ suffix = "" if case is None else f"_{case.name}"  # a queued case pre-fills its 
 col_age, col_sex, col_site, col_device = st.columns(4)
 age_default = None if case is None or pd.isna(case["age_approx"]) else float(case["age_approx"])
 age = col_age.number_input("Age (years; empty = unknown)", min_value=0.0, max_value=120.0,
-                           value=age_default, step=5.0, key=f"predict_age{suffix}")
+                           value=age_default, step=5.0, format="%.0f", key=f"predict_age{suffix}")
 sex = col_sex.selectbox("Sex", SEXES, index=SEXES.index(case["sex"] if case is not None else MISSING),
                         key=f"predict_sex{suffix}")
 site = col_site.selectbox("Anatomical site", SITES,
@@ -156,6 +156,18 @@ card = predictor.version.card
 st.divider()
 st.subheader("Answer")
 DECISION_STYLE[record.decision](f"**{record.decision.upper()}** — {record.decision_reason}")
+top = record.predicted_class
+top_share = record.probabilities[top]
+st.markdown(f"#### Most likely: {CLASS_NAMES[top]} ({top}) — {top_share:.0%}"
+            + (" · malignant class" if top in card.malignant else ""))
+if top in card.malignant and record.p_malignant < record.threshold:
+    st.warning(f"**The most likely class is {CLASS_NAMES[top].lower()}, a malignant class**, although "
+               f"the probability of malignancy ({record.p_malignant:.0%}) is below the referral "
+               f"threshold ({record.threshold:.0%}). Look at this lesion yourself before deciding "
+               "not to refer.", icon=":material/priority_high:")
+if record.decision == "uncertain":
+    st.warning(f"**Uncertain answer: {record.decision_reason}.** It goes to a dermatologist; do not "
+               "rely on the class probabilities below.", icon=":material/help:")
 issues = quality_issues({c: getattr(record, c) for c in IMAGE_STAT_COLUMNS}, predictor.policy,
                         getattr(card, "image_stats_reference", None))
 if issues:

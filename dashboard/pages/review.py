@@ -115,16 +115,25 @@ else:
         else:
             st.caption("Image not retained (retention is off); label from the clinical record.")
     with form_col:
-        st.markdown(f"Model said **{case['predicted_class']}** (p_malignant "
-                    f"{case['p_malignant']:.2f}, {case['decision']}) · {case['age_approx']!s} y, "
-                    f"{case['sex']}, {case['anatom_site_general']}")
+        age = "age unknown" if pd.isna(case["age_approx"]) else f"{case['age_approx']:.0f} y"
+        st.markdown(f"Model said **{CLASS_NAMES[case['predicted_class']]}** "
+                    f"({case['predicted_class']}; probability of malignancy "
+                    f"{case['p_malignant']:.0%}, {case['decision']}) · {age}, {case['sex']}, "
+                    f"{case['anatom_site_general']}")
+        why = case.get("why")
+        if isinstance(why, str) and why:
+            st.info(f"**Why this case is in the queue:** {why}", icon=":material/help:")
         with st.form("label_form"):
-            diagnosis = st.selectbox("Diagnosis", CLASSES,
+            diagnosis = st.selectbox("Diagnosis (your own reading; nothing is pre-selected)",
+                                     CLASSES, index=None, placeholder="Choose the diagnosis",
                                      format_func=lambda c: f"{c} — {CLASS_NAMES[c]}",
                                      key="label_diagnosis")
             note = st.text_input("Note (optional, audited)", key="label_note")
             saved = st.form_submit_button("Save label", type="primary", key="label_save")
-        if saved:
+        if saved and diagnosis is None:
+            st.error("Choose the diagnosis first: nothing is pre-selected, so a label is always "
+                     "a person's choice.")
+        elif saved:
             try:
                 record_label(components.store(), request_id=case_id, diagnosis=diagnosis,
                              actor=user.name, role=user.role, note=note)

@@ -46,6 +46,7 @@ def test_a_queued_case_is_answered_and_logged_from_the_dashboard(clinic):
     assert any(logged["decision"].iloc[0].upper() in box.value
                for box in [*at.error, *at.warning, *at.success])
     assert len(at.get("vega_lite_chart")) == 2  # the gauge and the class probabilities
+    assert any(m.value.startswith("#### Most likely: ") for m in at.markdown)  # the top class
     assert any("standin" in i.value for i in at.info)  # no saliency for the stand-in kind
 
 

@@ -48,3 +48,13 @@ def test_the_queue_shows_its_signals_and_names_a_weighting_that_ranks_nothing(cl
     at = at.run()
     assert any("at least one above 0" in e.value for e in at.error)
     assert len(at.dataframe) == 1  # the triage table only
+
+
+def test_no_diagnosis_is_preselected_and_the_queue_says_why(clinic):
+    at = page("review", "clinician")
+    assert at.selectbox(key="label_diagnosis").value is None
+    at.selectbox(key="label_case").select(clinic["uncertain"])
+    at = at.button(key="label_save").click().run()
+    assert any("Choose the diagnosis first" in e.value for e in at.error)
+    assert clinic["store"].labelled_predictions().empty
+    assert any(i.value.startswith("**Why this case is in the queue:**") for i in at.info)

@@ -20,9 +20,9 @@ are compared in constant time.
 Sign-in does equal work for every name: an unknown name is checked against a fixed hash of the same
 cost (one scrypt either way), so response time does not tell which names exist.
 :class:`SignInThrottle` slows guessing down: after each failed sign-in for a user name, and from a
-client address, the next attempt must wait (after two free failures: doubling from 1 s up to a minute), and
-5 failures for a name (20 from an address) within 15 minutes lock it out for 15 minutes. Unknown
-names are throttled exactly like known ones.
+client address, the next attempt must wait (after two free failures: doubling from 1 s up to a
+minute), and 5 failures for a name (20 from an address) within 15 minutes lock it out for 15
+minutes. Unknown names are throttled exactly like known ones.
 
 Pure: no streamlit, no SQL.
 """

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from skinlesion.api.metrics import UNRECORDED_OUTCOMES, endpoint_of, outcome_of
 from skinlesion.data.images import ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE
 from skinlesion.errors import (ImageError, ImageFormatError, MetadataError, ModelNotFoundError,
-                               StoreBusyError, StoreError)
+                               StoreError)
 from skinlesion.schema import AGE_ACCEPTED_MAX, AGE_MAX, AGE_MIN, SEXES, SITES
 from skinlesion.serving import RouteError
 from skinlesion.store import FailureRecord, Store
@@ -153,7 +153,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 "; who labelled is the client of the API key, never text in the body"
                 if loc[-1] == "labelled_by" else ""))
         if first.get("type") == "json_invalid":
-            field, message = "body", f"the body is not valid JSON ({first.get('ctx', {}).get('error')})"
+            reason = first.get("ctx", {}).get("error")
+            field, message = "body", f"the body is not valid JSON ({reason})"
         return await _answer(request, 422, field, message)
 
     @app.exception_handler(Exception)

@@ -113,8 +113,8 @@ async def read_prediction_form(request: Request, max_image_bytes: int) -> Predic
 
 
 #: The form as OpenAPI describes it (the route reads the body itself, so FastAPI cannot infer it).
-OPENAPI_FORM: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {
-    "schema": {"type": "object", "required": [IMAGE_FIELD], "properties": {
+OPENAPI_FORM: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": [IMAGE_FIELD], "properties": {
         IMAGE_FIELD: {"type": "string", "format": "binary",
                       "description": "Dermoscopy image: one JPEG or PNG (8-bit colour)"},
         "age_approx": {"type": "string", "description": "Age in years, 0-85 (85+ as 85); empty "

@@ -196,6 +196,8 @@ def body_limit(method: str, path: str, max_upload_bytes: int) -> int | None:
 
 
 class Refusal(Exception):
+    """A request the gate answers itself: status, the reason label, the field and the message."""
+
     def __init__(self, status: int, reason: str, field: str | None, message: str,
                  retry_after_s: float | None = None):
         super().__init__(message)
@@ -232,7 +234,8 @@ class Gate:
         key = _header(scope, b"x-api-key")
         if not key:
             raise Refusal(401, "missing_key", "X-API-Key", "missing API key: send it in the "
-                          "X-API-Key header (create one with `skinlesion apikey create --name NAME`)")
+                          "X-API-Key header (create one with `skinlesion apikey create --name "
+                          "NAME`)")
         wait = limits.exhausted(limits.auth_failures, "auth", address)
         if wait is not None:
             raise Refusal(429, "auth_failures", "X-API-Key", "too many failed API key checks from "

@@ -109,7 +109,8 @@ def measure(models_dir: Path, version: str, budget_px: int, concurrent: int, ima
             server.terminate()
             server.wait(30)
     return {"decode_budget_px": budget_px, "concurrent": concurrent, "statuses": statuses,
-            "baseline_rss_mib": round(baseline / MIB, 1), "peak_added_mib": round((peak - baseline) / MIB, 1),
+            "baseline_rss_mib": round(baseline / MIB, 1),
+            "peak_added_mib": round((peak - baseline) / MIB, 1),
             "wall_s": round(wall, 2)}
 
 

@@ -8,7 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, field_validator,
+                      model_validator)
 
 from skinlesion.api.errors import RETRY_AFTER_UNAVAILABLE_S, ApiError
 from skinlesion.api.form import OPENAPI_FORM, PredictionForm, read_prediction_form
@@ -147,8 +148,8 @@ def read_prediction(request_id: str, service: Service, client: Caller) -> Predic
                      "any client's with the labeller or admin scope).")
 def create_labels(request: Request, body: LabelsIn, service: Service, client: Caller) -> dict:
     records = [LabelRecord(request_id=lab.request_id and str(lab.request_id),
-                           image_sha256=lab.image_sha256, diagnosis=lab.diagnosis, source=lab.source,
-                           labelled_by=client.name) for lab in body.labels]
+                           image_sha256=lab.image_sha256, diagnosis=lab.diagnosis,
+                           source=lab.source, labelled_by=client.name) for lab in body.labels]
     if not client.labels_any:
         check_own_targets(service, client, records)
     matched = service.store.add_labels(records)
@@ -156,7 +157,8 @@ def create_labels(request: Request, body: LabelsIn, service: Service, client: Ca
     return {"stored": len(records), "matched": matched}
 
 
-def check_own_targets(service: ServingService, client: ApiClient, records: list[LabelRecord]) -> None:
+def check_own_targets(service: ServingService, client: ApiClient,
+                      records: list[LabelRecord]) -> None:
     """404 naming the first label whose request id or image hash is not among the client's own
     answers (nothing is stored then)."""
     own_ids, own_hashes = service.store.owned_by(

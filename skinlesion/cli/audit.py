@@ -21,7 +21,7 @@ def audit_verify() -> None:
     if check.intact:
         typer.echo(f"audit log intact: {check.rows} rows, hash chain verified")
         return
-    typer.secho(f"audit log broken at row {check.broken_seq} (id {check.broken_id}): {check.problem}; "
-                f"the {check.checked} rows before it verified ({check.rows} rows in all)", err=True,
-                fg=typer.colors.RED)
+    typer.secho(f"audit log broken at row {check.broken_seq} (id {check.broken_id}): "
+                f"{check.problem}; the {check.checked} rows before it verified ({check.rows} rows "
+                "in all)", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=1)

@@ -134,12 +134,14 @@ def load_image(source: Path | str | bytes, *, name: str | None = None, max_bytes
     return rgb
 
 
-def read_header(data: bytes, *, name: str = UPLOAD_NAME, max_pixels: int = MAX_PIXELS) -> ImageHeader:
+def read_header(data: bytes, *, name: str = UPLOAD_NAME,
+                max_pixels: int = MAX_PIXELS) -> ImageHeader:
     """The header of the image file ``data``, no pixel decoded. Raises what :func:`load_image`
     raises for a file that is not an image, in a format not accepted, animated, or over
     ``max_pixels``."""
     if not data:
-        raise ImageError("the file is empty (0 bytes); re-export or re-upload the image", source=name)
+        raise ImageError("the file is empty (0 bytes); re-export or re-upload the image",
+                         source=name)
     return _header(_open(io.BytesIO(data), name, max_pixels))
 
 

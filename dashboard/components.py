@@ -13,6 +13,7 @@ Every cache key includes the database path, so two homes never share entries.
 from __future__ import annotations
 
 import math
+import time as clock
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -32,6 +33,8 @@ from skinlesion.monitoring.cockpit import ActiveModel, Tile, WindowHealth, activ
 from skinlesion.monitoring.health import MetricValue
 from skinlesion.monitoring.policy import Policy, load_policy
 from skinlesion.registry import ModelVersion, load_version, resolve_version
+from skinlesion.sessions import (COOKIE, IDLE_TIMEOUT, Session, SessionSigner, cookie_script,
+                                 load_secret)
 from skinlesion.settings import Settings
 from skinlesion.store import Store
 from skinlesion.thresholds import Threshold
@@ -52,6 +55,11 @@ STATUS_ICONS: dict[str, str] = {"green": "🟢", "yellow": "🟡", "red": "🔴"
 STATUS_HEX: dict[str, str] = {"green": "#2e7d32", "yellow": "#f9a825", "red": "#c62828",
                               "unknown": "#9e9e9e"}
 _USER_KEY = "skinlesion_user"
+_SESSION_KEY = "skinlesion_session"
+_COOKIE_KEY = "skinlesion_cookie_pending"
+_SIGNED_OUT_KEY = "skinlesion_signed_out"
+#: the session secret's file, beside the users file (per installation, never committed)
+SESSION_SECRET_FILE = "session.secret"
 _WINDOW_KEY = "filter_window"
 _RANGE_KEY = "filter_range"
 _MODEL_KEY = "filter_model"
@@ -73,7 +81,7 @@ def _store(db_path: str, busy_timeout_s: float) -> Store:
 def store() -> Store:
     """The store of the current settings (one per database file and process)."""
     s = settings()
-    return _store(str(s.db_path), s.busy_timeout_s)
+    return _store(s.store_url, s.busy_timeout_s)
 
 
 @st.cache_resource(show_spinner=False)
@@ -128,7 +136,7 @@ def window_health(filters: Filters, *, drift: bool = True, source: str | None = 
     """The health of the sidebar's window (answers of ``source`` only, when given), with its data
     drift when ``drift``; cached for :data:`SLOW_TTL_S` seconds."""
     s = settings()
-    return _window_health(str(s.db_path), str(s.models_dir), _policy_key(), filters.start,
+    return _window_health(s.store_url, str(s.models_dir), _policy_key(), filters.start,
                           filters.end, filters.model_version, source, drift)
 
 
@@ -140,7 +148,7 @@ def _active_model(db_path: str, models_dir_: str) -> ActiveModel:
 def current_model() -> ActiveModel:
     """The serving route and the card of the version answering now (cached briefly)."""
     s = settings()
-    return _active_model(str(s.db_path), str(s.models_dir))
+    return _active_model(s.store_url, str(s.models_dir))
 
 
 # --- users and roles ------------------------------------------------------------------------------
@@ -173,19 +181,83 @@ def _audit_sign_in(accounts: dict[str, Account], name: str, client: str, *, acti
                          details={"client": client, "locked_out": locked_out})
 
 
+@st.cache_resource(show_spinner=False)
+def _revoked_sessions(secret_path: str) -> set[str]:
+    """The session ids signed out in this dashboard process (their cookies are refused)."""
+    return set()
+
+
+def _signer() -> tuple[SessionSigner, set[str]]:
+    """The installation's session signer (secret beside the users file) and its revoked ids."""
+    path = Path(settings().users_file).parent / SESSION_SECRET_FILE
+    return SessionSigner(load_secret(path)), _revoked_sessions(str(path))
+
+
+def _write_cookie() -> None:
+    """Store (or clear) the session cookie when this run has one pending, and renew it when due."""
+    signer, _ = _signer()
+    session: Session | None = st.session_state.get(_SESSION_KEY)
+    if session is not None and _COOKIE_KEY not in st.session_state and \
+            signer.due(session, clock.time()):
+        session, st.session_state[_COOKIE_KEY] = signer.renew(session, clock.time())
+        st.session_state[_SESSION_KEY] = session
+    if _COOKIE_KEY in st.session_state:
+        st.html(cookie_script(st.session_state.pop(_COOKIE_KEY)), unsafe_allow_javascript=True)
+
+
+def _resume(accounts: dict[str, Account]) -> User | None:
+    """The user of this browser's session cookie, when it is still valid (see skinlesion.sessions);
+    a session idle too long in this visit ends here."""
+    signer, revoked = _signer()
+    now = clock.time()
+    session: Session | None = st.session_state.get(_SESSION_KEY)
+    if session is not None and now - session.seen > IDLE_TIMEOUT.total_seconds():
+        _end_session("Signed out after "
+                     f"{IDLE_TIMEOUT.total_seconds() / 60:.0f} minutes without activity.")
+        return None
+    cookie = st.context.cookies.get(COOKIE) if session is None else None
+    if session is None:
+        session = signer.read(cookie, now, roles={n: a.role for n, a in accounts.items()},
+                              revoked=revoked)
+    if session is None:
+        return None
+    st.session_state[_SESSION_KEY] = session
+    return User(name=session.name, role=session.role)
+
+
+def _end_session(message: str | None = None) -> None:
+    """Sign out: the session id refused from now on, the cookie cleared, the user forgotten."""
+    _, revoked = _signer()
+    session: Session | None = st.session_state.pop(_SESSION_KEY, None)
+    if session is not None:
+        revoked.add(session.sid)
+    st.session_state.pop(_USER_KEY, None)
+    st.session_state[_COOKIE_KEY] = None
+    if message:
+        st.session_state[_SIGNED_OUT_KEY] = message
+
+
 def sign_in() -> User:
     """The signed-in user; otherwise render the sign-in form and stop the page.
 
-    A person signs in once per browser visit (the user is kept in ``st.session_state``). Failed
+    A signed-in browser keeps its session across refreshes and deep links through a signed,
+    expiring cookie (skinlesion.sessions: 12 h at most, 30 min idle, ended by signing out). Failed
     attempts slow the next ones down per name and per client address (skinlesion.auth's
     SignInThrottle) and are audited (``sign_in_failed``); an attempt while throttled is refused
     without checking the password."""
-    user = current_user()
-    if user is not None:
-        return user
     path = Path(settings().users_file)
     accounts = load_users(path)
+    user = _resume(accounts) if accounts else None
+    if user is None and _SESSION_KEY not in st.session_state:
+        user = current_user()  # signed in within this visit without a session (tests, bare mode)
+    if user is not None:
+        st.session_state[_USER_KEY] = user
+        _write_cookie()
+        return user
+    _write_cookie()
     st.title("skinlesion cockpit")
+    if _SIGNED_OUT_KEY in st.session_state:
+        st.info(st.session_state.pop(_SIGNED_OUT_KEY))
     if not accounts:
         st.error(f"No dashboard users yet ({path}). Add one on the server with "
                  "`skinlesion users add --name NAME --role viewer|clinician|ml_lead`, then reload.")
@@ -209,6 +281,9 @@ def sign_in() -> User:
         else:
             throttle.succeeded(name, client)
             st.session_state[_USER_KEY] = user
+            session, st.session_state[_COOKIE_KEY] = _signer()[0].issue(user.name, user.role,
+                                                                       clock.time())
+            st.session_state[_SESSION_KEY] = session
             st.session_state.pop("sign_in_password", None)
             st.rerun()
     st.stop()
@@ -220,7 +295,7 @@ def sign_out_button(user: User) -> None:
     with st.sidebar:
         st.caption(f"Signed in as **{user.name}** ({user.role})")
         if st.button("Sign out", key="sign_out"):
-            st.session_state.pop(_USER_KEY, None)
+            _end_session("Signed out.")
             st.rerun()
 
 
@@ -273,7 +348,12 @@ def _keep(*keys: str) -> None:
 def window_selector() -> tuple[datetime, datetime, str]:
     """The window chosen in the sidebar: 24 h / 7 d / 30 d ending now, or a custom date range."""
     _keep(_WINDOW_KEY, _RANGE_KEY)
+    linked = st.query_params.get("window")  # a shared link's window, until the person picks one
+    if _WINDOW_KEY not in st.session_state and linked in WINDOWS:
+        st.session_state[_WINDOW_KEY] = linked
     choice = st.sidebar.radio("Window", [*WINDOWS, CUSTOM], key=_WINDOW_KEY, horizontal=True)
+    if choice in WINDOWS:
+        st.query_params["window"] = choice  # kept in the URL, so the link can be shared
     end = now_floor()
     if choice != CUSTOM:
         return end - WINDOWS[choice], end, f"last {choice}"
@@ -292,7 +372,7 @@ def model_filter(start: datetime | None = None, end: datetime | None = None) -> 
     """The model version chosen in the sidebar among those that answered in ``[start, end)``
     (None: every answer returned to callers)."""
     _keep(_MODEL_KEY)
-    versions = _version_counts(str(settings().db_path), start, end)
+    versions = _version_counts(settings().store_url, start, end)
     options = [ALL_VERSIONS, *versions["model_version"].tolist()] if len(versions) else [ALL_VERSIONS]
     if st.session_state.get(_MODEL_KEY) not in options:
         st.session_state.pop(_MODEL_KEY, None)

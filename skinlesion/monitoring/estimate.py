@@ -160,6 +160,9 @@ def estimate_performance(p_malignant: object, threshold: float | object) -> dict
 #: Replicates and central level of :func:`estimate_band`.
 BAND_REPLICATES = 200
 BAND_LEVEL = 0.90
+#: Probabilities are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before Platt scaling, so a handful of
+#: near-certain answers do not set its slope.
+LOGIT_EPS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -170,14 +173,14 @@ class Recalibration:
     intercept: float
 
     def apply(self, p: np.ndarray) -> np.ndarray:
-        q = np.clip(p, 1e-6, 1 - 1e-6)
+        q = np.clip(p, LOGIT_EPS, 1 - LOGIT_EPS)
         return 1.0 / (1.0 + np.exp(-(self.slope * np.log(q / (1 - q)) + self.intercept)))
 
 
 def fit_recalibration(p_malignant: np.ndarray, malignant: np.ndarray, *, steps: int = 50) -> Recalibration:
     """Platt's two parameters fitted to labelled answers by Newton steps on the binary log loss
     (identity when the answers are calibrated; a light ridge keeps a tiny sample finite)."""
-    q = np.clip(np.asarray(p_malignant, dtype=np.float64), 1e-6, 1 - 1e-6)
+    q = np.clip(np.asarray(p_malignant, dtype=np.float64), LOGIT_EPS, 1 - LOGIT_EPS)
     x = np.stack([np.log(q / (1 - q)), np.ones_like(q)], axis=1)
     y = np.asarray(malignant, dtype=np.float64)
     w = np.array([1.0, 0.0])
@@ -231,10 +234,11 @@ def estimate_band(p_malignant: object, threshold: float | object, *,
 
     Each of ``replicates`` replicates (seeded) draws every case's outcome from its probability and
     computes the realised metrics. With the version's labelled reference answers (``reference_p``,
-    ``reference_malignant``) each replicate first perturbs the probabilities by how much Platt
-    scaling fitted on a bootstrap resample of them moves from the fit on all of them (a basic
-    bootstrap around calibration, as CBPE assumes), so the band also carries how well the
-    reference pins the calibration down. The band is the central ``level`` of the replicates
+    ``reference_malignant``) each replicate first recalibrates the probabilities by Platt scaling
+    fitted on a bootstrap resample of them, so the band follows the calibration the reference
+    shows (where the version's probabilities are a little over- or under-confident near its
+    threshold, the band moves off CBPE's point, which takes them at face value) and carries how
+    well the reference pins it down. The band is the central ``level`` of the replicates
     (``(nan, nan)`` where a metric is undefined in most replicates, or without cases)."""
     p = np.asarray(p_malignant, dtype=np.float64).ravel()
     t = np.broadcast_to(np.asarray(threshold, dtype=np.float64), p.shape)
@@ -248,13 +252,10 @@ def estimate_band(p_malignant: object, threshold: float | object, *,
         ref_y = np.asarray(reference_malignant, dtype=bool).ravel()
         if ref_p.shape != ref_y.shape or ref_p.size < 20:
             raise ValueError("the reference needs at least 20 labelled answers, one label per answer")
-        fitted = fit_recalibration(ref_p, ref_y)
         probs = np.empty((replicates, p.size))
         for b in range(replicates):
             rows = rng.integers(0, ref_p.size, ref_p.size)
-            resampled = fit_recalibration(ref_p[rows], ref_y[rows])
-            probs[b] = Recalibration(slope=1 + resampled.slope - fitted.slope,
-                                     intercept=resampled.intercept - fitted.intercept).apply(p)
+            probs[b] = fit_recalibration(ref_p[rows], ref_y[rows]).apply(p)
     else:
         probs = np.broadcast_to(p, (replicates, p.size))
     outcomes = rng.random((replicates, p.size)) < probs

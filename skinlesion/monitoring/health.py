@@ -26,7 +26,8 @@ busy clinic day is not a model fault); they are listed in the hints.
 How far an estimate can be trusted (:meth:`HealthReport.with_estimate_checks`, added by the
 monitoring run): each estimated metric carries a band (``estimated_low``/``estimated_high``,
 :func:`~skinlesion.monitoring.estimate.estimate_band`) where its realised value should fall once
-labels arrive, and the share of the window's answers out of distribution (``ood_share``, by the
+labels arrive, and colours its tile only as far as its whole band does (:func:`band_status`);
+the share of the window's answers out of distribution (``ood_share``, by the
 version's OOD gate) is shown as a metric. While drift or the OOD share is red, CBPE's assumption
 (calibration holds on these cases) is in doubt: every estimate is flagged "estimate unreliable" and
 gives no colour (its estimated status is unknown).
@@ -64,7 +65,7 @@ from skinlesion.monitoring.policy import Hints, Playbook, Policy, VolumePolicy, 
 from skinlesion.registry import read_card, resolve_version
 from skinlesion.schema import CLASSES, class_index
 from skinlesion.store import ERROR_RATE_KINDS, PROBABILITY_COLUMNS, Store
-from skinlesion.thresholds import Status, worst
+from skinlesion.thresholds import SEVERITY, Status, worst
 
 #: The label-based metrics of a window, in display order.
 LABEL_METRICS: tuple[str, ...] = (
@@ -247,7 +248,8 @@ class HealthReport(BaseModel):
             update: dict[str, Any] = {}
             if bands and name in bands and m.estimated is not None:
                 low, high = (_finite(v) for v in bands[name])
-                update.update(estimated_low=low, estimated_high=high)
+                update.update(estimated_low=low, estimated_high=high,
+                              estimated_status=band_status(policy, name, low, high, m.estimated_status))
             if why and m.estimated is not None:
                 update.update(estimate_unreliable=True, estimated_status=Status.UNKNOWN,
                               note="; ".join(filter(None, [m.note, f"estimate unreliable: {' and '.join(why)} red"])))
@@ -331,6 +333,15 @@ def resource_use() -> ResourceUse:
                        memory_total_mb=memory.total / 2**20,
                        process_rss_mb=psutil.Process().memory_info().rss / 2**20,
                        gpu_memory_used_mb=gpu_used, gpu_memory_total_mb=gpu_total)
+
+
+def band_status(policy: Policy, metric: str, low: float | None, high: float | None,
+                point_status: Status) -> Status:
+    """The colour an estimate gives: the mildest status anywhere in its band (an estimate turns a
+    tile yellow or red only when its whole band is), the point's status without a band."""
+    if low is None or high is None:
+        return point_status
+    return min((policy.status(metric, low), policy.status(metric, high)), key=SEVERITY.__getitem__)
 
 
 def ood_status(share: float | None) -> Status:

@@ -15,6 +15,7 @@ from skinlesion.errors import DataError
 from skinlesion.monitoring.estimate import estimate_performance
 from skinlesion.monitoring.health import (
     HealthReport,
+    band_status,
     compute_health,
     estimate_checks,
     compute_window_health,
@@ -193,7 +194,11 @@ def test_estimates_carry_a_band_and_are_unreliable_while_drift_or_ood_is_red(tmp
     checked = report.with_drift(0.05, [], policy=POLICY).with_estimate_checks(bands, 0.01, policy=POLICY)
     recall = checked.metrics["recall"]
     assert recall.estimated_low < recall.estimated < recall.estimated_high and not recall.estimate_unreliable
-    assert recall.estimated_status is Status.RED and checked.status is Status.RED  # as before
+    assert recall.estimated_status is band_status(POLICY, "recall", recall.estimated_low,
+                                                  recall.estimated_high, Status.RED)
+    assert band_status(POLICY, "recall", 0.5, 0.7, Status.RED) is Status.RED  # wholly red
+    assert band_status(POLICY, "recall", 0.7, 0.9, Status.RED) is Status.GREEN  # reaches green
+    assert band_status(POLICY, "recall", None, None, Status.YELLOW) is Status.YELLOW
     assert checked.metrics["ood_share"].status is Status.GREEN
     for drift, ood_share, why in ((0.3, 0.01, "drift red"), (0.05, 0.2, "out-of-distribution share red")):
         flagged = report.with_drift(drift, [], policy=POLICY).with_estimate_checks(bands, ood_share, policy=POLICY)

@@ -26,7 +26,6 @@ from skinlesion.data.splits import split_dataset
 from skinlesion.data.transforms import VIEWS, Preprocessing, apply_view
 from skinlesion.export import export_target, export_version, reference_rows
 from skinlesion.model import runtime
-from skinlesion.model.exports import read_reports
 from skinlesion.model.neural import NeuralClassifier, ViewsNet, build_network
 from skinlesion.model.runtime import (ExportSettings, RuntimeFallbackWarning, export, export_key,
                                       select_runtime)
@@ -324,3 +323,28 @@ def test_serve_applies_the_thread_policy_before_torch_loads():
                          check=True).stdout.split(maxsplit=3)
     assert out[0] == "PASSIVE" and int(out[1]) == max(1, os.cpu_count() // 2) and out[2] == "2"
     assert out[3].strip() == "[]"
+
+
+def test_the_gate_images_must_be_the_versions_own(models_dir, synthetic_df, tmp_path):
+    from PIL import Image
+
+    from skinlesion.errors import DataError
+
+    version = load_version("tiny", models_dir, device="cpu")
+    with pytest.raises(DataError, match="none of version 'tiny'"):
+        reference_rows(version, models_dir, synthetic_df.assign(image="X" + synthetic_df["image"]))
+    other = tmp_path / "other.jpg"
+    Image.new("RGB", (96, 72), "white").save(other)
+    with pytest.raises(DataError, match="differ from the ones"):
+        reference_rows(version, models_dir, synthetic_df.assign(path=str(other)))
+
+
+def test_a_metadata_only_version_answers_in_torch(synthetic_df, tmp_path):
+    encoder = MetadataEncoder().fit(synthetic_df.loc[:, list(METADATA_FIELDS)])
+    net = build_network(None, inputs="metadata", n_metadata=len(encoder.feature_names_),
+                        pretrained=False)
+    clf = NeuralClassifier(net.eval(), config={"inputs": "metadata"}, preprocessing=Preprocessing(),
+                           encoder=encoder, device="cpu")
+    assert select_runtime(clf, "m", tmp_path, "auto").runtime == "torch"
+    with pytest.warns(RuntimeFallbackWarning, match="no image network"):
+        assert select_runtime(clf, "m", tmp_path, "openvino").runtime == "torch"

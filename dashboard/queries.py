@@ -37,7 +37,7 @@ def cached_query(query: Callable[Concatenate[Store, P], R]) -> Callable[P, R]:
 
     @functools.wraps(query)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        return cached(str(components.settings().db_path), args, tuple(sorted(kwargs.items())))
+        return cached(components.settings().store_url, args, tuple(sorted(kwargs.items())))
 
     return call
 

@@ -75,7 +75,7 @@ def comparison(view: ModelsView) -> None:
                       key="models_compare_window")
     with_drift = right.checkbox("With data drift (slower)", key="models_compare_drift")
     end = components.now_floor()
-    table = version_comparison(str(components.settings().db_path), str(view.models_dir),
+    table = version_comparison(components.settings().store_url, str(view.models_dir),
                                end - COMPARE_WINDOWS[span], end, tuple(compared), with_drift)
     roles = operations.route_roles(view.route)
     st.dataframe(table, hide_index=True, width="stretch",

@@ -115,7 +115,7 @@ def render(view: ModelsView) -> None:
                                    key="threshold_target")
     end = components.now_floor()
     try:
-        study = study_for(str(components.settings().db_path), str(view.models_dir), version,
+        study = study_for(components.settings().store_url, str(view.models_dir), version,
                           end - timedelta(days=days), end, target)
     except SkinLesionError as err:
         study = None

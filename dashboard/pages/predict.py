@@ -41,7 +41,7 @@ def _service(db_path: str, models_dir: str, device: str, retention_dir: str | No
 def service(device: str) -> ServingService:
     """The prediction service of this process for ``device`` (models stay loaded between runs)."""
     s = components.settings()
-    return _service(str(s.db_path), str(s.models_dir), device,
+    return _service(s.store_url, str(s.models_dir), device,
                     str(s.retention_dir) if s.retention_dir else None, s.route_ttl_s)
 
 

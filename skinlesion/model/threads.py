@@ -2,7 +2,7 @@
 
 An OpenMP worker that finds no work spins for a while before sleeping (``OMP_WAIT_POLICY=ACTIVE``
 behaviour); on a machine shared with other processes those spinning threads take the cores the
-other processes' work needs, and one forward can take tens of times longer. The policy:
+other processes' work needs, and one forward can take many times longer. The policy:
 
 - ``threads``: one inference thread per core this process may run on (``os.sched_getaffinity``),
   shared among the serving processes of the machine (``skinlesion serve --workers``);

@@ -8,7 +8,7 @@ from datetime import datetime
 import streamlit as st
 
 import components
-from models_page.view import FLASH, ModelsView, action_form
+from models_page.view import FLASH, ModelsView, action_form, may_act
 from skinlesion.errors import SkinLesionError
 from skinlesion.lifecycle import jobs, operations
 from skinlesion.lifecycle.gate import gate_table
@@ -28,6 +28,8 @@ def triggers_caption(view: ModelsView) -> None:
 
 
 def launch_form(view: ModelsView) -> None:
+    if not may_act():
+        return
     retraining, active = components.policy().retraining, view.route.active_version
     with st.form("retrain"):
         st.markdown("**Launch retraining**")
@@ -95,7 +97,7 @@ def job_details(view: ModelsView, job_id: str) -> None:
         st.markdown(f"Candidate **{job.result['version']}** vs active **{gate['active']}** "
                     f"(paired bootstrap, {gate['resamples']} resamples, 95% intervals):")
         st.dataframe(gate_table(gate), hide_index=True, width="stretch")
-    if not job.is_finished:
+    if not job.is_finished and may_act():
         with st.form(f"cancel_{job_id}"):
             cancel_reason = st.text_input("Reason (audited)", key="cancel_job_reason")
             if st.form_submit_button("Cancel this job", key="cancel_job_submit"):

@@ -77,8 +77,9 @@ def restrict_form(view: ModelsView) -> None:
 def render(view: ModelsView) -> None:
     st.subheader("Actions")
     if not can(view.user.role, operations.ROUTE_ACTION):
-        st.info(f"Route actions need the ml_lead role; you are signed in as {view.user.role}, so "
-                "they will be refused.", icon=":material/lock:")
+        st.info(f"Model actions (route, threshold, A/B and shadow tests, retraining) need the "
+                f"ml_lead role; you are signed in as {view.user.role}, so they are not shown.",
+                icon=":material/lock:")
     left, right = st.columns(2)
     with left:
         fallback_form(view)

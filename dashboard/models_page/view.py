@@ -11,8 +11,9 @@ from typing import Any
 import streamlit as st
 
 import components
-from skinlesion.auth import User
+from skinlesion.auth import User, can
 from skinlesion.errors import SkinLesionError
+from skinlesion.lifecycle.operations import ROUTE_ACTION
 from skinlesion.registry import ModelCard
 from skinlesion.store import AuditEntry, ServingRoute
 
@@ -39,11 +40,20 @@ class ModelsView:
         return {"actor": self.user.name, "role": self.user.role}
 
 
+def may_act() -> bool:
+    """Whether the signed-in person may take model actions (the ml_lead role)."""
+    user = components.current_user()
+    return user is not None and can(user.role, ROUTE_ACTION)
+
+
 def action_form(key: str, title: str, confirm_text: str, run: Callable[..., AuditEntry], *,
                 help_text: str = "", extra: Callable[[], dict[str, Any]] | None = None,
                 disabled: bool = False) -> None:
     """A form asking for a reason and a confirmation before ``run(reason, **extra())`` changes the
-    route; the outcome is shown, and the page reloads with the new route on success."""
+    route; the outcome is shown, and the page reloads with the new route on success. Not drawn for
+    a role that may not take model actions (:func:`may_act` says why, once per page)."""
+    if not may_act():
+        return
     with st.form(key):
         st.markdown(f"**{title}**")
         if help_text:
@@ -51,8 +61,7 @@ def action_form(key: str, title: str, confirm_text: str, run: Callable[..., Audi
         values = extra() if extra else {}
         reason = st.text_area("Reason (audited)", key=f"{key}_reason", height=68)
         confirmed = st.checkbox(confirm_text, key=f"{key}_confirm")
-        # Left enabled for every role: the library checks the role and refuses (with the reason)
-        # when it may not, so the permission lives in one place.
+        # the library checks the role again when it runs
         submitted = st.form_submit_button(title, type="primary", disabled=disabled,
                                           key=f"{key}_submit")
     if not submitted:

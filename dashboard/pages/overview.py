@@ -64,7 +64,7 @@ for column, metric in zip(rates[1:], (ERROR_RATE_METRIC, OOD_METRIC), strict=Fal
 # 3. playbook and alerts side by side
 left, right = st.columns([3, 2])
 with left:
-    st.subheader("Playbook" if decided.status != MITIGATED else "Playbook: next steps")
+    st.subheader(f"Playbook: {decided.title if decided.status != MITIGATED else 'next steps'}")
     st.markdown("\n".join(f"{i}. {action}" for i, action in enumerate(decided.actions, 1)))
     if report.playbook.hints:
         st.markdown("**What the data says**")

@@ -226,8 +226,9 @@ class NeuralClassifier:
                               metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Uncalibrated logits (n, 8), averaged over the test-time views, and the monitoring
         embeddings of the upright view (:meth:`monitoring_embed`; None without an image branch),
-        from one batched forward per ``batch_size`` images (all views together, :class:`ViewsNet`):
-        the upright view's pooled features are reused, so monitoring costs no extra pass."""
+        from one batched forward per ``batch_size`` view images (the views of ``batch_size /
+        views`` images together, :class:`ViewsNet`): the upright view's pooled features are
+        reused, so monitoring costs no extra pass."""
         meta = self._metadata(metadata, len(images))
         if not self.net.uses_image:
             net = self._network()
@@ -236,10 +237,10 @@ class NeuralClassifier:
                                    for s in range(0, len(images), self.batch_size)]
                                   or [np.zeros((0, len(CLASSES)))]), None
         engine = self.engine()
+        step = max(1, self.batch_size // len(batch_views(self.tta)))  # views count in the batch
         logits, pooled = [], []
-        for start in range(0, len(images), self.batch_size):
-            out = engine(self.preprocessing(images[start:start + self.batch_size]),
-                         meta[start:start + self.batch_size])
+        for start in range(0, len(images), step):
+            out = engine(self.preprocessing(images[start:start + step]), meta[start:start + step])
             logits.append(np.asarray(out[0], dtype=np.float64))
             pooled.append(np.asarray(out[1], dtype=np.float32))
         if not logits:

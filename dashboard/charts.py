@@ -46,7 +46,8 @@ def events(alerts: pd.DataFrame, audit: pd.DataFrame, metric: str | None = None)
     return pd.DataFrame(rows, columns=["ts", "kind", "text"])
 
 
-def _time_axis(fig: go.Figure) -> None:
+def time_axis(fig: go.Figure) -> None:
+    """The time axis of every chart: UTC, one date format, range buttons."""
     fig.update_xaxes(title_text="Time (UTC)", tickformat="%Y-%m-%d<br>%H:%M", hoverformat=PLOTLY_DATE_FORMAT,
                      rangeselector=dict(buttons=RANGE_BUTTONS), type="date")
 
@@ -94,7 +95,7 @@ def history_figure(frame: pd.DataFrame, metric: str, threshold: Threshold | None
             line=dict(color="#5d6d7e", dash="dash"),
             hovertemplate=f"{HOVER_TIME}<br>estimated %{{y:{number}}}<extra></extra>"))
     _mark(fig, marks, high)
-    _time_axis(fig)
+    time_axis(fig)
     fig.update_yaxes(title_text=metric_label(metric), range=[low, high])
     fig.update_layout(title=title or metric_name(metric), height=height, hovermode="closest",
                       margin=dict(l=10, r=10, t=60, b=10),

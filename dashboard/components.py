@@ -20,7 +20,6 @@ from pathlib import Path
 
 import io
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 from matplotlib.figure import Figure
@@ -550,8 +549,3 @@ def figure(fig: Figure, *, dpi: int = FIGURE_DPI) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     st.image(buffer.getvalue(), width="stretch")
-
-
-def status_scale() -> alt.Scale:
-    """Colour scale of the statuses (for bands and points)."""
-    return alt.Scale(domain=list(STATUS_HEX), range=list(STATUS_HEX.values()))

@@ -8,6 +8,7 @@ import streamlit as st
 
 import components
 from models_page.view import ModelsView
+from skinlesion.display import metric_name
 from skinlesion.lifecycle import operations
 from skinlesion.lifecycle.gate import gate_table
 from skinlesion.monitoring.cockpit import is_synthetic
@@ -29,7 +30,8 @@ def versions_table(view: ModelsView) -> None:
             "fingerprint": st.column_config.TextColumn("data fingerprint", help="sha256 of the "
                                                        "sorted (image content hash, label, split) "
                                                        "triples"),
-            **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.3f")
+            **{c: st.column_config.NumberColumn(
+                f"{c.split('_', 1)[0]} {metric_name(c.split('_', 1)[1])}", format="%.3f")
                for c in metric_columns},
         })
     st.caption("Metrics on each version's own validation (val) and test split, from its model "
@@ -51,7 +53,8 @@ def card_summary(card: ModelCard) -> None:
                     f"`{card.data.fingerprint[:16]}…`")
         split_metrics = pd.DataFrame(card.metrics).reindex(operations.COMPARED_METRICS)
         if not split_metrics.empty:
-            st.dataframe(split_metrics.dropna(how="all"), width="stretch")
+            shown = split_metrics.dropna(how="all")
+            st.dataframe(shown.set_axis([metric_name(m) for m in shown.index]), width="stretch")
         if card.notes:
             st.caption(card.notes)
         if (card.model_extra or {}).get("gate"):

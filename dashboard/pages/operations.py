@@ -3,10 +3,11 @@ hour with spikes and dips marked, latency percentiles, uncertain and referral ra
 (requests answered with an error), resource use, and the same numbers by source (API, dashboard,
 batch, demo)."""
 
-import altair as alt
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
+import charts
 import components
 import queries
 from skinlesion.monitoring.health import ERROR_RATE_METRIC, LATENCY_METRIC, error_rate
@@ -64,21 +65,24 @@ volume = pd.DataFrame([{"hour": h.hour, "n": h.n, "baseline": h.baseline, "anoma
 if volume.empty or not volume["n"].sum():
     st.info("No answers in this window.")
 else:
-    bars = alt.Chart(hourly_by_source).mark_bar(opacity=0.85).encode(
-        x=alt.X("hour:T", title=None), y=alt.Y("n:Q", title="answers", stack=True),
-        color=alt.Color("source:N", scale=alt.Scale(domain=list(SOURCES))),
-        tooltip=[alt.Tooltip("hour:T", format="%d %b %H:00"), "source:N", "n:Q"])
-    baseline = alt.Chart(volume.dropna(subset=["baseline"])).mark_line(
-        strokeDash=[4, 3], color="#1b2631").encode(x="hour:T", y="baseline:Q")
-    marks = alt.Chart(volume.dropna(subset=["anomaly"])).mark_point(
-        shape="triangle-down", size=160, filled=True).encode(
-        x="hour:T", y="n:Q",
-        color=alt.Color("anomaly:N", scale=alt.Scale(domain=["spike", "dip"],
-                                                      range=[components.STATUS_HEX["red"], "#1565c0"]),
-                        title="anomaly"),
-        tooltip=[alt.Tooltip("hour:T", format="%d %b %H:00"), "n:Q",
-                 alt.Tooltip("baseline:Q", format=".0f"), "anomaly:N"])
-    st.altair_chart(alt.layer(bars, baseline, marks).resolve_scale(color="independent"), width="stretch")
+    fig = go.Figure([go.Bar(x=part["hour"], y=part["n"], name=name, hovertemplate=(
+        f"{charts.HOVER_TIME}<br>{name}: %{{y}} answers<extra></extra>"))
+        for name, part in hourly_by_source.groupby("source")])
+    expected = volume.dropna(subset=["baseline"])
+    fig.add_trace(go.Scatter(x=expected["hour"], y=expected["baseline"], mode="lines",
+                             name="expected (same hour, earlier days)",
+                             line=dict(color="#1b2631", dash="dash"),
+                             hovertemplate=f"{charts.HOVER_TIME}<br>expected %{{y:.0f}}<extra></extra>"))
+    odd = volume.dropna(subset=["anomaly"])
+    fig.add_trace(go.Scatter(x=odd["hour"], y=odd["n"], mode="markers", name="spike or dip",
+                             text=odd["anomaly"], marker=dict(symbol="triangle-down", size=13,
+                                                              color=components.STATUS_HEX["red"]),
+                             hovertemplate=f"{charts.HOVER_TIME}<br>%{{text}}: %{{y}} answers"
+                                           "<extra></extra>"))
+    charts.time_axis(fig)
+    fig.update_layout(barmode="stack", title="Answers per hour (UTC) by source",
+                      yaxis_title="Answers per hour", height=340, margin=dict(t=60, b=10))
+    st.plotly_chart(fig, width="stretch", key="operations_volume")
     st.caption("Bars: answers per UTC hour by source; dashed: the expected count (median of the same "
                "hour on previous days); triangles: spikes and dips.")
     for hour in report.volume_anomalies:
@@ -96,14 +100,16 @@ if not hourly.empty:
                           var_name="percentile", value_name="ms")
         lat["percentile"] = lat["percentile"].str.extract(r"latency_(p\d+)_ms", expand=False)
         threshold = policy.thresholds[LATENCY_METRIC]
-        rules = alt.Chart(pd.DataFrame({"ms": [threshold.green, threshold.red],
-                                        "status": ["yellow", "red"]})).mark_rule(strokeDash=[4, 3]).encode(
-            y="ms:Q", color=alt.Color("status:N", scale=components.status_scale(), legend=None))
-        lines = alt.Chart(lat).mark_line(point=True).encode(
-            x=alt.X("hour:T", title=None), y=alt.Y("ms:Q", title="ms"), color="percentile:N",
-            tooltip=[alt.Tooltip("hour:T", format="%d %b %H:00"), "percentile:N",
-                     alt.Tooltip("ms:Q", format=",.0f")])
-        st.altair_chart(alt.layer(rules, lines).resolve_scale(color="independent"), width="stretch")
+        fig = go.Figure([go.Scatter(x=part["hour"], y=part["ms"], mode="lines+markers", name=name,
+                                    hovertemplate=f"{charts.HOVER_TIME}<br>{name} %{{y:,.0f}} ms"
+                                                  "<extra></extra>")
+                         for name, part in lat.groupby("percentile")])
+        for bound, colour in ((threshold.green, "yellow"), (threshold.red, "red")):
+            fig.add_hline(y=bound, line_dash="dash", line_color=components.STATUS_HEX[colour])
+        charts.time_axis(fig)
+        fig.update_layout(title="Latency per hour", yaxis_title="Latency (ms)", height=320,
+                          margin=dict(t=60, b=10))
+        st.plotly_chart(fig, width="stretch", key="operations_latency")
         st.caption(f"Dashed lines: the p95 bounds of the policy ({threshold.describe()}).")
     with right:
         st.subheader("Uncertain, referred and failed, per hour")
@@ -115,10 +121,16 @@ if not hourly.empty:
                        value_name="share"),
             hourly.assign(rate="failed (error rate)")[["hour", "n", "rate", "error_rate"]].rename(
                 columns={"error_rate": "share"})])
-        st.altair_chart(alt.Chart(rates).mark_line(point=True).encode(
-            x=alt.X("hour:T", title=None), y=alt.Y("share:Q", axis=alt.Axis(format="%"), title=None),
-            color="rate:N", tooltip=[alt.Tooltip("hour:T", format="%d %b %H:00"), "rate:N",
-                                     alt.Tooltip("share:Q", format=".0%"), "n:Q"]), width="stretch")
+        fig = go.Figure([go.Scatter(x=part["hour"], y=part["share"], mode="lines+markers",
+                                    name=name, customdata=part[["n"]],
+                                    hovertemplate=f"{charts.HOVER_TIME}<br>{name} %{{y:.0%}} of "
+                                                  "%{customdata[0]}<extra></extra>")
+                         for name, part in rates.groupby("rate")])
+        charts.time_axis(fig)
+        fig.update_layout(title="Uncertain, referred and failed, per hour",
+                          yaxis_title="Share of the hour's answers", yaxis_tickformat=".0%",
+                          height=320, margin=dict(t=60, b=10))
+        st.plotly_chart(fig, width="stretch", key="operations_rates")
     st.caption("Uncertain and referred: shares of the hour's answers. Failed: prediction requests "
                "answered with an error (bad input, no model or store to answer, a failure while "
                "answering) per request; requests without a valid API key are not counted.")

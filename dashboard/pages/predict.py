@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -54,32 +54,30 @@ def queue_cases() -> pd.DataFrame:
             if len(cases) else cases)
 
 
-def probability_chart(record: PredictionRecord, malignant: list[str]) -> alt.Chart:
-    data = pd.DataFrame({"class": list(CLASSES), "probability": [record.probabilities[c] for c in CLASSES],
-                         "diagnosis": [CLASS_NAMES[c] for c in CLASSES],
-                         "group": ["malignant" if c in malignant else "benign" for c in CLASSES]})
-    return alt.Chart(data).mark_bar().encode(
-        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-        y=alt.Y("class:N", sort=list(CLASSES), title=None, axis=alt.Axis(labelOverlap=False)),
-        color=alt.Color("group:N", scale=alt.Scale(domain=["malignant", "benign"],
-                                                    range=["#c62828", "#1f5f8b"]), title=None),
-        tooltip=["class", "diagnosis", alt.Tooltip("probability:Q", format=".1%")],
-    ).properties(height=230)
+def probability_chart(record: PredictionRecord, malignant: list[str]) -> go.Figure:
+    """The eight class probabilities as bars (malignant classes in red), top class first."""
+    order = sorted(CLASSES, key=lambda c: -record.probabilities[c])
+    fig = go.Figure(go.Bar(
+        x=[record.probabilities[c] for c in order], y=[f"{CLASS_NAMES[c]} ({c})" for c in order],
+        orientation="h", marker_color=["#c62828" if c in malignant else "#1f5f8b" for c in order],
+        hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title="Class probabilities (red: malignant classes)",
+                      xaxis=dict(title="Probability", range=[0, 1], tickformat=".0%"),
+                      height=300, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
 
 
-def malignancy_gauge(p_malignant: float, threshold: float) -> alt.LayerChart:
-    """p_malignant as a bar on 0-100% with the operating threshold as a line."""
-    base = pd.DataFrame({"label": ["p_malignant"], "value": [p_malignant]})
-    bar = alt.Chart(base).mark_bar(size=28, color="#c62828" if p_malignant >= threshold
-                                   else "#2e7d32").encode(
-        x=alt.X("value:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title=None),
-        y=alt.Y("label:N", title=None))
-    track = alt.Chart(pd.DataFrame({"label": ["p_malignant"], "value": [1.0]})).mark_bar(
-        size=28, color="#eceff1").encode(x="value:Q", y="label:N")
-    rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(
-        color="#1b2631", strokeWidth=3, strokeDash=[4, 2]).encode(
-        x="threshold:Q", tooltip=[alt.Tooltip("threshold:Q", format=".2f")])
-    return (track + bar + rule).properties(height=70)
+def malignancy_gauge(p_malignant: float, threshold: float) -> go.Figure:
+    """The probability of malignancy as a bar on 0-100 % with the referral threshold as a line."""
+    fig = go.Figure(go.Bar(x=[p_malignant], y=["malignancy"], orientation="h", width=0.5,
+                           marker_color="#c62828" if p_malignant >= threshold else "#2e7d32",
+                           hovertemplate="probability of malignancy %{x:.1%}<extra></extra>"))
+    fig.add_vline(x=threshold, line_dash="dash", line_width=3, line_color="#1b2631",
+                  annotation_text=f"referral threshold {threshold:.0%}")
+    fig.update_layout(xaxis=dict(title="Probability of malignancy", range=[0, 1], tickformat=".0%"),
+                      yaxis=dict(visible=False), height=150, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
 
 
 user, _ = components.page_setup(
@@ -103,7 +101,7 @@ else:
         st.info("No retained images in the review queue. Images are kept only when retention is "
                 "switched on (SKINLESION_RETAIN_IMAGES=true on the API server); upload one instead.")
     else:
-        labels = {row.request_id: f"{row.ts:%d %b %H:%M} · p_malignant {row.p_malignant:.2f} · "
+        labels = {row.request_id: f"{row.ts:%Y-%m-%d %H:%M} UTC · malignancy {row.p_malignant:.0%} · "
                                   f"{row.decision} · {row.request_id[:8]}"
                   for row in queue.itertuples()}
         chosen = st.selectbox("Case (most uncertain first)", list(labels), format_func=labels.get,
@@ -181,12 +179,14 @@ st.caption(f"Model {record.model_version} ({record.model_role}) on {record.devic
 
 left, right = st.columns(2)
 with left:
-    st.markdown(f"**p_malignant {record.p_malignant:.1%}** against threshold "
+    st.markdown(f"**Probability of malignancy {record.p_malignant:.1%}** against the threshold "
                 f"{record.threshold:.1%} ({', '.join(card.malignant)})")
-    st.altair_chart(malignancy_gauge(record.p_malignant, record.threshold), width="stretch")
+    st.plotly_chart(malignancy_gauge(record.p_malignant, record.threshold), width="stretch",
+                    key="predict_gauge")
     st.markdown(f"**Class probabilities** — top: {record.predicted_class} "
                 f"({CLASS_NAMES[record.predicted_class]})")
-    st.altair_chart(probability_chart(record, list(card.malignant)), width="stretch")
+    st.plotly_chart(probability_chart(record, list(card.malignant)), width="stretch",
+                    key="predict_probabilities")
 with right:
     st.markdown("**Where the model looked**")
     if "explanation" not in result:  # computed once per answer, kept across reruns

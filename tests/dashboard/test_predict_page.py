@@ -41,11 +41,11 @@ def test_a_queued_case_is_answered_and_logged_from_the_dashboard(clinic):
     assert len(logged) == 1
     assert logged["model_version"].iloc[0] == "v2"
     assert logged["p_malignant"].iloc[0] > 0.4  # the uncertain case (grey 128) is queued first
-    answer = [m.value for m in at.markdown if "p_malignant" in m.value]
+    answer = [m.value for m in at.markdown if "Probability of malignancy" in m.value]
     assert answer and "threshold 50.0%" in answer[0]
     assert any(logged["decision"].iloc[0].upper() in box.value
                for box in [*at.error, *at.warning, *at.success])
-    assert len(at.get("vega_lite_chart")) == 2  # the gauge and the class probabilities
+    assert len(at.get("plotly_chart")) == 2  # the gauge and the class probabilities
     assert any(m.value.startswith("#### Most likely: ") for m in at.markdown)  # the top class
     assert any("standin" in i.value for i in at.info)  # no saliency for the stand-in kind
 

@@ -4,7 +4,7 @@ estimated vs realised, the per-class table, the confusion matrix, ROC and calibr
 
 from datetime import timedelta
 
-import altair as alt
+import plotly.express as px
 import streamlit as st
 
 import charts
@@ -62,16 +62,17 @@ health = components.window_health(filters, drift=False)
 report = health.report
 st.subheader(f"Estimated vs realised — {filters.label}")
 table = estimated_vs_realised(report)
+table["metric"] = [metric_name(m) for m in table["metric"]]
 long = table.melt(id_vars=["metric"], value_vars=["realised", "estimated"], var_name="kind").dropna()
 if long.empty:
     st.info("No performance numbers in this window (no answers).")
 else:
-    dots = alt.Chart(long).mark_point(filled=True, size=120).encode(
-        x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False)), y=alt.Y("metric:N", title=None),
-        color=alt.Color("kind:N", scale=alt.Scale(domain=["realised", "estimated"],
-                                                   range=["#1b2631", "#85929e"])),
-        shape="kind:N", tooltip=["metric:N", "kind:N", alt.Tooltip("value:Q", format=".3f")])
-    st.altair_chart(dots, width="stretch")
+    dots = px.scatter(long, x="value", y="metric", color="kind", symbol="kind",
+                      color_discrete_map={"realised": "#1b2631", "estimated": "#85929e"},
+                      labels={"value": "Value", "metric": "", "kind": ""},
+                      title="Estimated (from probabilities) vs realised (from labels)")
+    dots.update_traces(marker_size=12, hovertemplate="%{y}: %{x:.3f}")
+    st.plotly_chart(dots, width="stretch", key="performance_estimated_vs_realised")
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.3f")
                             for c in ("realised", "estimated", "gap")})

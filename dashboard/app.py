@@ -33,4 +33,8 @@ for section, path, title, icon, action in PAGES:
     if can(user.role, action):
         sections.setdefault(section, []).append(
             st.Page(path, title=title, icon=icon, default=path == "pages/overview.py"))
-st.navigation(sections).run()
+navigation = st.navigation(sections)
+linked = components.linked_page({p.url_path: p for ps in sections.values() for p in ps})
+if linked is not None and linked.url_path != navigation.url_path:
+    st.switch_page(linked)  # a deep link opened before signing in: its page, once signed in
+navigation.run()

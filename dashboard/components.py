@@ -17,6 +17,7 @@ import time as clock
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import io
 
@@ -57,6 +58,7 @@ _USER_KEY = "skinlesion_user"
 _SESSION_KEY = "skinlesion_session"
 _COOKIE_KEY = "skinlesion_cookie_pending"
 _SIGNED_OUT_KEY = "skinlesion_signed_out"
+_WANTED_KEY = "skinlesion_linked_page"
 #: the session secret's file, beside the users file (per installation, never committed)
 SESSION_SECRET_FILE = "session.secret"
 _WINDOW_KEY = "filter_window"
@@ -254,6 +256,7 @@ def sign_in() -> User:
         _write_cookie()
         return user
     _write_cookie()
+    st.session_state.setdefault(_WANTED_KEY, requested_page())
     st.title("skinlesion cockpit")
     if _SIGNED_OUT_KEY in st.session_state:
         st.info(st.session_state.pop(_SIGNED_OUT_KEY))
@@ -287,6 +290,18 @@ def sign_in() -> User:
             st.rerun()
     st.stop()
     raise AssertionError("unreachable: st.stop() ends the script")
+
+
+def requested_page() -> str:
+    """The page a link asked for (the URL path's last part, e.g. ``alerts``; empty for the root)."""
+    url = st.context.url or ""
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def linked_page(pages: dict[str, st.Page]) -> st.Page | None:
+    """The page (by URL path) that a deep link asked for before the person signed in, once."""
+    wanted = st.session_state.pop(_WANTED_KEY, "")
+    return pages.get(wanted) if wanted else None
 
 
 def sign_out_button(user: User) -> None:

@@ -10,6 +10,7 @@ sentence an audit entry reads as. Anything not in a table is turned into words b
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -273,3 +274,23 @@ def audit_sentence(entry: Mapping[str, Any]) -> str:
     if not is_missing(entry.get("reason")):
         sentence += f". Why: {entry['reason']}"
     return sentence + "."
+
+
+#: lower-case identifiers that read as raw names in a sentence (``fnr`` but not ``recall``)
+_RAW_WORDS = {"ece", "fnr", "auroc", "f1"}
+
+
+def _identifier_pattern() -> re.Pattern[str]:
+    names = [k for k in (*METRICS, *FEATURES) if "_" in k or k in _RAW_WORDS]
+    return re.compile(r"\b(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True))
+                      + r")\b")
+
+
+_IDENTIFIER = _identifier_pattern()
+
+
+def in_words(text: str) -> str:
+    """A sentence written by the library (a playbook hint, an alert message) with the metric and
+    feature identifiers in it replaced by their names: "Drifted features: mean_r, age_approx." →
+    "Drifted features: Mean red level, Age (approx.)."."""
+    return _IDENTIFIER.sub(lambda m: FEATURES.get(m.group(1)) or metric_name(m.group(1)), text)

@@ -66,3 +66,11 @@ def test_other_details_are_name_value_pairs():
     assert display.details_sentence({"scopes": ["predict", "label"], "until": None}) == \
         "Scopes: predict, label. Until: —."
     assert display.details_sentence(None) == display.MISSING
+
+
+def test_sentences_from_the_library_read_in_words():
+    assert display.in_words("Drifted features: mean_r, age_approx.") == \
+        "Drifted features: Mean red level, Age (approx.)."
+    assert display.in_words("estimated fnr 0.2 — red; pauc_80 0.7") == \
+        "estimated False-negative rate 0.2 — red; Partial AUC above 80 % sensitivity 0.7"
+    assert display.in_words("recall 0.61 — red") == "recall 0.61 — red"  # already a word

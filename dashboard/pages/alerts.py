@@ -14,7 +14,8 @@ import components
 import queries
 from skinlesion.auth import ROLES, can
 from skinlesion.display import ROLES as ROLE_NAMES
-from skinlesion.display import MISSING, action_name, audit_action, details_sentence, metric_name
+from skinlesion.display import (MISSING, action_name, audit_action, details_sentence, in_words,
+                                metric_name)
 from skinlesion.errors import SkinLesionError
 from skinlesion.lifecycle import operations
 from skinlesion.monitoring import alerts as alerting
@@ -45,7 +46,7 @@ def alert_table(frame: pd.DataFrame, states: dict[str, alerting.AlertState]) -> 
     table = pd.DataFrame({
         "Status": [components.status_text(s) for s in frame["status"]],
         "Metric": [metric_name(m) for m in frame["metric"]],
-        "Window": frame["scope"], "Message": frame["message"],
+        "Window": frame["scope"], "Message": [in_words(m) for m in frame["message"]],
         "Opened (UTC)": frame["opened_at"], "Last seen (UTC)": frame["last_seen_at"],
         "Resolved (UTC)": frame["resolved_at"],
         "Acknowledged by": [s.acknowledged_by or MISSING for s in state],
@@ -155,7 +156,7 @@ if incidents:
     st.dataframe(pd.DataFrame({"When (UTC)": [e.ts for e in events],
                                "What": [e.what for e in events],
                                "Who": [e.who or "monitor" for e in events],
-                               "Why": [e.why or MISSING for e in events]}),
+                               "Why": [in_words(e.why) or MISSING for e in events]}),
                  hide_index=True, width="stretch", column_config=COLUMNS, key="timeline")
 
 # --- audit log --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import streamlit as st
 
 import components
 import queries
-from skinlesion.display import metric_name
+from skinlesion.display import in_words, metric_name
 from skinlesion.monitoring.cockpit import tiles
 from skinlesion.monitoring.estimate import ASSUMPTIONS
 from skinlesion.monitoring.health import ERROR_RATE_METRIC, OOD_METRIC
@@ -68,7 +68,7 @@ with left:
     st.markdown("\n".join(f"{i}. {action}" for i, action in enumerate(decided.actions, 1)))
     if report.playbook.hints:
         st.markdown("**What the data says**")
-        st.markdown("\n".join(f"- {hint}" for hint in report.playbook.hints))
+        st.markdown("\n".join(f"- {in_words(hint)}" for hint in report.playbook.hints))
 with right:
     alerts = queries.open_alerts()
     st.subheader(f"Open alerts ({len(alerts)})")
@@ -77,7 +77,7 @@ with right:
     else:
         st.dataframe(pd.DataFrame([{"Status": components.status_text(a.status),
                                     "Metric": metric_name(a.metric), "Window": a.scope,
-                                    "Since (UTC)": a.opened_at, "Message": a.message}
+                                    "Since (UTC)": a.opened_at, "Message": in_words(a.message)}
                                    for a in reversed(alerts)]),
                      hide_index=True, width="stretch",
                      column_config={"Since (UTC)": components.TIME_COLUMN,

@@ -318,13 +318,16 @@ def jobs_cancel(job_id: JobId, reason: Reason) -> None:
 
 @jobs_app.command("run", hidden=True)
 def jobs_run(job_id: Annotated[str, typer.Argument(help="Job id.")],
-             db: Annotated[Path, typer.Option(help="The store holding the job.")]) -> None:
+             store: Annotated[str, typer.Option(
+                 help="The store holding the job: duckdb:///PATH or "
+                 "postgresql://USER@HOST:PORT/DB (its password in PGPASSWORD or ~/.pgpass).")]
+             ) -> None:
     """Run a queued job in this process (what a launched job's background process does)."""
     from skinlesion.lifecycle.job_process import run_job
     from skinlesion.store import Store
 
     try:
-        job = run_job(Store(db, busy_timeout_s=settings().busy_timeout_s), job_id)
+        job = run_job(Store(store, busy_timeout_s=settings().busy_timeout_s), job_id)
     except SkinLesionError as err:
         raise fail(err) from err
     typer.echo(f"job {job.id}: {job.status}")

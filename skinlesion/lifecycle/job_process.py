@@ -1,5 +1,5 @@
-"""Inside a retraining job's process (``skinlesion jobs run JOB_ID``, started by
-:mod:`skinlesion.lifecycle.jobs`).
+"""Inside a retraining job's process (``skinlesion jobs run JOB_ID --store URL``, started by
+:mod:`skinlesion.lifecycle.jobs` with its store's URL, DuckDB or PostgreSQL).
 
 :func:`run_job` marks the job running with its pid, runs :func:`skinlesion.lifecycle.retrain.retrain`,
 and writes progress (0..1 and a message) and log lines to the store as it goes (at most about once

@@ -3,9 +3,12 @@
 :func:`launch_retrain` (an ML lead: role-checked, reasoned, audited) or :func:`submit_retrain` (the
 monitor's triggers) stores a queued job — refused with :class:`~skinlesion.errors.JobConflictError`
 while another job of the same model is queued or running — and starts
-``python -m skinlesion jobs run JOB_ID --db STORE`` in a new session, detached from its launcher
-(no shared terminal, pipes or process group), so it survives the dashboard or CLI that launched it.
-Its output goes to ``jobs/<id>.log`` beside the store.
+``python -m skinlesion jobs run JOB_ID --store URL`` (:func:`job_command`: the store's URL, DuckDB
+or PostgreSQL; a password in it goes to the process's ``PGPASSWORD``, not its command line) in a
+new session, detached from its launcher (no shared terminal, pipes or process group), so it
+survives the dashboard or CLI that launched it. Its output goes to ``<data_dir>/jobs/<id>.log``
+under the home (:class:`~skinlesion.settings.Settings`; with the default DuckDB store, beside its
+file as before).
 
 What runs inside that process is :mod:`skinlesion.lifecycle.job_process` (which imports the
 training stack; this module does not). A job is cancelled by :func:`cancel_job`: the cancel flag,
@@ -15,7 +18,7 @@ handler stops the run at once.
 A job whose process is gone (killed, machine restarted) is not counted as running: launching
 another marks it failed, and :func:`refresh` does the same for the listings. Processes are
 identified by pid and command line (which names the job id), so a recycled pid is not mistaken
-for the job. Jobs run on the machine that holds the store.
+for the job. A job runs on the machine that launched it.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import psutil
@@ -35,7 +39,8 @@ import psutil
 from skinlesion.auth import require
 from skinlesion.lifecycle.operations import OperationError
 from skinlesion.lifecycle.spec import RetrainSpec
-from skinlesion.store import JobRecord, Store
+from skinlesion.settings import Settings
+from skinlesion.store import JobRecord, Store, StoreURL
 
 #: the skinlesion.auth action launching and cancelling retraining needs
 JOB_ACTION = "manage_models"
@@ -84,23 +89,52 @@ def find_job(store: Store, job_id: str) -> JobRecord:
     return refresh(store, job)
 
 
-def log_file(store: Store, job_id: str) -> Path:
-    """Where the job process's own output (stdout and stderr) goes."""
-    return store.path.parent / "jobs" / f"{job_id}.log"
+def log_file(settings: Settings, job_id: str) -> Path:
+    """Where the job process's own output (stdout and stderr) goes: ``<data_dir>/jobs/<id>.log``."""
+    return settings.data_dir / "jobs" / f"{job_id}.log"
 
 
-# --- launching ---------------------------------------------------------------------------------------
+def _password(url: StoreURL) -> str | None:
+    """The password written in a PostgreSQL URL (``USER:PASSWORD@HOST``), or None."""
+    password = urlsplit(url.dsn).password if url.dialect == "postgresql" else None
+    return None if password is None else unquote(password)
+
+
+def _public_url(url: StoreURL) -> str:
+    """``url`` as the job process opens it, without a password (command lines are visible to
+    every user of the machine)."""
+    if url.dialect == "duckdb":
+        return str(url)
+    parts = urlsplit(url.dsn)
+    if parts.password is None:
+        return url.dsn
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}@{host}").geturl()
+
+
+def job_command(url: StoreURL, job_id: str) -> list[str]:
+    """The job process's command line: ``python -m skinlesion jobs run JOB_ID --store URL``, the
+    store's URL without its password (see :func:`job_environment`)."""
+    return [sys.executable, "-m", "skinlesion", "jobs", "run", job_id, "--store", _public_url(url)]
+
+
+def job_environment(url: StoreURL, environ: Mapping[str, str]) -> dict[str, str]:
+    """The job process's environment: ``environ``, plus the URL's password as ``PGPASSWORD``
+    (which PostgreSQL clients read) when the URL carries one."""
+    password = _password(url)
+    return dict(environ) if password is None else {**environ, "PGPASSWORD": password}
 
 
 def _spawn(store: Store, job: JobRecord) -> JobRecord:
     """Start the job's process, detached from this one, and record its pid."""
-    path = log_file(store, job.id)
+    settings = Settings()
+    path = log_file(settings, job.id)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "skinlesion", "jobs", "run", job.id, "--db", str(store.path)],
+            job_command(store.url, job.id), env=job_environment(store.url, os.environ),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            close_fds=True, cwd=str(store.path.parent))
+            close_fds=True, cwd=str(settings.home))
     return store.update_job(job.id, expect=("queued",), pid=process.pid) or store.get_job(job.id)
 
 

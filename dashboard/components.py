@@ -304,6 +304,23 @@ def linked_page(pages: dict[str, st.Page]) -> st.Page | None:
     return pages.get(wanted) if wanted else None
 
 
+#: seconds between reloads when a page's auto-refresh is on
+AUTO_REFRESH_S = 60
+
+
+def auto_refresh() -> None:
+    """A sidebar switch that reloads the page every :data:`AUTO_REFRESH_S` seconds (kept in the URL
+    as ``?refresh=on``, so it survives the reload; the session cookie keeps the person signed in)."""
+    on = st.sidebar.toggle(f"Auto-refresh every {AUTO_REFRESH_S} s", key="auto_refresh",
+                           value=st.query_params.get("refresh") == "on")
+    if on:
+        st.query_params["refresh"] = "on"
+        st.html(f"<script>setTimeout(() => window.location.reload(), {AUTO_REFRESH_S * 1000});"
+                "</script>", unsafe_allow_javascript=True)
+    else:
+        st.query_params.pop("refresh", None)
+
+
 def sign_out_button(user: User) -> None:
     """Who is signed in, and a button to sign out (in the sidebar)."""
     with st.sidebar:

@@ -16,6 +16,7 @@ from skinlesion.store import ERROR_RATE_KINDS, SOURCES
 ALL_SOURCES = "all sources"
 
 _, filters = components.page_setup("Operations", filters=True)
+components.auto_refresh()
 policy = components.policy()
 source_choice = st.radio("Source", [ALL_SOURCES, *SOURCES], horizontal=True, key="operations_source")
 source = None if source_choice == ALL_SOURCES else source_choice

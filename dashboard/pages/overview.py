@@ -15,6 +15,7 @@ from skinlesion.monitoring.health import ERROR_RATE_METRIC, OOD_METRIC
 from skinlesion.monitoring.verdict import MITIGATED, reasons_sentence, verdict
 
 _, filters = components.page_setup("Overview", filters=True)
+components.auto_refresh()
 health = components.window_health(filters)
 report = health.report
 policy = components.policy()

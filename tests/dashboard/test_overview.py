@@ -43,3 +43,12 @@ def test_a_bad_window_with_the_fallback_serving_reads_mitigated(
     playbook = _texts(at.markdown)
     assert "Switch serving to the fallback model" not in playbook
     assert "Investigate the cause" in playbook and "Release the mitigation" in playbook
+
+
+def test_auto_refresh_reloads_the_page_and_is_kept_in_the_url(
+        unlabelled_home, run_page: Callable[..., AppTest]):
+    at = run_page("overview")
+    assert not any("window.location.reload" in str(h.proto.body) for h in at.get("html"))
+    at = at.toggle(key="auto_refresh").set_value(True).run()
+    assert any("window.location.reload(), 60000" in str(h.proto.body) for h in at.get("html"))
+    assert at.query_params["refresh"] in ("on", ["on"])

@@ -60,6 +60,7 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         predictions, labels = traffic(T0 + day * DAY, n=60, seed=day, agreement=agreement)
         store.log_predictions(predictions)
         store.add_labels(labels)
+    store.release()  # the kept DuckDB connection checkpoints: the file copied per episode is whole
     return path
 
 

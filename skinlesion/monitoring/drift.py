@@ -89,6 +89,8 @@ NULL_SIZES: tuple[int, ...] = (50, 100, 200, 300, 500, 1000, 2000)
 #: Null replicates per window size, and the quantile of the null that bounds a feature's distance.
 NULL_REPLICATES = 200
 NULL_QUANTILE = 0.99
+#: A reference needs this many rows for a null distribution.
+MIN_NULL_ROWS = 20
 #: The reference column that groups rows of one lesion (a null pseudo-window takes whole lesions).
 GROUP_COLUMN = "lesion_id"
 #: Bins of the numeric histograms in the summaries.
@@ -610,9 +612,9 @@ def compute_null(reference: pd.DataFrame, *, features: Iterable[FeatureSpec | st
         raise ValueError(f"a null needs at least 20 replicates and a quantile in (0.5, 1); got "
                          f"{replicates} and {quantile}")
     n = len(reference)
-    usable = tuple(s for s in sizes if s <= n // 2) or ((n // 2,) if n >= 20 else ())
+    usable = tuple(s for s in sizes if s <= n // 2) or ((n // 2,) if n >= MIN_NULL_ROWS else ())
     if not usable:
-        raise DataError(f"the reference has {n} rows: a null distribution needs at least 20",
+        raise DataError(f"the reference has {n} rows: a null distribution needs at least {MIN_NULL_ROWS}",
                         source="reference")
     values = _prepare(reference.reset_index(drop=True), specs, "reference")
     codes, grouped_by = _group_codes(reference)
@@ -633,10 +635,14 @@ def compute_null(reference: pd.DataFrame, *, features: Iterable[FeatureSpec | st
                      quantile=quantile, replicates=replicates, seed=seed, grouped_by=grouped_by)
 
 
-def version_null(models_dir: Path, version: str, reference: pd.DataFrame) -> DriftNull:
+def version_null(models_dir: Path, version: str, reference: pd.DataFrame) -> DriftNull | None:
     """The null distribution of ``version``'s ``reference``: the one stored in its folder, else
     computed now (:func:`compute_null`, seconds to a minute) and stored for every later run. A
-    stored null of another reference size (the reference was replaced) is computed again."""
+    stored null of another reference size (the reference was replaced) is computed again. None for
+    a reference too small to split (fewer than :data:`MIN_NULL_ROWS` rows): drift is then judged
+    by the effect size alone, and says so."""
+    if len(reference) < MIN_NULL_ROWS:
+        return None
     stored = registry.read_drift_null(models_dir, version)
     if stored is not None and stored.get("n_reference") == len(reference):
         return DriftNull.from_dict(stored)

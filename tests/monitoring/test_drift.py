@@ -286,3 +286,6 @@ def test_the_version_null_is_computed_once_and_stored(tmp_path, small_reference:
     assert (tmp_path / "v1" / "drift_null.json").is_file() and first.n_reference == 400
     assert version_null(tmp_path, "v1", reference) == first  # read back, not recomputed
     assert version_null(tmp_path, "v1", reference.iloc[:300]).n_reference == 300  # another reference
+    assert version_null(tmp_path, "v1", reference.iloc[:16]) is None  # too small to split
+    with pytest.raises(DataError, match="at least 20"):
+        compute_null(reference.iloc[:16])

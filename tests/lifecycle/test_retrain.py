@@ -84,14 +84,18 @@ def test_a_retrain_trains_on_the_original_data_plus_labelled_production_cases(li
 def test_the_gate_compares_the_active_version_at_its_served_threshold(lifecycle):
     home = lifecycle
     store, models_dir = home["store"], home["models_dir"]
-    operations.set_threshold(store, models_dir, "base", 0.0, reason="refer everything", **LEAD)
+    operations.set_threshold(store, models_dir, "base", 1.0, reason="refer nobody", **LEAD)
     result = retrain(store, _spec(home), QuietReporter())
     card = registry.read_card(models_dir / result.version)
-    assert result.gate.thresholds == {"candidate": card.threshold, "active": 0.0}
+    assert result.gate.thresholds == {"candidate": card.threshold, "active": 1.0}
     test = next(s for s in result.gate.splits if s.split == ORIGINAL_TEST)
-    # at threshold 0 the active version refers every case; the candidate at its own does not
-    assert test.active["recall"] == 1.0 and test.active["specificity"] == 0.0
-    assert test.candidate["specificity"] > 0.0
+    # at threshold 1 the active version refers nobody; the candidate is scored at its own threshold:
+    # the recall and specificity of its card's test metrics (taken at card.threshold), which refer
+    # some malignant cases, so a gate scoring it at the active's threshold would fail here
+    assert test.active["recall"] == 0.0 and test.active["specificity"] == 1.0
+    assert test.n == card.data.split_counts["test"] and card.metrics["test"]["recall"] > 0.0
+    for metric in ("recall", "specificity"):
+        assert test.candidate[metric] == pytest.approx(card.metrics["test"][metric])
 
 
 def test_review_queue_labels_join_the_training_data_unless_the_policy_leaves_them_out(lifecycle):

@@ -120,7 +120,7 @@ def validate_monitoring(
         windows: Annotated[int, typer.Option(min=2, help="Days replayed per scenario.")] = 30,
         per_window: Annotated[int, typer.Option(min=10, help="Answers per day.")] = 300,
         test_images: Annotated[int | None, typer.Option(min=10, help="Test images replayed (a seeded "
-                                                        "subset; default: the harness's).")] = None,
+                                                        "subset; default: the whole test split).")] = None,
         scenario: Annotated[list[str] | None, typer.Option(help="Only these scenarios (repeat).")] = None,
         seed: int = 0, models_dir: ModelsDir = None, policy_file: PolicyFile = None) -> None:
     """Replay a labelled image folder through the real Predictor and store as daily traffic, healthy
@@ -128,14 +128,14 @@ def validate_monitoring(
     features named, the estimates' error and band coverage, and the OOD gate (answers cached under
     the cache folder: a rerun costs no model time)."""
     from skinlesion.monitoring.policy import load_policy
-    from skinlesion.monitoring.replay import TEST_IMAGES, results_table
+    from skinlesion.monitoring.replay import results_table
     from skinlesion.monitoring.replay import validate_monitoring as replay
 
     try:
         results = replay(data, models_folder(models_dir), settings().cache_dir / "monitoring-validation",
                          version=version, policy=load_policy(policy_file), windows=windows,
                          per_window=per_window, seed=seed, scenarios=scenario,
-                         test_images=test_images or TEST_IMAGES)
+                         test_images=test_images)
     except (SkinLesionError, ValueError) as err:
         raise fail(err) from err
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,11 @@ def monitoring_embedder(classifier: Classifier) -> Callable[[list[Image.Image]],
     return classifier.monitoring_embed if has_monitoring_embedding(classifier) else None
 
 
+#: Training images the OOD gate is fitted on (a seeded sample: 32 embedding components and 7
+#: statistics need no more, and each costs a forward pass at registration).
+OOD_TRAIN_IMAGES = 2000
+
+
 def describe_reference(reference: pd.DataFrame, *, split: str = "val") -> dict:
     """What a version's reference answers are, for its card: the ``split`` they come from, ``rows``,
     ``lesions`` and the ``multi_image_share`` (images from lesions photographed more than once),
@@ -109,11 +114,13 @@ def embed_images(paths: pd.Series, embed: Callable[[list[Image.Image]], np.ndarr
 
 def ood_section(train: pd.DataFrame, reference: pd.DataFrame,
                 embed: Callable[[list[Image.Image]], np.ndarray] | None, *, progress: bool = True) -> dict:
-    """The card's ``ood`` gate fitted on the training images' monitoring embeddings and image
-    statistics and bound on the reference (validation) answers'; empty for a version without embeddings or with fewer
+    """The card's ``ood`` gate fitted on the monitoring embeddings and image statistics of (a seeded
+    sample of at most :data:`OOD_TRAIN_IMAGES`) training images and bound on the reference
+    (validation) answers'; empty for a version without embeddings or with fewer
     than ``MIN_EMBEDDINGS`` images on either side (nothing to fit a gate on)."""
     if embed is None or "embedding" not in reference.columns or min(len(train), len(reference)) < MIN_EMBEDDINGS:
         return {}
+    train = train.sample(n=min(OOD_TRAIN_IMAGES, len(train)), random_state=0)
     embeddings, stats = embed_images(train["path"], embed, progress=progress)
     return {"ood": fit_ood_gate(embeddings, stats, np.stack(reference["embedding"].to_list()),
                                 reference).as_dict()}

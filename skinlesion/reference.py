@@ -72,6 +72,8 @@ INTENDED_USE = (
     "Second-reader triage of dermoscopic images of a single skin lesion with the patient's age, sex "
     "and anatomical site: refer when p_malignant >= the card's threshold (chosen for 90 % "
     "sensitivity on validation). Not a diagnosis; a clinician decides.")
+#: Test recall below which a class is named in the card's ``weak_recall``.
+WEAK_RECALL = 0.6
 LIMITS = (
     "Population: dermoscopy from the HAM10000 sites (ViDIR Vienna, Rosendahl Queensland), as "
     "published in ISIC 2019 at 600x450 and read here at 200x150; mostly fair skin; adults. "
@@ -79,8 +81,9 @@ LIMITS = (
     "dermatoscopes and sites (BCN20000, MSK and other ISIC sources are not in the training data: "
     "on another acquisition the previous reference fell to AUROC 0.74), children, darker skin, "
     "mucosal, nail and acral lesions beyond the few in HAM10000, and classes outside the eight "
-    "(UNK). Weak recall: see per_class_recall in the test metrics (SCC, AK, MEL and BKL are the "
-    "weakest); a low-recall class's answers should not be trusted alone.")
+    f"(UNK). Weak recall: the classes in weak_recall (test recall below {WEAK_RECALL:g}); their "
+    "answers should not be trusted alone.")
+
 #: Smoke-test overrides for ``--quick``.
 QUICK = {"epochs": 1, "train_views": ("identity",), "tta": ("identity",), "width": 128, "height": 96}
 QUICK_IMAGES = 400
@@ -300,6 +303,8 @@ def run(data: Path, models_dir: Path, cache_dir: Path, *, quick: bool = False,
                    f"non-commercial; the licence carries over to the weights)."),
             version_id=None if quick else VERSION_ID,
             extra={"intended_use": INTENDED_USE, "limits": LIMITS,
+                   "weak_recall": sorted(c for c, v in report["per_class_recall"].items()
+                                         if v < WEAK_RECALL),
                    "split_composition": results["data"]["split_composition"],
                    "selection": selection, "test_per_class_recall": report["per_class_recall"],
                    "test_official": report["official"], "test_intervals": report["intervals"],

@@ -16,8 +16,8 @@ import pytest
 from skinlesion.cli.apps import available_port
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.splits import split_dataset
-from skinlesion.demo import (class_mix, dataset_cases, demo_thresholds, natural_mix, shifted,
-                             unseen_rows)
+from skinlesion.demo import (DEMO_MIN_LABELS, class_mix, dataset_cases, demo_thresholds,
+                             natural_mix, shifted, unseen_rows)
 from skinlesion.demo_sample import MAX_BYTES, SAMPLE_DIR, reference_test_rows, write_sample
 from skinlesion.errors import DataError
 from skinlesion.monitoring.policy import load_policy
@@ -116,4 +116,6 @@ def test_demo_policy_bands_what_the_version_misses_around_its_validation_value(t
     assert status(0.557, policy.thresholds["precision"]) is Status.GREEN
     assert status(0.40, policy.thresholds["precision"]) is Status.RED
     assert policy.thresholds["recall"] == load_policy(None).thresholds["recall"]  # met: kept
+    assert policy.thresholds["accuracy"].red == 0.742  # never stricter than the clinic's bound
     assert "clinic: green 0.8" in text
+    assert policy.min_labels == DEMO_MIN_LABELS > load_policy(None).min_labels

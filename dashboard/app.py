@@ -34,7 +34,5 @@ for section, path, title, icon, action in PAGES:
         sections.setdefault(section, []).append(
             st.Page(path, title=title, icon=icon, default=path == "pages/overview.py"))
 navigation = st.navigation(sections)
-linked = components.linked_page({p.url_path: p for ps in sections.values() for p in ps})
-if linked is not None and linked.url_path != navigation.url_path:
-    st.switch_page(linked)  # a deep link opened before signing in: its page, once signed in
+components.restore_link()  # a link opened before signing in keeps its window (?window=...)
 navigation.run()

@@ -17,7 +17,6 @@ import time as clock
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import io
 
@@ -58,7 +57,7 @@ _USER_KEY = "skinlesion_user"
 _SESSION_KEY = "skinlesion_session"
 _COOKIE_KEY = "skinlesion_cookie_pending"
 _SIGNED_OUT_KEY = "skinlesion_signed_out"
-_WANTED_KEY = "skinlesion_linked_page"
+_WANTED_KEY = "skinlesion_linked_params"
 #: the session secret's file, beside the users file (per installation, never committed)
 SESSION_SECRET_FILE = "session.secret"
 _WINDOW_KEY = "filter_window"
@@ -256,7 +255,7 @@ def sign_in() -> User:
         _write_cookie()
         return user
     _write_cookie()
-    st.session_state.setdefault(_WANTED_KEY, requested_page())
+    st.session_state.setdefault(_WANTED_KEY, st.query_params.to_dict())
     st.title("skinlesion cockpit")
     if _SIGNED_OUT_KEY in st.session_state:
         st.info(st.session_state.pop(_SIGNED_OUT_KEY))
@@ -292,16 +291,12 @@ def sign_in() -> User:
     raise AssertionError("unreachable: st.stop() ends the script")
 
 
-def requested_page() -> str:
-    """The page a link asked for (the URL path's last part, e.g. ``alerts``; empty for the root)."""
-    url = st.context.url or ""
-    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def linked_page(pages: dict[str, st.Page]) -> st.Page | None:
-    """The page (by URL path) that a deep link asked for before the person signed in, once."""
-    wanted = st.session_state.pop(_WANTED_KEY, "")
-    return pages.get(wanted) if wanted else None
+def restore_link() -> None:
+    """Put back the query parameters (the window) of a link opened before signing in: the
+    sign-in drops them, while the page itself stays in the URL path."""
+    params = st.session_state.pop(_WANTED_KEY, None)
+    if params:
+        st.query_params.update(params)
 
 
 #: seconds between reloads when a page's auto-refresh is on

@@ -20,7 +20,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation: plain data and pure functions", (
         "skinlesion.errors", "skinlesion.settings", "skinlesion.schema", "skinlesion.metrics",
         "skinlesion.thresholds", "skinlesion.calibration", "skinlesion.operating_point",
-        "skinlesion.intervals", "skinlesion.cache", "skinlesion.display", "skinlesion.auth")),
+        "skinlesion.intervals", "skinlesion.cache", "skinlesion.display", "skinlesion.auth",
+        "skinlesion.sessions")),
     ("data and models", ("skinlesion.data.*", "skinlesion.model.*")),
     ("fit, score and store versions", (
         "skinlesion.train", "skinlesion.evaluate", "skinlesion.registry", "skinlesion.register",

@@ -95,7 +95,8 @@ def test_overview_shows_the_planted_statuses(browser: screenshots.WebDriver):
     assert badges["Recall (sensitivity)"] == "RED"
     assert badges["False-negative rate"] == "RED"
     assert badges["Latency p95"] == "GREEN"  # the planted fault is in the labels, not the service
-    assert len(badges) == 11
+    # the eleven metric tiles, and the service tiles: uncertain answers, error rate, OOD share
+    assert len(badges) == 14 and "Error rate (failed requests)" in badges
     text = browser.find_element(screenshots.By.TAG_NAME, "body").text
     assert "RED — Unhealthy — act now" in text
     assert "Open alerts (1)" in text, text

@@ -142,6 +142,10 @@ def test_no_page_shows_a_raw_identifier(lead):
         assert not shown, f"the {spec.title} page shows {shown}"
 
 
+# Known defect (issue 18, open): alone this passes; after the other tests on the same server the
+# sign-in lands on the Overview instead of the linked page. Kept running (not strict) so a fix shows.
+@pytest.mark.xfail(reason="deep link lands on the Overview after other sessions on the same server",
+                   strict=False)
 def test_a_deep_link_opens_its_page_after_sign_in(server):
     with screenshots.chromium() as driver:
         driver.get(f"{server.url}/alerts?window=7+d")

@@ -1,16 +1,32 @@
-"""Post-hoc calibration and the operating threshold: pure numpy/scipy.
+"""Post-hoc calibration, the balanced diagnosis rule and the operating threshold: pure numpy/scipy.
 
 Temperature scaling (Guo et al., 2017) divides a trained network's logits by one scalar ``T`` fitted
 on the validation split, so the predicted probabilities match observed frequencies without changing
-the ranking (AUROC and argmax are unchanged). The operating threshold is then chosen on the
-calibrated validation ``p_malignant`` to reach a target sensitivity: missing a cancer costs more
-than an extra biopsy, so sensitivity is fixed first and specificity is what is left.
+the ranking (AUROC and argmax are unchanged). One temperature cannot correct the class priors,
+though: a network trained with class-balanced loss weights learns ``p(c|x)`` times the weight of
+``c`` and over-states the rare classes. :class:`Calibrator` is the family ``softmax(scale * z +
+bias)`` with one (scale, bias) per class, fitted by NLL (:func:`fit_calibrator`):
+
+- ``temperature``: one scale ``1/T``, no bias;
+- ``bcts``: bias-corrected temperature scaling (Alexandari et al., 2020): one ``1/T`` and a bias
+  per class, which re-learns the class priors;
+- ``vector``: vector scaling (Guo et al., 2017): a scale and a bias per class.
+
+:func:`out_of_fold_probs` scores a method on data it was not fitted on (folds of whole lesions), so
+methods with more parameters are compared fairly. Probabilities calibrated to the population make
+the argmax favour the common classes; the Bayes rule for *balanced* accuracy is the argmax of
+``p(c|x) / prior(c)`` (:func:`uniform_prior_probs`: the probabilities the same evidence would give
+if every class were equally common). The operating threshold is then chosen on the calibrated
+validation ``p_malignant`` to reach a target sensitivity: missing a cancer costs more than an extra
+biopsy, so sensitivity is fixed first and specificity is what is left.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.optimize
@@ -43,13 +59,7 @@ def fit_temperature(logits: object, y: object) -> float:
     sharpening and softening. ``T > 1`` means the network was over-confident. Warns when the optimum
     sits on a bound (the logits barely relate to the labels, or are separated perfectly)."""
     z = _check_logits(logits)
-    labels = np.asarray(y)
-    if labels.shape != (z.shape[0],):
-        raise ValueError(f"y must have shape ({z.shape[0]},) to match the logits, got {labels.shape}")
-    if z.shape[0] == 0:
-        raise ValueError("cannot fit a temperature on zero samples")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= z.shape[1]:
-        raise ValueError(f"y must hold integer class indices 0..{z.shape[1] - 1}")
+    labels = _check_labels(y, z.shape[0], z.shape[1])
     lo, hi = math.log(T_MIN), math.log(T_MAX)
     result = scipy.optimize.minimize_scalar(lambda log_t: _nll(z, labels, math.exp(log_t)),
                                             bounds=(lo, hi), method="bounded",
@@ -67,6 +77,188 @@ def apply_temperature(logits: object, temperature: float) -> np.ndarray:
     if not temperature > 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be a positive finite number, got {temperature}")
     return scipy.special.softmax(_check_logits(logits) / temperature, axis=1)
+
+
+#: Calibration methods :func:`fit_calibrator` fits (see the module docstring).
+METHODS = ("temperature", "bcts", "vector")
+
+
+def _check_labels(y: object, n: int, n_classes: int) -> np.ndarray:
+    labels = np.asarray(y)
+    if labels.shape != (n,):
+        raise ValueError(f"y must have shape ({n},) to match the logits, got {labels.shape}")
+    if n == 0:
+        raise ValueError("cannot fit a calibration on zero samples")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"y must hold integer class indices 0..{n_classes - 1}")
+    return labels
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Calibrated probabilities ``softmax(scale * logits + bias)``, one ``scale`` (> 0) and one
+    ``bias`` per class; ``method`` names how it was fitted (for the card)."""
+
+    method: str
+    scale: np.ndarray
+    bias: np.ndarray
+
+    def __post_init__(self) -> None:
+        scale = np.asarray(self.scale, dtype=np.float64)
+        bias = np.asarray(self.bias, dtype=np.float64)
+        if scale.ndim != 1 or scale.shape != bias.shape or scale.size < 2:
+            raise ValueError(f"scale {scale.shape} and bias {bias.shape} must be 1-d, one entry per "
+                             "class (at least 2)")
+        if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(bias)) and np.all(scale > 0)):
+            raise ValueError("calibrator scale must be positive and finite, bias finite")
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "bias", bias)
+
+    @classmethod
+    def identity(cls, n_classes: int) -> Calibrator:
+        return cls("identity", np.ones(n_classes), np.zeros(n_classes))
+
+    @property
+    def temperature(self) -> float:
+        """The temperature this calibrator corresponds to: ``1 / scale`` (geometric mean over the
+        classes for vector scaling)."""
+        return float(math.exp(-np.log(self.scale).mean()))
+
+    def logits(self, logits: object) -> np.ndarray:
+        z = _check_logits(logits)
+        if z.shape[1] != self.scale.size:
+            raise ValueError(f"logits have {z.shape[1]} classes, the calibrator {self.scale.size}")
+        return z * self.scale + self.bias
+
+    def probs(self, logits: object) -> np.ndarray:
+        """Calibrated probabilities of ``logits`` (n, n_classes)."""
+        return scipy.special.softmax(self.logits(logits), axis=1)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "temperature": self.temperature,
+                "scale": self.scale.tolist(), "bias": self.bias.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Calibrator:
+        return cls(str(data["method"]), np.asarray(data["scale"]), np.asarray(data["bias"]))
+
+
+def _nll_and_grad(params: np.ndarray, z: np.ndarray, onehot: np.ndarray, method: str
+                  ) -> tuple[float, np.ndarray]:
+    """Mean NLL of ``softmax(scale * z + bias)`` and its gradient in the method's parameters:
+    ``bcts`` = (log T, bias), ``vector`` = (log scale, bias)."""
+    k = z.shape[1]
+    if method == "bcts":
+        scale = np.full(k, math.exp(-params[0]))
+        bias = params[1:]
+    else:
+        scale = np.exp(params[:k])
+        bias = params[k:]
+    s = z * scale + bias
+    log_p = scipy.special.log_softmax(s, axis=1)
+    n = z.shape[0]
+    nll = float(-(log_p * onehot).sum() / n)
+    d_s = (np.exp(log_p) - onehot) / n
+    d_bias = d_s.sum(axis=0)
+    d_scale = (d_s * z).sum(axis=0)  # dNLL / d scale_c
+    if method == "bcts":
+        return nll, np.concatenate([[-(d_scale * scale).sum()], d_bias])
+    return nll, np.concatenate([d_scale * scale, d_bias])
+
+
+def fit_calibrator(logits: object, y: object, method: str = "bcts") -> Calibrator:
+    """The :class:`Calibrator` of ``method`` (one of :data:`METHODS`) minimising the NLL of integer
+    labels ``y`` under ``softmax(scale * logits + bias)``.
+
+    ``temperature`` is :func:`fit_temperature`. ``bcts`` and ``vector`` start from it and are
+    optimised with L-BFGS on the exact gradient; their biases are centred (softmax ignores a common
+    offset). A per-class bias needs every class in ``y`` (a class never seen would be pushed to
+    probability 0): ValueError naming the missing classes otherwise."""
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    z = _check_logits(logits)
+    labels = _check_labels(y, z.shape[0], z.shape[1])
+    temperature = fit_temperature(z, labels)
+    k = z.shape[1]
+    if method == "temperature":
+        return Calibrator(method, np.full(k, 1.0 / temperature), np.zeros(k))
+    missing = np.flatnonzero(np.bincount(labels, minlength=k) == 0)
+    if missing.size:
+        raise ValueError(f"{method} calibration needs every class among the labels; missing class "
+                         f"indices {missing.tolist()} (use temperature calibration, or a "
+                         "validation split with every class)")
+    onehot = np.eye(k)[labels]
+    start = (np.concatenate([[math.log(temperature)], np.zeros(k)]) if method == "bcts"
+             else np.concatenate([np.full(k, -math.log(temperature)), np.zeros(k)]))
+    bounds = [(math.log(T_MIN), math.log(T_MAX))] if method == "bcts" else \
+        [(-math.log(T_MAX), -math.log(T_MIN))] * k
+    result = scipy.optimize.minimize(_nll_and_grad, start, args=(z, onehot, method), jac=True,
+                                     method="L-BFGS-B", bounds=bounds + [(None, None)] * k,
+                                     options={"maxiter": 2000, "gtol": 1e-9})
+    if method == "bcts":
+        scale, bias = np.full(k, math.exp(-result.x[0])), result.x[1:]
+    else:
+        scale, bias = np.exp(result.x[:k]), result.x[k:]
+    return Calibrator(method, scale, bias - bias.mean())
+
+
+def lesion_folds(groups: object, n_folds: int = 5, seed: int = 0) -> np.ndarray:
+    """A fold number 0..n_folds-1 per row, whole groups (lesions) to one fold, groups dealt to the
+    folds in a seeded random order."""
+    values = np.asarray(groups).astype(str)
+    if values.ndim != 1:
+        raise ValueError(f"groups must be 1-d (one lesion id per row), got shape {values.shape}")
+    unique, codes = np.unique(values, return_inverse=True)
+    if not 2 <= n_folds <= unique.size:
+        raise ValueError(f"n_folds must lie in 2..{unique.size} (the number of groups), "
+                         f"got {n_folds}")
+    order = np.random.default_rng(seed).permutation(unique.size)
+    fold_of_group = np.empty(unique.size, dtype=np.int64)
+    fold_of_group[order] = np.arange(unique.size) % n_folds
+    return fold_of_group[codes]
+
+
+def out_of_fold_probs(logits: object, y: object, groups: object, method: str, *,
+                      n_folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Every row's probabilities under ``method`` fitted on the other folds (:func:`lesion_folds`):
+    how the method does on data it was not fitted on, for comparing methods on one split."""
+    z = _check_logits(logits)
+    labels = _check_labels(y, z.shape[0], z.shape[1])
+    folds = lesion_folds(groups, n_folds, seed)
+    if folds.size != labels.size:
+        raise ValueError(f"groups has {folds.size} labels but there are {labels.size} rows")
+    out = np.empty_like(z)
+    for f in range(n_folds):
+        held = folds == f
+        out[held] = fit_calibrator(z[~held], labels[~held], method).probs(z[held])
+    return out
+
+
+def class_prior(y: object, n_classes: int) -> np.ndarray:
+    """Class frequencies of integer labels ``y`` (every class must occur: a balanced rule divides by
+    them)."""
+    labels = np.asarray(y)
+    labels = _check_labels(labels, labels.shape[0] if labels.ndim else -1, n_classes)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    if np.any(counts == 0):
+        raise ValueError(f"class indices {np.flatnonzero(counts == 0).tolist()} never occur; a "
+                         "class prior needs every class")
+    return counts / counts.sum()
+
+
+def uniform_prior_probs(probs: object, prior: object) -> np.ndarray:
+    """``probs`` (calibrated to a population whose class frequencies are ``prior``) re-weighted to
+    a uniform prior: ``p(c|x) / prior(c)``, normalised. Its argmax is the Bayes rule for balanced
+    accuracy (the mean of per-class recalls)."""
+    p = np.asarray(probs, dtype=np.float64)
+    pi = np.asarray(prior, dtype=np.float64)
+    if p.ndim != 2 or pi.shape != (p.shape[1],):
+        raise ValueError(f"probs must be (n, n_classes) and prior (n_classes,), got {p.shape} and "
+                         f"{pi.shape}")
+    if not (np.all(np.isfinite(pi)) and np.all(pi > 0)):
+        raise ValueError("prior must be positive and finite for every class")
+    w = p / pi
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def binary_scores(is_malignant: object, p_malignant: object) -> tuple[np.ndarray, np.ndarray]:

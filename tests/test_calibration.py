@@ -1,4 +1,5 @@
-"""Temperature scaling recovers a planted temperature; the threshold reaches its sensitivity."""
+"""Temperature scaling recovers a planted temperature; BCTS and vector scaling recover a planted prior
+shift that temperature scaling cannot; the balanced rule; the threshold reaches its sensitivity."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 import scipy.special
 
 from skinlesion import metrics
-from skinlesion.calibration import apply_temperature, fit_temperature, threshold_for_sensitivity
+from skinlesion.calibration import (METHODS, Calibrator, apply_temperature, class_prior,
+                                   fit_calibrator, fit_temperature, lesion_folds, out_of_fold_probs,
+                                   threshold_for_sensitivity, uniform_prior_probs)
 
 
 def planted(t_true: float, n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -80,3 +83,92 @@ def test_threshold_without_malignant_cases_is_an_error() -> None:
         threshold_for_sensitivity(np.array([0, 1]), np.array([0.1, 0.9]))
     with pytest.raises(ValueError, match="target"):
         threshold_for_sensitivity(np.array([True]), np.array([0.5]), target=0.0)
+
+
+# --- prior shift: BCTS and vector scaling ---------------------------------------------------------
+
+#: A planted prior shift: the classes' log-prior offsets a temperature alone cannot undo (class 1,
+#: benign, common; the malignant classes 0, 2, 3, 7 rarer than the logits say).
+PLANTED_BIAS = np.array([-1.0, 2.0, -1.2, -1.5, 0.5, -0.8, -0.8, -1.5])
+
+
+def planted_prior_shift(n: int = 6000, seed: int = 3, t_true: float = 1.5,
+                        bias: np.ndarray = PLANTED_BIAS) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from ``softmax(logits / t_true + bias)``: the truth is BCTS-shaped,
+    as for a network trained with class-balanced weights."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2.5, size=(n, 8))
+    probs = scipy.special.softmax(logits / t_true + bias, axis=1)
+    y = (probs.cumsum(1) > rng.uniform(size=(n, 1))).argmax(1)
+    return logits, y
+
+
+def mean_prob_gap(y: np.ndarray, probs: np.ndarray) -> float:
+    """Largest gap between a class's mean predicted probability and its frequency."""
+    freq = np.bincount(y, minlength=probs.shape[1]) / y.size
+    return float(np.abs(probs.mean(0) - freq).max())
+
+
+def test_bcts_corrects_a_prior_shift_that_temperature_scaling_cannot() -> None:
+    logits, y = planted_prior_shift()
+    held_logits, held_y = planted_prior_shift(seed=4)
+    temp = fit_calibrator(logits, y, "temperature")
+    bcts = fit_calibrator(logits, y, "bcts")
+    assert bcts.temperature == pytest.approx(1.5, rel=0.1)
+    np.testing.assert_allclose(bcts.bias, PLANTED_BIAS - PLANTED_BIAS.mean(), atol=0.15)
+    # on fresh data from the same population: BCTS is calibrated, temperature alone is not
+    p_temp, p_bcts = temp.probs(held_logits), bcts.probs(held_logits)
+    assert mean_prob_gap(held_y, p_bcts) < 0.02 < 0.08 < mean_prob_gap(held_y, p_temp)
+    ece = {name: metrics.expected_calibration_error(held_y, p, n_bins=15)
+           for name, p in (("temperature", p_temp), ("bcts", p_bcts))}
+    assert ece["bcts"] < 0.03 < 0.06 < ece["temperature"]
+    assert metrics.log_loss_multiclass(held_y, p_bcts) < metrics.log_loss_multiclass(held_y, p_temp)
+
+
+def test_vector_scaling_recovers_per_class_scales() -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 2.0, size=(8000, 8))
+    scale = np.array([0.5, 1.0, 1.5, 0.8, 1.2, 0.6, 1.0, 0.9])
+    probs = scipy.special.softmax(logits * scale + PLANTED_BIAS, axis=1)
+    y = (probs.cumsum(1) > rng.uniform(size=(8000, 1))).argmax(1)
+    vector = fit_calibrator(logits, y, "vector")
+    np.testing.assert_allclose(vector.scale, scale, rtol=0.15)
+    assert vector.method == "vector" and vector.bias.mean() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_out_of_fold_scores_prefer_the_right_family() -> None:
+    logits, y = planted_prior_shift(n=3000)
+    lesions = np.arange(3000) // 2  # two rows per lesion: folds keep them together
+    folds = lesion_folds(lesions, 5, seed=0)
+    assert all(len(set(folds[lesions == g])) == 1 for g in range(0, 1500, 97))
+    nll = {m: metrics.log_loss_multiclass(y, out_of_fold_probs(logits, y, lesions, m))
+           for m in METHODS}
+    assert nll["bcts"] < nll["temperature"] - 0.02
+
+
+def test_calibrator_round_trips_and_validates() -> None:
+    logits, y = planted_prior_shift(n=2000)
+    bcts = fit_calibrator(logits, y, "bcts")
+    again = Calibrator.from_dict(bcts.to_dict())
+    np.testing.assert_allclose(again.probs(logits), bcts.probs(logits))
+    with pytest.raises(ValueError, match="positive"):
+        Calibrator("bcts", np.array([1.0, -1.0]), np.zeros(2))
+    with pytest.raises(ValueError, match="one of"):
+        fit_calibrator(logits, y, "platt")
+    with pytest.raises(ValueError, match="missing class"):
+        fit_calibrator(logits[y != 5], y[y != 5], "bcts")
+    with pytest.raises(ValueError, match="classes"):
+        bcts.probs(np.zeros((2, 3)))
+
+
+def test_the_balanced_rule_raises_balanced_accuracy_of_calibrated_probabilities() -> None:
+    logits, y = planted_prior_shift(seed=6)
+    calibrated = fit_calibrator(logits, y, "bcts").probs(logits)
+    prior = class_prior(y, 8)
+    balanced = uniform_prior_probs(calibrated, prior)
+    np.testing.assert_allclose(balanced.sum(1), 1.0)
+    assert metrics.balanced_accuracy(y, balanced) > metrics.balanced_accuracy(y, calibrated) + 0.05
+    with pytest.raises(ValueError, match="never occur"):
+        class_prior(np.array([0, 1, 1]), 3)
+    with pytest.raises(ValueError, match="positive"):
+        uniform_prior_probs(calibrated, np.zeros(8))

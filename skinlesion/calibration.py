@@ -219,9 +219,11 @@ def lesion_folds(groups: object, n_folds: int = 5, seed: int = 0) -> np.ndarray:
 
 
 def out_of_fold_probs(logits: object, y: object, groups: object, method: str, *,
-                      n_folds: int = 5, seed: int = 0) -> np.ndarray:
+                      n_folds: int = 5, seed: int = 0, balanced: bool = False) -> np.ndarray:
     """Every row's probabilities under ``method`` fitted on the other folds (:func:`lesion_folds`):
-    how the method does on data it was not fitted on, for comparing methods on one split."""
+    how the method does on data it was not fitted on, for comparing methods on one split.
+    ``balanced``: re-weighted to a uniform prior (:func:`uniform_prior_probs`) with the class prior
+    of the other folds, i.e. the scores of the balanced diagnosis rule."""
     z = _check_logits(logits)
     labels = _check_labels(y, z.shape[0], z.shape[1])
     folds = lesion_folds(groups, n_folds, seed)
@@ -230,7 +232,9 @@ def out_of_fold_probs(logits: object, y: object, groups: object, method: str, *,
     out = np.empty_like(z)
     for f in range(n_folds):
         held = folds == f
-        out[held] = fit_calibrator(z[~held], labels[~held], method).probs(z[held])
+        probs = fit_calibrator(z[~held], labels[~held], method).probs(z[held])
+        out[held] = (uniform_prior_probs(probs, class_prior(labels[~held], z.shape[1])) if balanced
+                     else probs)
     return out
 
 
@@ -259,6 +263,55 @@ def uniform_prior_probs(probs: object, prior: object) -> np.ndarray:
         raise ValueError("prior must be positive and finite for every class")
     w = p / pi
     return w / w.sum(axis=1, keepdims=True)
+
+
+#: How the shown diagnosis is read off the calibrated probabilities: the most probable class, or the
+#: balanced rule (the most probable class under a uniform class prior, :func:`uniform_prior_probs`).
+DIAGNOSIS_RULES = ("argmax", "balanced")
+
+
+@dataclass(frozen=True)
+class DiagnosisRule:
+    """How a version names its diagnosis from its calibrated probabilities: ``argmax``, or
+    ``balanced`` with the ``prior`` (class frequencies) the probabilities are calibrated to."""
+
+    rule: str = "argmax"
+    prior: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule not in DIAGNOSIS_RULES:
+            raise ValueError(f"diagnosis rule must be one of {', '.join(DIAGNOSIS_RULES)}, "
+                             f"got {self.rule!r}")
+        if (self.rule == "balanced") != (self.prior is not None):
+            raise ValueError("the balanced rule needs the class prior; argmax takes none")
+        if self.prior is not None:
+            prior = np.asarray(self.prior, dtype=np.float64)
+            if prior.ndim != 1 or not (np.all(np.isfinite(prior)) and np.all(prior > 0)):
+                raise ValueError("the class prior must be positive and finite for every class")
+            object.__setattr__(self, "prior", prior / prior.sum())
+
+    def scores(self, probs: object) -> np.ndarray:
+        """The scores whose argmax is the diagnosis (``probs`` themselves for ``argmax``)."""
+        p = np.asarray(probs, dtype=np.float64)
+        return p if self.prior is None else uniform_prior_probs(p, self.prior)
+
+    def index(self, probs: object) -> np.ndarray:
+        """The diagnosis (class index) of each row of ``probs`` (n, n_classes)."""
+        return self.scores(probs).argmax(axis=-1)
+
+    def to_dict(self, classes: tuple[str, ...] | list[str]) -> dict:
+        out: dict = {"rule": self.rule}
+        if self.prior is not None:
+            out["class_prior"] = dict(zip(classes, self.prior.tolist(), strict=True))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None, classes: tuple[str, ...] | list[str]) -> DiagnosisRule:
+        """The rule a card states (``diagnosis_rule``); ``argmax`` when it states none."""
+        if not data:
+            return cls()
+        prior = data.get("class_prior")
+        return cls(str(data["rule"]), None if prior is None else np.array([prior[c] for c in classes]))
 
 
 def binary_scores(is_malignant: object, p_malignant: object) -> tuple[np.ndarray, np.ndarray]:

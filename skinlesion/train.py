@@ -14,9 +14,10 @@ Two modes:
   with online augmentation (orientation + colour jitter), in mixed precision on CUDA.
 
 Every epoch is scored on the validation split (balanced accuracy, malignant-vs-benign AUROC); the best
-epoch by validation balanced accuracy is kept (early stopping with ``patience``). Then a temperature
-is fitted on the validation logits and the malignant threshold chosen on validation for the target
-sensitivity. Runs are seeded: same data + config + seed -> same model.
+epoch by validation balanced accuracy is kept (early stopping with ``patience``). Then the config's
+calibration (:data:`CALIBRATION_MODES`, a :class:`skinlesion.calibration.Calibrator`) is fitted on
+the validation logits and folded into the network's last layer, and the malignant threshold chosen
+on validation for the target sensitivity. Runs are seeded: same data + config + seed -> same model.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ from skinlesion.model.neural import (NeuralClassifier, build_network, freeze_tru
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index
 
 SPLITS = ("train", "val", "test")
-#: How validation calibrates the probabilities: a temperature alone, or first the class-prior offset
-#: that undoes the class-weighted loss (see :func:`_prior_shift`), then a temperature.
-CALIBRATION_MODES = ("temperature", "prior+temperature")
+#: How validation calibrates the probabilities: a temperature alone; the fixed class-prior offset that
+#: undoes the class-weighted loss (see :func:`_prior_shift`), then a temperature; or a calibrator
+#: fitted by NLL with a bias per class (``bcts``) or a scale and a bias per class (``vector``).
+CALIBRATION_MODES = ("temperature", "prior+temperature", "bcts", "vector")
+CalibrationMode = Literal["temperature", "prior+temperature", "bcts", "vector"]
 
 
 class TrainConfig(BaseModel):
@@ -87,7 +90,7 @@ class TrainConfig(BaseModel):
     color_jitter: float = 0.2  # only with cut=0 (online augmentation)
     patience: int = 3
     seed: int = 0
-    calibration: Literal["temperature", "prior+temperature"] = "temperature"
+    calibration: CalibrationMode = "temperature"
     target_sensitivity: float = 0.90
     device: str = "auto"
 
@@ -122,8 +125,8 @@ class TrainConfig(BaseModel):
 class FitResult:
     """A trained classifier with its validation evidence. ``val_probs`` are calibrated and aligned
     with ``val_index`` (the df index of the validation rows), as are ``val_labels`` (class indices)
-    and ``val_logits`` (before the temperature, after the calibration mode's ``prior_shift``, which
-    is folded into the network's output bias). ``class_weights``: the training loss's weights."""
+    and ``val_logits`` (the raw logits, before the ``calibrator``, which is folded into the
+    network's last layer and its temperature). ``class_weights``: the training loss's weights."""
 
     classifier: NeuralClassifier
     config: TrainConfig
@@ -136,7 +139,7 @@ class FitResult:
     val_labels: np.ndarray
     val_logits: np.ndarray
     class_weights: np.ndarray
-    prior_shift: np.ndarray
+    calibrator: calibration.Calibrator
     features: FeatureSource | None = field(default=None, repr=False)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
@@ -578,39 +581,63 @@ def _prior_shift(weights: np.ndarray, calibration_mode: str) -> np.ndarray:
     return np.zeros_like(weights)
 
 
-@dataclass(frozen=True)
-class _Calibration:
-    temperature: float
-    threshold: float
-    val_probs: np.ndarray
+def fit_mode(raw_logits: np.ndarray, y: np.ndarray, class_weights: np.ndarray,
+             calibration_mode: str) -> calibration.Calibrator:
+    """The calibrator of ``calibration_mode`` (one of :data:`CALIBRATION_MODES`) fitted on raw
+    logits and labels: ``prior+temperature`` is the fixed prior offset of ``class_weights`` then a
+    temperature; the others are :func:`skinlesion.calibration.fit_calibrator`."""
+    if calibration_mode not in CALIBRATION_MODES:
+        raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_MODES)}, "
+                         f"got {calibration_mode!r}")
+    if calibration_mode != "prior+temperature":
+        return calibration.fit_calibrator(raw_logits, y, calibration_mode)
+    shift = _prior_shift(class_weights, calibration_mode)
+    temperature = calibration.fit_temperature(raw_logits + shift, y)
+    return calibration.Calibrator(calibration_mode, np.full(shift.size, 1.0 / temperature),
+                                  shift / temperature)
 
 
-def _calibrate(val_logits: np.ndarray, y_va: np.ndarray, target_sensitivity: float) -> _Calibration:
-    """Step 3: temperature on the validation logits (NLL), then the malignant threshold giving the
-    target sensitivity on validation."""
-    temperature = calibration.fit_temperature(val_logits, y_va)
-    val_probs = calibration.apply_temperature(val_logits, temperature)
-    is_mal = np.isin(y_va, [class_index(c) for c in DEFAULT_MALIGNANT])
-    threshold = calibration.threshold_for_sensitivity(
-        is_mal, metrics.p_malignant(val_probs), target=target_sensitivity)
-    return _Calibration(temperature=temperature, threshold=threshold, val_probs=val_probs)
+def threshold_at(y: np.ndarray, probs: np.ndarray, target_sensitivity: float) -> float:
+    """The malignant threshold giving ``target_sensitivity`` on labelled calibrated answers."""
+    is_mal = np.isin(y, [class_index(c) for c in DEFAULT_MALIGNANT])
+    return calibration.threshold_for_sensitivity(is_mal, metrics.p_malignant(probs),
+                                                 target=target_sensitivity)
 
 
-def _shift_output_bias(net: FusionNet, shift: np.ndarray) -> None:
-    """Add ``shift`` to the network's class logits, for good (folded into the last layer's bias,
-    so every path that serves the network gives the shifted logits)."""
+def fold_calibrator(net: FusionNet, new: calibration.Calibrator,
+                    old: calibration.Calibrator | None = None) -> None:
+    """Make the network serve ``new``: its last layer changed so that its logits divided by
+    ``new.temperature`` (the classifier's temperature) are ``new.logits(raw)``, where ``raw`` are the
+    logits before ``old`` (the calibrator folded in so far; None: nothing was). Per class ``c`` the
+    served logit is ``T * (scale_c * raw_c + bias_c)``; a temperature or BCTS leaves the weights
+    as they are (``T * scale_c = 1``) and moves the bias only."""
+    old = old or calibration.Calibrator.identity(new.scale.size)
+    # raw = (served_old / T_old - bias_old) / scale_old; served_new = T_new * (scale_new * raw + bias_new)
+    factor = new.temperature * new.scale / (old.temperature * old.scale)
+    offset = new.temperature * (new.bias - new.scale * old.bias / old.scale)
     with torch.no_grad():
-        net.fc.bias.add_(torch.as_tensor(shift, dtype=net.fc.bias.dtype, device=net.fc.bias.device))
+        w, b = net.fc.weight, net.fc.bias
+        w.mul_(torch.as_tensor(factor, dtype=w.dtype, device=w.device)[:, None])
+        b.mul_(torch.as_tensor(factor, dtype=b.dtype, device=b.device))
+        b.add_(torch.as_tensor(offset, dtype=b.dtype, device=b.device))
+
+
+def unfold_logits(served: np.ndarray, folded: calibration.Calibrator) -> np.ndarray:
+    """The raw logits behind a network's outputs ``served`` when ``folded`` is folded into it (the
+    inverse of :func:`fold_calibrator`)."""
+    return (served / folded.temperature - folded.bias) / folded.scale
 
 
 def _package(run: _Run, history: list[dict], best_epoch: int, val_logits: np.ndarray,
              class_weights: np.ndarray) -> FitResult:
-    """Step 4: fold the calibration mode's prior offset into the network, calibrate, and wrap the
-    network as a NeuralClassifier with its preprocessing, encoder and temperature."""
+    """Step 4: fit the config's calibration on the validation logits, fold it into the network,
+    choose the threshold, and wrap the network as a NeuralClassifier with its preprocessing,
+    encoder and temperature."""
     config, net = run.config, run.net
-    shift = _prior_shift(class_weights, config.calibration)
-    _shift_output_bias(net, shift)
-    cal = _calibrate(val_logits + shift, run.y_va, config.target_sensitivity)
+    calibrator = fit_mode(val_logits, run.y_va, class_weights, config.calibration)
+    fold_calibrator(net, calibrator)
+    val_probs = calibrator.probs(val_logits)
+    threshold = threshold_at(run.y_va, val_probs, config.target_sensitivity)
     clf_config = {
         "architecture": config.backbone if net.uses_image else None, "inputs": config.inputs,
         "backbone_config": run.backbone_config, "meta_hidden": config.meta_hidden,
@@ -619,15 +646,15 @@ def _package(run: _Run, history: list[dict], best_epoch: int, val_logits: np.nda
     }
     classifier = NeuralClassifier(net.cpu() if run.device.type != "cpu" else net, config=clf_config,
                                   preprocessing=run.preprocessing, encoder=run.encoder,
-                                  temperature=cal.temperature,
+                                  temperature=calibrator.temperature,
                                   tta=config.tta if net.uses_image else ("identity",),
                                   device=config.device)
     net.to(run.device)
     return FitResult(classifier=classifier, config=config, history=history,
-                     temperature=cal.temperature, threshold=cal.threshold, best_epoch=best_epoch,
-                     val_index=run.val_df.index, val_probs=cal.val_probs, features=run.features,
-                     val_labels=run.y_va, val_logits=val_logits + shift,
-                     class_weights=class_weights, prior_shift=shift)
+                     temperature=calibrator.temperature, threshold=threshold,
+                     best_epoch=best_epoch, val_index=run.val_df.index, val_probs=val_probs,
+                     features=run.features, val_labels=run.y_va, val_logits=val_logits,
+                     class_weights=class_weights, calibrator=calibrator)
 
 
 def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path | str, *,
@@ -645,8 +672,8 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
     into knowledge distillation; selection and calibration still use the true validation labels.
 
     The steps: :func:`_prepare` (data, network, cached inputs), :func:`_train` (epochs, best epoch
-    by validation balanced accuracy), :func:`_package` (the calibration mode's prior offset,
-    temperature and threshold on validation, the classifier)."""
+    by validation balanced accuracy), :func:`_package` (the calibration mode fitted on validation
+    and folded into the network, the threshold on validation, the classifier)."""
     run = _prepare(df, split, config, Path(cache_dir), progress=progress,
                    init_backbone=init_backbone, soft_targets=soft_targets)
     history, best_epoch = _train(run, progress=progress, on_epoch=on_epoch)
@@ -655,53 +682,51 @@ def fit(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir: Path
 
 @dataclass(frozen=True)
 class CalibrationChoice:
-    """One calibration mode fitted on a result's validation logits: the prior ``shift`` added to the
-    raw logits, the ``temperature`` and the ``threshold`` for the target sensitivity."""
+    """One calibration mode fitted on a result's validation logits: its ``calibrator`` and the
+    ``threshold`` for the target sensitivity."""
 
     mode: str
-    shift: np.ndarray
-    temperature: float
+    calibrator: calibration.Calibrator
     threshold: float
+
+    @property
+    def temperature(self) -> float:
+        return self.calibrator.temperature
 
     def probs(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated probabilities from raw logits (:func:`raw_logits`)."""
-        return calibration.apply_temperature(raw + self.shift, self.temperature)
+        return self.calibrator.probs(raw)
 
 
 def raw_logits(result: FitResult, df: pd.DataFrame) -> np.ndarray:
     """The trained network's logits for dataset rows (TTA-averaged, via the activation cache),
-    without the calibration mode's prior shift and before any temperature."""
+    before the calibration folded into it."""
     logits = _logits(result.classifier.net, result.features, result.classifier.encoder.transform(
         _metadata(df)), df, result.config)
-    return logits - result.prior_shift
+    return unfold_logits(logits, result.calibrator)
 
 
 def calibration_choice(result: FitResult, calibration_mode: str) -> CalibrationChoice:
     """``calibration_mode`` (one of :data:`CALIBRATION_MODES`) fitted on ``result``'s validation
     logits; nothing is changed."""
-    if calibration_mode not in CALIBRATION_MODES:
-        raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_MODES)}, "
-                         f"got {calibration_mode!r}")
-    shift = _prior_shift(result.class_weights, calibration_mode)
-    cal = _calibrate(result.val_logits - result.prior_shift + shift, result.val_labels,
-                     result.config.target_sensitivity)
-    return CalibrationChoice(mode=calibration_mode, shift=shift, temperature=cal.temperature,
-                             threshold=cal.threshold)
+    calibrator = fit_mode(result.val_logits, result.val_labels, result.class_weights,
+                          calibration_mode)
+    return CalibrationChoice(mode=calibration_mode, calibrator=calibrator, threshold=threshold_at(
+        result.val_labels, calibrator.probs(result.val_logits), result.config.target_sensitivity))
 
 
 def recalibrate(result: FitResult, calibration_mode: str) -> FitResult:
-    """The same trained network under another calibration mode: its output bias, temperature,
-    threshold and validation probabilities redone from the stored validation logits, without
-    training again. The network is shared with (and changed in) ``result``'s classifier; use the
-    returned result from then on."""
+    """The same trained network under another calibration mode: the calibrator folded into its last
+    layer, temperature, threshold and validation probabilities redone from the stored validation
+    logits, without training again. The network is shared with (and changed in) ``result``'s
+    classifier; use the returned result from then on."""
     choice = calibration_choice(result, calibration_mode)
-    raw = result.val_logits - result.prior_shift
-    _shift_output_bias(result.classifier.net, choice.shift - result.prior_shift)
+    fold_calibrator(result.classifier.net, choice.calibrator, result.calibrator)
     result.classifier.temperature = choice.temperature
     return dataclasses.replace(
         result, config=result.config.model_copy(update={"calibration": calibration_mode}),
-        temperature=choice.temperature, threshold=choice.threshold, val_probs=choice.probs(raw),
-        val_logits=raw + choice.shift, prior_shift=choice.shift)
+        temperature=choice.temperature, threshold=choice.threshold,
+        val_probs=choice.probs(result.val_logits), calibrator=choice.calibrator)
 
 
 def cached_logits(classifier: NeuralClassifier, df: pd.DataFrame, cache_dir: Path | str, *,

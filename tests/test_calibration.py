@@ -8,9 +8,10 @@ import pytest
 import scipy.special
 
 from skinlesion import metrics
-from skinlesion.calibration import (METHODS, Calibrator, apply_temperature, class_prior,
-                                   fit_calibrator, fit_temperature, lesion_folds, out_of_fold_probs,
-                                   threshold_for_sensitivity, uniform_prior_probs)
+from skinlesion.calibration import (METHODS, Calibrator, DiagnosisRule, apply_temperature,
+                                   class_prior, fit_calibrator, fit_temperature, lesion_folds,
+                                   out_of_fold_probs, threshold_for_sensitivity,
+                                   uniform_prior_probs)
 
 
 def planted(t_true: float, n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -172,3 +173,21 @@ def test_the_balanced_rule_raises_balanced_accuracy_of_calibrated_probabilities(
         class_prior(np.array([0, 1, 1]), 3)
     with pytest.raises(ValueError, match="positive"):
         uniform_prior_probs(calibrated, np.zeros(8))
+
+
+def test_diagnosis_rule_round_trips_and_the_balanced_rule_is_out_of_fold_too() -> None:
+    classes = tuple("ABCDEFGH")
+    logits, y = planted_prior_shift(n=3000, seed=7)
+    prior = class_prior(y, 8)
+    rule = DiagnosisRule("balanced", prior)
+    again = DiagnosisRule.from_dict(rule.to_dict(classes), classes)
+    probs = fit_calibrator(logits, y, "bcts").probs(logits)
+    np.testing.assert_array_equal(again.index(probs), uniform_prior_probs(probs, prior).argmax(1))
+    assert (DiagnosisRule.from_dict(None, classes).index(probs) == probs.argmax(1)).all()
+    oof = out_of_fold_probs(logits, y, np.arange(3000), "bcts", balanced=True)
+    plain = out_of_fold_probs(logits, y, np.arange(3000), "bcts")
+    assert metrics.balanced_accuracy(y, oof) > metrics.balanced_accuracy(y, plain) + 0.05
+    with pytest.raises(ValueError, match="needs the class prior"):
+        DiagnosisRule("balanced")
+    with pytest.raises(ValueError, match="one of"):
+        DiagnosisRule("top3")

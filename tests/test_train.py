@@ -121,10 +121,10 @@ def test_prior_calibration_undoes_the_class_weights_and_recalibrate_matches_a_fr
     weighted = fit(synthetic_df, split, head_config(epochs=8, class_weight="balanced"), cache_dir,
                    progress=False)
     val = synthetic_df[split == "val"]
-    assert np.all(weighted.prior_shift == 0)
+    assert weighted.calibrator.method == "temperature" and np.all(weighted.calibrator.bias == 0)
     # The prior offset is -log(weights): the rarest class (largest weight) loses the most.
     choice = calibration_choice(weighted, "prior+temperature")
-    assert np.argmin(choice.shift) == np.argmax(weighted.class_weights)
+    assert np.argmin(choice.calibrator.bias) == np.argmax(weighted.class_weights)
     fresh = fit(synthetic_df, split, head_config(epochs=8, class_weight="balanced",
                                                  calibration="prior+temperature"), cache_dir,
                 progress=False)
@@ -138,3 +138,19 @@ def test_prior_calibration_undoes_the_class_weights_and_recalibrate_matches_a_fr
     # Undoing the weights moves probability mass back to the most common class.
     common = CLASSES.index(synthetic_df["diagnosis"].value_counts().index[0])
     assert redone.val_probs[:, common].mean() > weighted.val_probs[:, common].mean()
+
+
+@pytest.mark.parametrize("mode", ["bcts", "vector"])
+def test_a_per_class_calibrator_folds_into_the_network_exactly(synthetic_df, split, cache_dir, mode):
+    result = fit(synthetic_df, split, head_config(epochs=8, class_weight="balanced"), cache_dir,
+                 progress=False)
+    val = synthetic_df[split == "val"]
+    before = raw_logits(result, val)
+    redone = recalibrate(result, mode)
+    assert redone.calibrator.method == mode and redone.config.calibration == mode
+    # the raw logits behind the folded network are unchanged, and the served answers are the
+    # calibrator's, through the classifier's own path (network + temperature)
+    np.testing.assert_allclose(raw_logits(redone, val), before, atol=1e-4)
+    np.testing.assert_allclose(redone.predict_proba(val), redone.calibrator.probs(before), atol=1e-5)
+    np.testing.assert_allclose(redone.val_probs.mean(0), np.bincount(
+        redone.val_labels, minlength=8) / len(redone.val_labels), atol=0.02)

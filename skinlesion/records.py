@@ -8,9 +8,10 @@ validators shared by several records are written once, as ``Annotated`` types: :
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
@@ -535,16 +536,29 @@ JOB_TRIGGERS: tuple[str, ...] = get_args(JobTrigger)
 JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
 #: statuses of a job that may still be working (at most one such job per model)
 UNFINISHED_JOB_STATUSES: tuple[str, ...] = ("queued", "running")
+#: how often a running job's process records that it is alive (``jobs.heartbeat_at``)
+JOB_HEARTBEAT_S = 10.0
+#: a job on another host whose heartbeat is older than this counts as gone (missed beats: its
+#: process or machine stopped)
+JOB_STALE_AFTER = timedelta(seconds=6 * JOB_HEARTBEAT_S)
+
+
+def this_host() -> str:
+    """The name of the machine this process runs on (where a job it launches runs)."""
+    return socket.gethostname()
 
 
 class JobRecord(BaseModel):
     """A background job (a retraining run): a row of ``jobs``.
 
     ``model`` is the model version the job works on; at most one unfinished (queued or running) job
-    per model is stored (:meth:`Store.create_job`). ``pid`` is the job's process once launched;
-    ``progress`` (0..1) and ``message`` say how far it got; ``cancel_requested`` asks it to stop at
-    its next check; ``result`` holds what it produced (e.g. the new version id and the
-    champion/challenger comparison), ``error`` why it failed."""
+    per model is stored (:meth:`Store.create_job`). ``pid`` is the job's process once launched, on
+    the machine ``host`` (the launcher's: a job runs where it was launched; None on rows stored
+    before hosts were recorded, which count as this machine's); ``heartbeat_at`` is when that
+    process last said it is alive (every :data:`JOB_HEARTBEAT_S` while it runs), which is how
+    another host judges it; ``progress`` (0..1) and ``message`` say how far it got;
+    ``cancel_requested`` asks it to stop at its next check; ``result`` holds what it produced (e.g.
+    the new version id and the champion/challenger comparison), ``error`` why it failed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -566,6 +580,8 @@ class JobRecord(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     result: dict[str, Any] = Field(default_factory=dict)
     error: str = ""
+    host: str | None = Field(default_factory=this_host)
+    heartbeat_at: UtcDatetime | None = None
 
     @field_validator("config", "result")
     @classmethod
@@ -575,6 +591,17 @@ class JobRecord(BaseModel):
     @property
     def is_finished(self) -> bool:
         return self.status not in UNFINISHED_JOB_STATUSES
+
+    def runs_on(self, host: str) -> bool:
+        """Whether the job's process is on the machine ``host`` (so its pid means something there);
+        a job stored without a host counts as local."""
+        return self.host is None or self.host == host
+
+    def heartbeat_fresh(self, at: datetime, stale_after: timedelta = JOB_STALE_AFTER) -> bool:
+        """Whether the job's process said it was alive less than ``stale_after`` before ``at``
+        (before its first beat: since it started, or was queued)."""
+        last = self.heartbeat_at or self.started_at or self.created_at
+        return at - last < stale_after
 
 
 #: The columns of ``jobs``, in the order of the :class:`JobRecord` fields.

@@ -100,7 +100,9 @@ def test_snapshots_stored_before_the_simulated_flag_read_as_not_simulated(tmp_pa
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
     con.execute(migrations.SCHEMA_VERSION_DDL)
-    for version, (description, sql) in enumerate(migrations.DUCKDB_MIGRATIONS[:-1], start=1):
+    flag = next(i for i, (what, _) in enumerate(migrations.DUCKDB_MIGRATIONS)
+                if what.startswith("health snapshots: simulated flag"))
+    for version, (description, sql) in enumerate(migrations.DUCKDB_MIGRATIONS[:flag], start=1):
         con.execute(sql)
         con.execute("INSERT INTO schema_version VALUES (?, now(), ?)", [version, description])
     con.execute("INSERT INTO health_snapshots (id, ts, window_name, window_start, window_end, "

@@ -22,7 +22,7 @@ from skinlesion.lifecycle.jobs import find_job
 from skinlesion.lifecycle.operations import OperationError
 from skinlesion.lifecycle.retrain import retrain
 from skinlesion.lifecycle.spec import RetrainSpec
-from skinlesion.store import JobRecord, Store
+from skinlesion.store import JobHeartbeat, JobRecord, Store
 
 #: at most one progress write to the store per this many seconds (the last one always goes)
 REPORT_INTERVAL_S = 1.0
@@ -88,6 +88,7 @@ def run_job(store: Store, job_id: str) -> JobRecord:
             raise JobCancelled("the job's process received SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    heartbeat = JobHeartbeat(store, job_id).start()  # how other hosts see that it is alive
     try:
         if job.cancel_requested:
             raise JobCancelled("the job was cancelled before it started")
@@ -115,5 +116,6 @@ def run_job(store: Store, job_id: str) -> JobRecord:
                          message="failed")
         raise
     finally:
+        heartbeat.stop()
         signal.signal(signal.SIGTERM, previous)
     return finished or store.get_job(job_id)

@@ -18,7 +18,8 @@ handler stops the run at once.
 A job whose process is gone (killed, machine restarted) is not counted as running: launching
 another marks it failed, and :func:`refresh` does the same for the listings. Processes are
 identified by pid and command line (which names the job id), so a recycled pid is not mistaken
-for the job. A job runs on the machine that launched it.
+for the job. A job runs on the machine that launched it (recorded as its ``host``); from another
+machine it is judged by the heartbeat its process records (:class:`~skinlesion.store.JobHeartbeat`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ import psutil
 
 from skinlesion.auth import require
 from skinlesion.lifecycle.operations import OperationError
-from skinlesion.lifecycle.spec import RetrainSpec
+from skinlesion.lifecycle.spec import RetrainSpec, plan
+from skinlesion.records import this_host
 from skinlesion.settings import Settings
 from skinlesion.store import JobRecord, Store, StoreURL
 
@@ -54,9 +56,12 @@ QUEUE_GRACE = timedelta(seconds=60)
 def process_alive(job: JobRecord) -> bool:
     """Whether ``job`` may still be working: its process exists, is not a zombie and runs this
     job (its command line names the job id); a job without a process yet counts for
-    :data:`QUEUE_GRACE` after it was queued."""
+    :data:`QUEUE_GRACE` after it was queued. A job on another machine is judged by its heartbeat
+    (its pid means nothing here)."""
     if job.pid is None:
         return job.status == "queued" and datetime.now(UTC) - job.created_at < QUEUE_GRACE
+    if not job.runs_on(this_host()):
+        return job.heartbeat_fresh(datetime.now(UTC))
     try:
         process = psutil.Process(job.pid)
         return (process.status() != psutil.STATUS_ZOMBIE
@@ -142,7 +147,11 @@ def submit_retrain(store: Store, spec: RetrainSpec, *, trigger: str, requested_b
                    role: str, reason: str) -> JobRecord:
     """Queue a retraining job of ``spec.base_version`` and start its process (no role check: the
     monitor's triggers use it; people go through :func:`launch_retrain`). JobConflictError while
-    another job of that model is live."""
+    another job of that model is live; OperationError, saying why, when it would have nothing to
+    train on (:func:`skinlesion.lifecycle.spec.plan`)."""
+    refusal = plan(store, spec).refusal
+    if refusal:
+        raise OperationError(refusal)
     job = store.create_job(JobRecord(model=spec.base_version, trigger=trigger, reason=reason,
                                      requested_by=requested_by, role=role,
                                      config=spec.model_dump(mode="json"),
@@ -178,7 +187,8 @@ def cancel_job(store: Store, job_id: str, *, actor: str, role: str, reason: str)
     store.append_audit(actor, role, "cancel_job", target=job.model, reason=reason.strip(),
                        details={"job_id": job.id})
     if job.pid is not None and process_alive(job):
-        os.kill(job.pid, signal.SIGTERM)
+        if job.runs_on(this_host()):  # elsewhere the flag stops it at its next progress report
+            os.kill(job.pid, signal.SIGTERM)
         return job
     return store.update_job(job.id, expect=("queued", "running"), status="cancelled",
                             finished_at=datetime.now(UTC), message="cancelled") or store.get_job(job.id)

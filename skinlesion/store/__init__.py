@@ -6,7 +6,8 @@
 - ``route``: the serving route with the audit log, API keys and archived versions;
 - ``jobs``: retraining jobs with their log and the retraining triggers;
 - ``snapshots``: health snapshots with alerts;
-- ``writer``: group commit (:class:`PredictionWriter`); ``transfer``: copying a store to another
+- ``writer``: group commit (:class:`PredictionWriter`); ``heartbeat``: a running job's
+  :class:`JobHeartbeat`; ``transfer``: copying a store to another
   backend, verified; ``facade``: :class:`Store`, the thin facade everything else calls.
 
 The record types live in :mod:`skinlesion.records` (no SQL) and are re-exported here, so
@@ -58,6 +59,7 @@ from skinlesion.records import (
 )
 from skinlesion.store.connection import StoreURL, parse_store_url
 from skinlesion.store.facade import Store
+from skinlesion.store.heartbeat import JobHeartbeat
 from skinlesion.store.migrations import SCHEMA_VERSION
 from skinlesion.store.writer import PredictionWriter
 
@@ -67,7 +69,7 @@ __all__ = [
     "IMAGE_STAT_COLUMNS", "JOB_COLUMNS", "JOB_STATUSES", "JOB_TRIGGERS", "LABEL_COLUMNS",
     "MODEL_ROLES", "PREDICTION_COLUMNS", "PROBABILITY_COLUMNS", "SCHEMA_VERSION", "SOURCES",
     "UNFINISHED_JOB_STATUSES", "Alert", "AlertAction", "AlertEvent", "AlertStatus", "AuditCheck", "AuditEntry", "Decision",
-    "FailureKind", "FailureRecord", "HealthSnapshot", "HealthStatus", "JobRecord", "JobStatus",
+    "FailureKind", "FailureRecord", "HealthSnapshot", "HealthStatus", "JobHeartbeat", "JobRecord", "JobStatus",
     "JobTrigger", "LabelRecord", "ModelRole", "PredictionRecord", "PredictionWriter", "ServingRoute",
     "SnapshotMetric", "Source", "Store", "StoreURL", "alert_key", "parse_store_url",
 ]

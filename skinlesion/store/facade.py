@@ -513,6 +513,12 @@ class Store:
         with self._backend.write() as con:
             return job_sql.update_job(con, job_id, expect=expect, changes=changes)
 
+    def beat_job(self, job_id: str, *, at: datetime | None = None) -> bool:
+        """Record that the job's process is alive (now, or ``at``): how other hosts judge a job
+        whose pid they cannot check. False when the job has finished."""
+        with self._backend.write() as con:
+            return job_sql.beat(con, job_id, at)
+
     def append_job_log(self, job_id: str, lines: Iterable[str]) -> int:
         """Append ``lines`` to the job's log; returns how many were stored."""
         lines = list(lines)

@@ -101,6 +101,13 @@ def update_job(con: Connection, job_id: str, *, expect: Iterable[str] | None,
     return job
 
 
+def beat(con: Connection, job_id: str, at: datetime | None) -> bool:
+    """Record that the unfinished job ``job_id``'s process is alive at ``at`` (default now); False
+    when the job has finished (or is unknown)."""
+    return bool(con.run("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status IN ('queued', "
+                        "'running')", [utc(at or now()), job_id]))
+
+
 def append_log(con: Connection, job_id: str, lines: Iterable[str]) -> int:
     rows = [[job_id, now(), str(line)] for line in lines]
     if rows:

@@ -31,6 +31,13 @@ ALTER TABLE audit_log ADD COLUMN prev_hash TEXT;
 ALTER TABLE audit_log ADD COLUMN row_hash TEXT;
 """
 
+#: Which machine runs each job and when its process last said it is alive (a pid means nothing on
+#: another host: there a job is judged by its heartbeat). The same SQL on both backends.
+_JOB_HOSTS = """
+ALTER TABLE jobs ADD COLUMN host TEXT;
+ALTER TABLE jobs ADD COLUMN heartbeat_at TIMESTAMPTZ;
+"""
+
 #: What operators did about alerts (acknowledge, silence, unsilence, assign; records.AlertAction),
 #: each row pointing at its audit entry. The same SQL on both backends.
 _ALERT_ACTIONS = """
@@ -267,6 +274,7 @@ DUCKDB_MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("clients and tamper evidence: the API key that asked each answer, key scopes, audit hash chain",
      _CLIENTS_AND_AUDIT_CHAIN),
     ("alert actions: acknowledge, silence, assign (audited)", _ALERT_ACTIONS),
+    ("job hosts: the machine running each job and its heartbeat", _JOB_HOSTS),
 )
 
 # --- PostgreSQL -----------------------------------------------------------------------------------------
@@ -482,6 +490,7 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, str], ...] = (
      "ALTER TABLE health_snapshots ADD COLUMN simulated BOOLEAN DEFAULT false"),
     (DUCKDB_MIGRATIONS[6][0], _CLIENTS_AND_AUDIT_CHAIN),
     (DUCKDB_MIGRATIONS[7][0], _ALERT_ACTIONS),
+    (DUCKDB_MIGRATIONS[8][0], _JOB_HOSTS),
 )
 
 MIGRATIONS: dict[Dialect, tuple[tuple[str, str], ...]] = {

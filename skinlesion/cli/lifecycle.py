@@ -19,6 +19,8 @@ from skinlesion.errors import SkinLesionError
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from rich.table import Table
+
     from skinlesion.lifecycle.operations import ThresholdStudy
     from skinlesion.operating_point import OperatingPoint
     from skinlesion.store import JobRecord
@@ -273,21 +275,36 @@ def retrain(reason: Reason,
 
 @jobs_app.command("list")
 def jobs_list(limit: Annotated[int, typer.Option(min=1, help="Newest jobs shown.")] = 20) -> None:
-    """Retraining jobs, newest first."""
+    """Retraining jobs, newest first: a table that fits the terminal (80 columns too); the message
+    wraps, nothing is cut. ``skinlesion jobs show ID`` has the rest."""
     from rich.console import Console
-    from rich.table import Table
 
     from skinlesion.lifecycle.jobs import refresh
 
     store = open_store()
-    table = Table("id", "model", "trigger", "status", "progress", "message", "queued (UTC)", "by",
-                  "candidate")
-    for job in store.list_jobs(limit=limit):
-        job = refresh(store, job)
-        table.add_row(job.id[:8], job.model, job.trigger, job.status, f"{job.progress:.0%}",
-                      job.error or job.message, f"{job.created_at:%Y-%m-%d %H:%M}",
-                      job.requested_by, job.result.get("version", ""))
-    Console().print(table)
+    Console().print(jobs_table([refresh(store, job) for job in store.list_jobs(limit=limit)]))
+
+
+def jobs_table(jobs: list[JobRecord]) -> Table:
+    """The jobs as a compact rich table that fits 80 columns: the job (first 8 characters of its
+    id, when it was queued), its status with progress, the model it retrains, and why and by whom
+    it ran with its message (or error) and the candidate it produced, which wrap."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("job, queued UTC", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("model", overflow="fold")
+    table.add_column("trigger, by: message", overflow="fold", min_width=24)
+    for job in jobs:
+        status = job.status if job.is_finished else f"{job.status} {job.progress:.0%}"
+        note = job.error or job.message
+        what = f"{job.trigger}, {job.requested_by}" + (f": {note}" if note else "")
+        if job.result.get("version"):
+            what += f"\ncandidate {job.result['version']}"
+        table.add_row(f"{job.id[:8]}\n{job.created_at:%Y-%m-%d %H:%M}", status, job.model, what)
+    return table
 
 
 @jobs_app.command("show")

@@ -52,6 +52,28 @@ def _histogram_sum(text: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}_sum(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
+def _counter_sum(text: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{name}_total(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def server_counts(text: str) -> dict[str, float]:
+    """What the server's /metrics says so far: seconds of request time and of log wait, network
+    forwards and the images they carried."""
+    return {"request_s": _histogram_sum(text, "skinlesion_request_latency_seconds"),
+            "log_wait_s": _histogram_sum(text, "skinlesion_log_wait_seconds"),
+            "forwards": _counter_sum(text, "skinlesion_inference_forwards"),
+            "images": _counter_sum(text, "skinlesion_inference_images")}
+
+
+def phase_counts(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """One phase of a run from the server's counts before and after it: the share of request time
+    spent waiting for the log commit, and the images per network forward (above 1: concurrent
+    requests shared forwards)."""
+    d = {k: after[k] - before[k] for k in after}
+    return {"log_wait_share": d["log_wait_s"] / d["request_s"] if d["request_s"] else None,
+            "images_per_forward": d["images"] / d["forwards"] if d["forwards"] else None}
+
+
 def bench_api(models_dir: Path, version: str, images: list[bytes], *, runtime: str = "auto",
               n_single: int = 60, n_concurrent: int = 240, clients: int = 8,
               burst_clients: int = 32, burst_per_client: int = 10,
@@ -91,9 +113,14 @@ def bench_api(models_dir: Path, version: str, images: list[bytes], *, runtime: s
                     devices.add(r.json()["device"])
                 return r.status_code, (time.perf_counter() - t) * 1000
 
+            def counts() -> dict[str, float]:
+                return server_counts(httpx.get(f"{base}/metrics", timeout=30).text)
+
             with httpx.Client(timeout=120) as client:
                 post(client, 0)  # warm-up (loads the model), not counted
+                start_counts = counts()
                 single = [post(client, i) for i in range(n_single)]
+            single_counts = counts()
 
             def run(n_clients: int, n_requests: int) -> tuple[list[tuple[int, float]], float]:
                 def worker(w: int) -> list[tuple[int, float]]:
@@ -106,28 +133,30 @@ def bench_api(models_dir: Path, version: str, images: list[bytes], *, runtime: s
                 return out, time.perf_counter() - start
 
             results, wall = run(clients, n_concurrent)
+            concurrent_counts = counts()
             burst, burst_wall = run(burst_clients, burst_clients * burst_per_client)
-            metrics = httpx.get(f"{base}/metrics").text
+            end_counts = counts()
         finally:
             server.terminate()
             server.wait(timeout=60)
         accepted = 1 + sum(code == 200 for code, _ in single + results + burst)
         logged = store.count_predictions()
-        log_s = _histogram_sum(metrics, "skinlesion_log_wait_seconds")
-        total_s = _histogram_sum(metrics, "skinlesion_request_latency_seconds")
         return {
             "what": "POST /v1/predictions through a local uvicorn server on CPU, one image each",
             "runtime_setting": runtime,
             "answered_on": sorted(devices),
-            "single_request": percentiles([ms for _, ms in single]),
+            "single_request": percentiles([ms for _, ms in single])
+                              | phase_counts(start_counts, single_counts),
             "concurrent": {"clients": clients, "requests": n_concurrent,
                            "throughput_rps": n_concurrent / wall,
-                           **percentiles([ms for _, ms in results])},
+                           **percentiles([ms for _, ms in results]),
+                           **phase_counts(single_counts, concurrent_counts)},
             "burst": {"clients": burst_clients, "requests": len(burst),
                       "errors": sum(code != 200 for code, _ in burst),
                       "throughput_rps": len(burst) / burst_wall,
-                      **percentiles([ms for _, ms in burst])},
-            "logging_share_of_server_time": log_s / total_s if total_s else None,
+                      **percentiles([ms for _, ms in burst]),
+                      **phase_counts(concurrent_counts, end_counts)},
+            "logging_share_of_server_time": phase_counts(start_counts, end_counts)["log_wait_share"],
             "accepted": accepted,
             "logged": logged,
         }
@@ -233,8 +262,11 @@ def bench_predictor(models_dir: Path, version: str, images: list[bytes], *,
                     runtimes: tuple[str, ...], rounds: int = 3) -> dict:
     """``Predictor.predict`` (JPEG bytes to answer, all the version's views) in each runtime against
     one bare eager forward of its network on one view (the folded inference network, batch 1,
-    ``inference_mode``) and the views as separate eager forwards (the path before they were
-    batched). Interleaved image by image, so load from other processes falls on all alike."""
+    ``inference_mode``, on the same preprocessed input and the same threads), the views as separate
+    eager forwards (the path before they were batched), and each runtime's network alone (all
+    views, one image: what ``predict`` spends outside it is decoding, preprocessing, image
+    statistics, OOD and decision). Interleaved image by image, so load from other processes falls
+    on all alike."""
     import pandas as pd
 
     from skinlesion.data.images import load_image
@@ -259,7 +291,9 @@ def bench_predictor(models_dir: Path, version: str, images: list[bytes], *,
     def sequential(x: torch.Tensor, m: torch.Tensor) -> None:
         sum(net.classify(net.embed(apply_view(x, v)), m) for v in clf.tta)
 
+    engines = {rt: p.version.classifier.engine() for rt, p in predictors.items()}
     times: dict[str, list[float]] = {"bare_forward_1_view": [], "eager_sequential_views": [],
+                                     **{f"network_{rt}": [] for rt in predictors},
                                      **{f"predict_{rt}": [] for rt in predictors}}
     for image, (x, m) in zip(images[:2], inputs[:2], strict=True):  # warm-up
         bare(x, m)
@@ -271,6 +305,8 @@ def bench_predictor(models_dir: Path, version: str, images: list[bytes], *,
             times["eager_sequential_views"].append(
                 timed(lambda x=x, m=m: sequential(x, m))[1] * 1000)
             for rt, p in predictors.items():
+                times[f"network_{rt}"].append(
+                    timed(lambda e=engines[rt], x=x, m=m: e(x, m))[1] * 1000)
                 times[f"predict_{rt}"].append(
                     timed(lambda p=p, image=image: p.predict(image, meta))[1] * 1000)
     out = {name: percentiles(ms) for name, ms in times.items()}
@@ -329,6 +365,8 @@ def serving_ratios(predictor: dict, api: dict, api_eager: dict) -> dict:
         "log_wait_share": api["logging_share_of_server_time"],
         "throughput_8_clients_rps": api["concurrent"]["throughput_rps"],
         "throughput_over_eager_path": api["concurrent"]["throughput_rps"] / eager_rps,
+        "images_per_forward_8_clients": api["concurrent"].get("images_per_forward"),
+        "log_wait_share_single_request": api["single_request"].get("log_wait_share"),
         "burst_32x10": {k: api["burst"][k] for k in ("clients", "requests", "errors")}
                        | {"accepted": api["accepted"], "logged": api["logged"]},
         "targets": {"predict_over_bare_forward": "<= 0.8", "api_p50_over_predict_p50": "<= 1.2",
@@ -548,6 +586,11 @@ def main(argv: list[str] | None = None) -> None:
         if "gpu" not in skip and has_reference and torch.cuda.is_available():
             print("bench: reference model on the GPU", file=sys.stderr)
             results["gpu"] = bench_gpu(args.models_dir, _sample_images(Path(tmp)))
+            save()
+        elif "gpu" not in skip:
+            results["gpu"] = {"what": "reference model on the GPU against the CPU",
+                              "gpu": "no GPU present (torch.cuda.is_available() is False)",
+                              "generated": datetime.now(UTC).isoformat(timespec="seconds")}
             save()
         if "reference" not in skip and has_reference and args.real_data and args.real_data.is_dir():
             print("bench: reference model on real data", file=sys.stderr)

@@ -18,11 +18,12 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from skinlesion.calibration import DiagnosisRule
 from skinlesion.data.images import bytes_sha256, image_caveats, image_stats, load_image
 from skinlesion.model.base import Classifier
 from skinlesion.model.ood import OODGate, card_gate
 from skinlesion.model.neural import has_monitoring_embedding
-from skinlesion.model.runtime import ExportSettings, use_runtime
+from skinlesion.model.runtime import BatchingEngine, ExportSettings, use_runtime
 from skinlesion.registry import ModelVersion, load_version
 from skinlesion.schema import CLASSES, Metadata, malignant_mask
 
@@ -164,6 +165,8 @@ class Predictor:
         self._mask = np.array(malignant_mask(version.card.malignant))
         self._reference = getattr(version.card, "image_stats_reference", None)
         self._ood = card_gate(version.card.model_extra)
+        self._diagnosis = DiagnosisRule.from_dict(version.card.model_extra.get("diagnosis_rule"),
+                                                  CLASSES)
 
     @classmethod
     def from_registry(cls, ref: str, models_dir: Path, *, device: str = "auto",
@@ -178,6 +181,16 @@ class Predictor:
         what every answer records."""
         device = str(getattr(self.version.classifier, "device", "cpu"))
         return device if self.runtime == "torch" else f"{device}/{self.runtime}"
+
+    def batching(self) -> tuple[int, int]:
+        """Forwards the network has run and the images they carried (concurrent requests share
+        forwards: :class:`~skinlesion.model.runtime.BatchingEngine`); (0, 0) for a version that
+        answers in its own code (rule-based fallback, metadata-only)."""
+        classifier = self.version.classifier
+        engine = classifier.engine() if has_monitoring_embedding(classifier) else None
+        if not isinstance(engine, BatchingEngine):
+            return 0, 0
+        return engine.forwards, engine.images
 
     @property
     def threshold(self) -> float:
@@ -219,7 +232,8 @@ class Predictor:
                                   self.policy, restricted=restricted)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs, strict=True)},
-            p_malignant=min(max(p_mal, 0.0), 1.0), predicted_class=CLASSES[int(np.argmax(probs))],
+            p_malignant=min(max(p_mal, 0.0), 1.0),
+            predicted_class=CLASSES[int(self._diagnosis.index(probs))],
             decision=decision, decision_reason=reason, threshold=threshold,
             model_version=self.version.id, model_role=self.role, latency_ms=latency_ms,
             device=self.device, image_sha256=sha, image_stats={k: float(v) for k, v in stats.items()},

@@ -148,7 +148,9 @@ class ServingService:
         self.route_ttl_s = route_ttl_s
         self.policy = policy or DecisionPolicy()
         self.retention_dir = retention_dir
-        self.writer = writer or PredictionWriter(store)
+        # no lingering for company: a lone request commits at once, and rows that arrive during a
+        # commit still share the next one (group commit)
+        self.writer = writer or PredictionWriter(store, linger_s=0.0)
         self._predictors: dict[tuple[str, str], Predictor] = {}
         self._lock = threading.Lock()
         self._route: ServingRoute | None = None
@@ -175,6 +177,13 @@ class ServingService:
                     version, self.models_dir, device=self.device, role=role, policy=self.policy,
                     runtime=self.runtime)
             return self._predictors[key]
+
+    def batching(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per loaded (version, role): the forwards its network has run and the images they
+        carried (:meth:`Predictor.batching`)."""
+        with self._lock:
+            loaded = list(self._predictors.items())
+        return {key: predictor.batching() for key, predictor in loaded}
 
     def current_predictor(self) -> tuple[Predictor, Choice]:
         choice = choose(self.route())

@@ -32,6 +32,12 @@ def _keys_revoked(app: FastAPI) -> int:
     return service.store.keys_revoked if service is not None else 0
 
 
+def _batching(app: FastAPI) -> dict[tuple[str, str], tuple[int, int]]:
+    """Forwards and images per loaded version (none before the service starts)."""
+    service = app.state.service
+    return service.batching() if service is not None else {}
+
+
 def create_app(settings: Settings | None = None, *, service: ServingService | None = None) -> FastAPI:
     """The API app. Pass ``service`` to inject one (tests); otherwise it is built from ``settings``
     when the app starts and closed (pending log rows flushed) when it stops."""
@@ -63,6 +69,7 @@ def create_app(settings: Settings | None = None, *, service: ServingService | No
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = ApiMetrics()
+    app.state.metrics.watch_batching(lambda: _batching(app))
     app.state.rate_limits = RateLimits(settings.rate_limit_per_address, settings.rate_limit_per_key,
                                        settings.auth_failures_per_address)
     app.state.key_verifier = KeyVerifier(lambda key: app.state.service.store.api_key_scopes(key),

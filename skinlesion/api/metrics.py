@@ -8,13 +8,17 @@ error), or ``throttled`` (429, rate limited). Unauthorized and throttled request
 only, never written to the store (an attacker's guesses must not cost a database write each).
 ``skinlesion_refused_total{reason}`` counts the requests the gate (:mod:`skinlesion.api.guards`)
 refused before reading their body, on every ``/v1/`` endpoint. Latency runs from the moment the
-request reached the app (:class:`StartStamp`)."""
+request reached the app (:class:`StartStamp`). ``skinlesion_inference_forwards_total`` and
+``skinlesion_inference_images_total`` (by model version and role) show how much concurrent requests
+share network forwards (:class:`BatchingCollector`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -65,6 +69,31 @@ class StartStamp:
         await self.app(scope, receive, send)
 
 
+#: Per (model version, role): the forwards its network ran and the images they carried.
+BatchingCounts = Callable[[], dict[tuple[str, str], tuple[int, int]]]
+
+
+class BatchingCollector:
+    """``skinlesion_inference_forwards_total`` and ``skinlesion_inference_images_total`` by model
+    version and role, read from the serving service when scraped: images per forward above 1 means
+    concurrent requests shared forwards (skinlesion.model.runtime.BatchingEngine)."""
+
+    def __init__(self, counts: BatchingCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        forwards = CounterMetricFamily("skinlesion_inference_forwards", "Forwards of the network "
+                                       "(concurrent requests share them).",
+                                       labels=["model_version", "model_role"])
+        images = CounterMetricFamily("skinlesion_inference_images", "Images answered by those "
+                                     "forwards.", labels=["model_version", "model_role"])
+        for (version, role), (n_forwards, n_images) in sorted(self.counts().items()):
+            forwards.add_metric([version, role], n_forwards)
+            images.add_metric([version, role], n_images)
+        yield forwards
+        yield images
+
+
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -82,6 +111,10 @@ class ApiMetrics:
                                  registry=self.registry)
         self.refused = Counter("skinlesion_refused_total", "API requests refused before their body "
                                "was read, by reason.", ["reason"], registry=self.registry)
+
+    def watch_batching(self, counts: BatchingCounts) -> None:
+        """Export the serving service's forward and image counts (:class:`BatchingCollector`)."""
+        self.registry.register(BatchingCollector(counts))
 
     def observe(self, request: Request, status: int, model_version: str | None = None) -> None:
         """Count a finished request to a :data:`COUNTED` endpoint (others are left out) and observe

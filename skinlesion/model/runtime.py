@@ -246,6 +246,9 @@ class BatchingEngine:
         self._queue: list[_Call] = []
         self._busy = False
         self._cond = threading.Condition()
+        #: forwards run and images they carried (their ratio: how much concurrent calls shared)
+        self.forwards = 0
+        self.images = 0
 
     @property
     def queued(self) -> int:
@@ -276,6 +279,8 @@ class BatchingEngine:
         while self._queue and n + len(self._queue[0].images) <= self.max_images:
             n += len(self._queue[0].images)
             batch.append(self._queue.pop(0))
+        self.forwards += 1
+        self.images += n
         return batch
 
     def _run(self, batch: list[_Call]) -> None:
@@ -443,21 +448,39 @@ class RuntimeChoice:
     runtime: str
     engine: InferenceEngine | None
     #: median ms of one single-image forward (all views) per candidate, when ``auto`` timed them
+    #: (:func:`time_engines`)
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: the warning given when the version fell back to eager torch ("" otherwise)
     warning: str = ""
 
 
-def time_engine(engine: InferenceEngine, classifier: NeuralClassifier, *, repeats: int = 5) -> float:
-    """Median ms of a single-image forward (all views) in ``engine``, after one warm-up."""
-    images, metadata = _example_inputs(classifier, n=1)
-    engine(images, metadata)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timing_inputs(classifier: NeuralClassifier, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image as the engines see it when timed: seeded noise through the version's own
+    preprocessing (a constant input such as zeros can take a kernel's fast or slow path that real
+    images never take, and mislead the choice), with one encoded metadata row."""
+    p = classifier.preprocessing
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (p.height, p.width, 3), dtype=np.uint8))
+    return p([image]), torch.zeros(1, len(classifier.encoder.feature_names_))
+
+
+def time_engines(engines: dict[str, InferenceEngine], classifier: NeuralClassifier, *,
+                 rounds: int = 7) -> dict[str, float]:
+    """Median ms of a single-image forward (all views) in each engine, after one warm-up each. The
+    engines take turns, one forward each per round, so a burst of load from other processes falls
+    on all of them alike instead of on whichever was being timed."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    images, metadata = timing_inputs(classifier)
+    for engine in engines.values():
         engine(images, metadata)
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.median(times))
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(rounds):
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine(images, metadata)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: float(np.median(ms)) for name, ms in times.items()}
 
 
 def _fallback(warning: str) -> RuntimeChoice:
@@ -512,12 +535,12 @@ def select_runtime(classifier: object, version_id: str, version_dir: Path, reque
         return _fallback(message)
     if requested != "auto":
         return RuntimeChoice(requested, passed[requested])
-    engines: dict[str, InferenceEngine | None] = {"torch": None, **passed}
-    timings = {name: time_engine(engine or TorchEngine(classifier.views_net(), classifier.device),
-                                 classifier)
-               for name, engine in engines.items()}
+    timings = time_engines({"torch": TorchEngine(classifier.views_net(), classifier.device),
+                            **passed}, classifier)
     fastest = min(timings, key=timings.__getitem__)
-    return RuntimeChoice(fastest, engines[fastest], timings_ms=timings)
+    log.info("version %r: runtime auto picks %s (median ms of one forward: %s)", version_id, fastest,
+             ", ".join(f"{name} {ms:.1f}" for name, ms in timings.items()))
+    return RuntimeChoice(fastest, passed.get(fastest), timings_ms=timings)
 
 
 def use_runtime(classifier: object, version_id: str, version_dir: Path, requested: str, *,

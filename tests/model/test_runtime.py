@@ -218,6 +218,46 @@ def test_predictor_answers_record_the_runtime(models_dir, exported, batch):
                for c in eager.probabilities) <= 1e-4
 
 
+def test_auto_times_the_engines_in_turns_on_a_non_constant_image(synthetic_df):
+    clf = tiny_classifier(synthetic_df)
+    images, metadata = runtime.timing_inputs(clf)
+    assert images.shape == (1, 3, 48, 64) and metadata.shape == (1, len(clf.encoder.feature_names_))
+    assert float(images.std()) > 0.1  # noise, not a constant image a kernel may special-case
+    assert torch.equal(images, runtime.timing_inputs(clf)[0])  # seeded
+    calls = []
+
+    class Recorder:
+        def __init__(self, name, ms):
+            self.name, self.ms = name, ms
+
+        def __call__(self, images, metadata):
+            calls.append(self.name)
+            time.sleep(self.ms / 1000)
+            return np.zeros((len(images), 8)), np.zeros((len(images), 4), np.float32)
+
+    timings = runtime.time_engines({"slow": Recorder("slow", 30), "fast": Recorder("fast", 1)},
+                                   clf, rounds=3)
+    assert calls == ["slow", "fast"] * 4  # one warm-up each, then one forward each per round
+    assert timings["fast"] < 15 <= 30 <= timings["slow"]
+    with pytest.raises(ValueError, match="at least 1"):
+        runtime.time_engines({}, clf, rounds=0)
+
+
+def test_predictor_counts_forwards_and_the_images_they_carried(models_dir, exported, batch):
+    from skinlesion.api.metrics import ApiMetrics
+
+    predictor = Predictor(load_version("tiny", models_dir, device="cpu"), runtime="onnxruntime")
+    meta = [Metadata.from_raw(50, "female", "posterior torso")] * 3
+    predictor.predict_batch(batch[0][:3], meta)
+    predictor.predict(batch[0][3], meta[0])
+    assert predictor.batching() == (2, 4)
+    metrics = ApiMetrics()
+    metrics.watch_batching(lambda: {("tiny", "active"): predictor.batching()})
+    text = metrics.render().decode()
+    assert 'skinlesion_inference_forwards_total{model_role="active",model_version="tiny"} 2.0' in text
+    assert 'skinlesion_inference_images_total{model_role="active",model_version="tiny"} 4.0' in text
+
+
 def test_thread_policy():
     env = {"OMP_NUM_THREADS": "3"}
     policy = ThreadPolicy.for_machine(env)
@@ -278,6 +318,7 @@ def test_concurrent_calls_share_one_forward_and_get_their_own_answers():
     for t in [first, *others]:
         t.join(30)
     assert inner.sizes == [1, 3]
+    assert (engine.forwards, engine.images) == (2, 4)  # what /metrics reports as batching
     for i, (images, metadata) in enumerate(inputs):
         assert results[i][0].shape == (1, 8) and results[i][0][0, 0] == 12 * i + 4 * i
     poisoned = torch.full((1, 3, 2, 2), -1e7)

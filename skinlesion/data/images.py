@@ -278,8 +278,9 @@ def image_stats(img: Image.Image) -> dict[str, float]:
     small.thumbnail((STATS_SIZE, STATS_SIZE), Image.Resampling.BILINEAR)
     rgb = np.asarray(small, dtype=np.float32) / 255.0
     luma = rgb @ _LUMA
-    top = rgb.max(axis=2)
-    chroma = top - rgb.min(axis=2)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # channel-wise: max(axis=2) is several x slower
+    top = np.maximum(np.maximum(r, g), b)
+    chroma = top - np.minimum(np.minimum(r, g), b)
     saturation = np.divide(chroma, top, out=np.zeros_like(top), where=top > 0)
     means = rgb.reshape(-1, 3).mean(axis=0)
     return {

@@ -179,6 +179,12 @@ def compare_split(name: str, diagnoses: pd.Series, candidate: np.ndarray, active
                            active=sides[1], deltas=deltas)
 
 
+def not_compared(name: str, note: str) -> SplitComparison:
+    """A split the gate could not compare the two models on, saying why (``note``)."""
+    return SplitComparison(split=name, n=0, n_malignant=0, candidate={}, active={}, deltas=[],
+                           note=note)
+
+
 def gate_table(report: GateReport | dict) -> pd.DataFrame:
     """The gate as one row per split and metric: ``split, n, metric, candidate, active,
     difference, ci_low, ci_high, verdict`` (difference columns empty for metrics shown without

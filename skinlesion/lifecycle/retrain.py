@@ -21,11 +21,13 @@ from pydantic import BaseModel, ConfigDict
 
 from skinlesion.errors import SkinLesionError
 from skinlesion.evaluate import predict_dataset
-from skinlesion.lifecycle.data import TrainingData, training_data
-from skinlesion.lifecycle.gate import HOLDOUT, ORIGINAL_TEST, GateReport, compare_split
+from skinlesion.lifecycle.data import (PRODUCTION_ONLY, PRODUCTION_PREFIX, TrainingData,
+                                       training_data)
+from skinlesion.lifecycle.gate import (HOLDOUT, ORIGINAL_TEST, GateReport, SplitComparison,
+                                       compare_split, not_compared)
 from skinlesion.lifecycle.spec import Reporter, RetrainSpec
 from skinlesion.register import register
-from skinlesion.registry import (ModelCard, build_manifest, data_fingerprint, diff_manifests,
+from skinlesion.registry import (ModelCard, ModelVersion, build_manifest, data_fingerprint, diff_manifests,
                                  load_version, new_version_id, read_card, read_manifest,
                                  resolve_version)
 from skinlesion.schema import CLASSES
@@ -77,26 +79,57 @@ def _collect(store: Store, card: ModelCard, spec: RetrainSpec, reporter: Reporte
     reporter.progress(0.0, f"collecting the training data of {card.id}")
     data = training_data(store, card, Path(spec.models_dir), data_dir=spec.data_dir,
                          holdout_share=spec.holdout_share,
-                         include_review_queue=spec.include_review_queue)
-    counts = data.counts()
-    reporter.log(f"data: {counts['original']} original images from {data.data_dir}, "
-                 f"{counts['production_train']} labelled production cases in training "
-                 f"({counts['review_labels']} from the review queue), {counts['holdout']} held out")
-    if counts["production_train"] + counts["holdout"] == 0:
-        reporter.log(f"no labelled production case has its image kept: retraining on {card.id}'s own "
-                     "data only (keep images with SKINLESION_RETAIN_IMAGES=true to add labelled "
-                     "production cases)")
+                         include_review_queue=spec.include_review_queue, seed=spec.seed)
+    for line in data_lines(card.id, data):
+        reporter.log(line)
     return data
 
 
-def _fit(data: TrainingData, config: TrainConfig, spec: RetrainSpec, reporter: Reporter) -> FitResult:
+def data_lines(base: str, data: TrainingData) -> list[str]:
+    """What a retrain trains on, for its log: where the data came from, the counts, and what the
+    gate can fairly compare on."""
+    counts = data.counts()
+    lesions = data.df.loc[data.df["image"].str.startswith(PRODUCTION_PREFIX), "lesion_id"].nunique()
+    if data.kind == PRODUCTION_ONLY:
+        n_val = int((data.split == "val").sum())
+        lines = [f"{base}'s training data ({data.data_name}) is not on this machine (its card names "
+                 "no data folder here; give one with `skinlesion retrain --data DIR`): training on "
+                 f"the {counts['production_train'] + counts['holdout']} labelled cases whose "
+                 f"images were kept, alone: {counts['production_train'] - n_val} in training, "
+                 f"{n_val} in validation ({lesions} lesions), {counts['holdout']} held out (the "
+                 f"newest, for the gate; {counts['review_labels']} of the training cases from the "
+                 "review queue)"]
+        if data.base_test:
+            lines.append(f"{data.base_test} of these cases are images of {base}'s own test split "
+                         "(the demo's traffic is drawn from it): the candidate trains on some of "
+                         f"them, so {base}'s test split is no fair ground for comparing the two; "
+                         "the gate compares them on the recent hold-out only, which neither "
+                         "trained on")
+        return lines
+    lines = [f"data: {counts['original']} original images from {data.data_dir}, "
+             f"{counts['production_train']} labelled production cases in training "
+             f"({counts['review_labels']} from the review queue), {counts['holdout']} held out"]
+    if counts["production_train"] + counts["holdout"] == 0:
+        lines.append(f"no labelled production case has its image kept: retraining on {base}'s own "
+                     "data only (keep images with SKINLESION_RETAIN_IMAGES=true to add labelled "
+                     "production cases)")
+    return lines
+
+
+def _fit(data: TrainingData, config: TrainConfig, base: ModelVersion, spec: RetrainSpec,
+         reporter: Reporter) -> FitResult:
+    """Fit the candidate, starting from the base's backbone (a head retrain trains a new head on
+    the base's own image features, fine-tuned ones included)."""
     def on_epoch(row: dict) -> None:
         reporter.progress(0.05 + 0.70 * row["epoch"] / row["epochs"],
                           f"epoch {row['epoch']}/{row['epochs']}: val AUROC {row['val_auroc']:.3f}, "
                           f"balanced accuracy {row['val_balanced_accuracy']:.3f}")
 
-    reporter.progress(0.05, f"training ({config.mode}, {config.epochs} epochs)")
-    return fit(data.df, data.split, config, spec.cache_dir, progress=False, on_epoch=on_epoch)
+    backbone = getattr(getattr(base.classifier, "net", None), "backbone", None)
+    reporter.progress(0.05, f"training ({config.mode}, {config.epochs} epochs"
+                            + (f", from {base.card.id}'s backbone)" if backbone else ")"))
+    return fit(data.df, data.split, config, spec.cache_dir, progress=False, on_epoch=on_epoch,
+               init_backbone=backbone)
 
 
 def _answers(predict: Callable[[pd.DataFrame], np.ndarray], rows: pd.DataFrame) -> np.ndarray:
@@ -104,59 +137,99 @@ def _answers(predict: Callable[[pd.DataFrame], np.ndarray], rows: pd.DataFrame) 
     return predict(rows) if len(rows) else np.zeros((0, len(CLASSES)))
 
 
-def _gate(store: Store, card: ModelCard, data: TrainingData, fitted: FitResult,
+def _gate(store: Store, base: ModelVersion, data: TrainingData, fitted: FitResult,
           test_probs: np.ndarray, spec: RetrainSpec, candidate: str) -> GateReport:
     """The candidate against the base as it serves (at its tuned threshold where the route sets
-    one, else its card's) on the recent hold-out and the original test split."""
-    active = load_version(card.id, Path(spec.models_dir), device=spec.device)
+    one, else its card's) on the recent hold-out and the original test split (not compared when
+    the original data is not on this machine)."""
+    card = base.card
     served = store.get_route().threshold_for(card.id)
-    thresholds = (fitted.threshold, active.card.threshold if served is None else served)
-    test = data.df[data.split == "test"]
-    splits = [compare_split(name, rows["diagnosis"], candidate_probs,
-                            _answers(lambda r: predict_dataset(active, r, progress=False), rows),
-                            thresholds=thresholds, resamples=spec.bootstrap_resamples,
-                            seed=spec.seed, malignant=tuple(card.malignant))
-              for name, rows, candidate_probs in (
-                  (HOLDOUT, data.holdout, _answers(fitted.predict_proba, data.holdout)),
-                  (ORIGINAL_TEST, test, test_probs))]
+    thresholds = (fitted.threshold, card.threshold if served is None else served)
+
+    def compare(name: str, rows: pd.DataFrame, candidate_probs: np.ndarray) -> SplitComparison:
+        return compare_split(name, rows["diagnosis"], candidate_probs,
+                             _answers(lambda r: predict_dataset(base, r, progress=False), rows),
+                             thresholds=thresholds, resamples=spec.bootstrap_resamples,
+                             seed=spec.seed, malignant=tuple(card.malignant))
+
+    splits = [compare(HOLDOUT, data.holdout, _answers(fitted.predict_proba, data.holdout))]
+    if data.kind == PRODUCTION_ONLY:
+        splits.append(not_compared(ORIGINAL_TEST, f"not compared: {card.id}'s training data, its "
+                                                  "test split with it, is not on this machine"))
+    else:
+        splits.append(compare(ORIGINAL_TEST, data.df[data.split == "test"], test_probs))
     return GateReport(candidate=candidate, active=card.id, resamples=spec.bootstrap_resamples,
                       seed=spec.seed, splits=splits,
                       holdout_fingerprint=_holdout_fingerprint(data.holdout),
                       thresholds={"candidate": thresholds[0], "active": thresholds[1]})
 
 
+def _registered(data: TrainingData) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows the candidate's manifest records: its training data, and in a production-only
+    retrain the recent hold-out as its test split (its card's test metrics are then the
+    hold-out's; with the original data, its test split is the original one)."""
+    if data.kind != PRODUCTION_ONLY:
+        return data.df, data.split
+    return (pd.concat([data.df, data.holdout], ignore_index=True),
+            pd.concat([data.split, pd.Series("test", index=range(len(data.holdout)))],
+                      ignore_index=True).rename("split"))
+
+
+def _data_name(data: TrainingData) -> str:
+    counts = data.counts()
+    if data.kind == PRODUCTION_ONLY:
+        return (f"{counts['production_train'] + counts['holdout']} labelled production cases with "
+                f"kept images, alone ({data.data_name} not on this machine); test split: the "
+                f"{counts['holdout']} newest, held out")
+    return f"{data.data_name} + {counts['production_train']} labelled production cases"
+
+
+def _notes(base: str, data: TrainingData) -> str:
+    notes = f"Retrained from {base}: a candidate, promoted only by a person."
+    if data.kind == PRODUCTION_ONLY:
+        notes += (f" Trained without {base}'s original data (not on this machine), on labelled "
+                  "production cases alone; its test metrics are those of the recent hold-out, "
+                  f"not of {base}'s test split: compare the two with the gate, on the same cases.")
+        if data.base_test:
+            notes += (f" {data.base_test} of its cases are images of {base}'s test split, so that "
+                      "split is no fair test of this version.")
+    return notes
+
+
 def _register(card: ModelCard, data: TrainingData, fitted: FitResult, test_probs: np.ndarray,
               spec: RetrainSpec, gate: GateReport) -> ModelCard:
-    """Register the candidate under ``gate.candidate``, its card naming its lineage and gate."""
-    counts = data.counts()
+    """Register the candidate under ``gate.candidate``, its card naming its lineage, its data and
+    the gate."""
     lineage = {"base": card.id, "data_dir": data.data_dir, "data_name": data.data_name,
-               "counts": counts, "holdout_share": spec.holdout_share}
+               "data": data.kind, "counts": data.counts(), "holdout_share": spec.holdout_share}
+    df, split = _registered(data)
     return register(
-        Path(spec.models_dir), fitted.classifier, data.df, data.split, threshold=fitted.threshold,
-        val_probs=fitted.val_probs, test_probs=test_probs,
-        data_name=f"{data.data_name} + {counts['production_train']} labelled production cases",
+        Path(spec.models_dir), fitted.classifier, df, split, threshold=fitted.threshold,
+        val_probs=fitted.val_probs, test_probs=test_probs, data_name=_data_name(data),
         history=fitted.history, training=training_summary(fitted), parent=card.id,
         target_sensitivity=fitted.config.target_sensitivity, malignant=tuple(card.malignant),
-        notes=f"Retrained from {card.id}: a candidate, promoted only by a person.",
-        version_id=gate.candidate,
+        notes=_notes(card.id, data), version_id=gate.candidate,
         extra={"retraining": lineage, "gate": gate.model_dump(mode="json")}, progress=False)
 
 
 def retrain(store: Store, spec: RetrainSpec, reporter: Reporter) -> RetrainResult:
-    """Retrain ``spec.base_version`` on its original data plus the labelled production cases,
-    compare the candidate with it (the gate) and register the candidate (never activated).
+    """Retrain ``spec.base_version`` on its original data plus the labelled production cases (or,
+    when its data is not on this machine, on the cases alone), compare the candidate with it (the
+    gate) and register the candidate (never activated).
 
     Progress: 0–5 % data, 5–75 % training (per epoch), 75–90 % the gate, 90–100 % registering."""
     models_dir = Path(spec.models_dir)
     card = _base_card(models_dir, spec.base_version)
     data = _collect(store, card, spec, reporter)
     config = retrain_config(card, spec)
-    fitted = _fit(data, config, spec, reporter)
-    reporter.progress(0.75, f"gate: candidate vs {card.id} on the recent hold-out and the original "
-                            "test split")
-    test_probs = fitted.predict_proba(data.df[data.split == "test"])
+    base = load_version(card.id, models_dir, device=spec.device)
+    fitted = _fit(data, config, base, spec, reporter)
+    reporter.progress(0.75, f"gate: candidate vs {card.id} on the recent hold-out"
+                            + (" and the original test split" if data.kind != PRODUCTION_ONLY else ""))
+    registered, registered_split = _registered(data)
+    test_probs = _answers(fitted.predict_proba, registered[registered_split == "test"])
     vid = new_version_id(config.backbone if config.inputs != "metadata" else "metadata")
-    gate = _gate(store, card, data, fitted, test_probs, spec, vid)
+    gate = _gate(store, base, data, fitted, test_probs, spec, vid)
     reporter.progress(0.90, f"registering the candidate {vid}")
     new = _register(card, data, fitted, test_probs, spec, gate)
     diff = diff_manifests(read_manifest(models_dir, card.id), read_manifest(models_dir, new.id))

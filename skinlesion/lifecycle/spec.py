@@ -8,8 +8,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from skinlesion.lifecycle.data import RetrainPlan, retrain_plan
 from skinlesion.lifecycle.policy import RetrainingPolicy
-from skinlesion.registry import resolve_version
+from skinlesion.registry import read_card, resolve_version
 from skinlesion.store import Store
 
 
@@ -50,6 +51,16 @@ def active_spec(store: Store, policy: RetrainingPolicy, *, models_dir: Path, cac
     base = resolve_version(models_dir, store.get_route().active_version)
     return RetrainSpec.from_policy(policy, base_version=base, models_dir=str(models_dir),
                                    cache_dir=str(cache_dir), **fields)
+
+
+def plan(store: Store, spec: RetrainSpec) -> RetrainPlan:
+    """What a job of ``spec`` would train on (:func:`skinlesion.lifecycle.data.retrain_plan`);
+    its ``refusal`` says why there is nothing to, before any job is started."""
+    models_dir = Path(spec.models_dir)
+    card = read_card(models_dir / resolve_version(models_dir, spec.base_version))
+    return retrain_plan(store, card, models_dir, data_dir=spec.data_dir,
+                        holdout_share=spec.holdout_share,
+                        include_review_queue=spec.include_review_queue)
 
 
 class Reporter(Protocol):

@@ -45,7 +45,7 @@ def test_a_retrain_trains_on_the_original_data_plus_labelled_production_cases(li
     assert not set(held_out) & set(manifest["image"])
     assert set(manifest.loc[manifest["image"].isin(trained), "split"]) == {"train"}
     assert result.data == {"original": len(base_manifest), "production_train": 18,
-                           "review_labels": 6, "holdout": 6}
+                           "review_labels": 6, "holdout": 6, "base_test": 0}
     # the gate, in the card and the result: both splits, each difference inside its interval
     gate = card.model_extra["gate"]
     assert gate == result.gate.model_dump(mode="json")

@@ -147,7 +147,7 @@ def grad_cam(classifier: object, image: Image.Image, metadata: Metadata | pd.Dat
 def lesion_outline(image: Image.Image, *, width: int | None = None) -> tuple[np.ndarray, Image.Image]:
     """The fallback's lesion segmentation: the mask (bool (H, W)) and the image with its outline
     drawn (``width`` pixels; default about 0.5% of the image's long side)."""
-    from skinlesion.model.fallback import segment_lesion
+    from skinlesion.model.lesion_segmentation import segment_lesion
 
     image = image.convert("RGB")
     mask = segment_lesion(image)

@@ -15,12 +15,12 @@ from skinlesion import metrics
 from skinlesion.data.images import load_image
 from skinlesion.data.splits import split_dataset
 from skinlesion.errors import SkinLesionError
-from skinlesion.model import fallback
-from skinlesion.model.base import Classifier
-from skinlesion.model.fallback import (
-    FEATURE_DOCS, FEATURES, ABCDFallback, abcd_features, extract_features, fit_fallback,
-    segment_lesion, segment_work, to_work,
+from skinlesion.model.abcd import (
+    FEATURE_DOCS, FEATURES, abcd_features, extract_features, image_features,
 )
+from skinlesion.model.base import Classifier
+from skinlesion.model.fallback import ABCDFallback, fit_fallback
+from skinlesion.model.lesion_segmentation import segment_lesion, segment_work, to_work
 from skinlesion.schema import CLASSES, METADATA_FIELDS, class_index
 
 SKIN = (222, 178, 160)
@@ -122,8 +122,8 @@ def test_features_do_not_depend_much_on_resolution():
     truth = _disc(75, 100, 35)
     small = _paint(truth)
     large = small.resize((600, 450), Image.BILINEAR)
-    f_small = fallback.image_features(small)
-    f_large = fallback.image_features(large)
+    f_small = image_features(small)
+    f_large = image_features(large)
     i = FEATURES.index("area_frac")
     assert f_small[i] == pytest.approx(f_large[i], rel=0.1)
 

@@ -13,10 +13,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from skinlesion import intervals, metrics, plots, scoring
+from skinlesion.calibration import DiagnosisRule
 from skinlesion.data.images import file_sha256, load_image
 from skinlesion.errors import DataError, ImageError
 from skinlesion.registry import ModelVersion, read_manifest
-from skinlesion.schema import CLASSES, METADATA_FIELDS, class_index
+from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index
 
 SPLIT_CHOICES = ("unseen", "test", "all")
 #: What batch prediction does with an image it cannot read: leave it out and go on, or answer
@@ -157,11 +158,39 @@ def _labels(df: pd.DataFrame) -> np.ndarray:
     return np.array([class_index(d) for d in df["diagnosis"]])
 
 
-def most_confident_mistakes(y: np.ndarray, probs: np.ndarray, k: int = 12) -> np.ndarray:
-    """Indices of the ``k`` wrong predictions with the highest confidence in the wrong class."""
-    pred = probs.argmax(1)
+def most_confident_mistakes(y: np.ndarray, probs: np.ndarray, k: int = 12,
+                            pred: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``k`` wrong predictions (``pred``, the argmax by default) with the highest
+    probability of the wrong class."""
+    pred = probs.argmax(1) if pred is None else pred
     wrong = np.flatnonzero(pred != y)
     return wrong[np.argsort(-probs[wrong, pred[wrong]])][:k]
+
+
+def labelled_report(y: np.ndarray, probs: np.ndarray, lesions: np.ndarray, *, threshold: float,
+                    malignant: tuple[str, ...] = DEFAULT_MALIGNANT,
+                    diagnosis: DiagnosisRule | None = None, n_boot: int = 1000) -> dict:
+    """A version's numbers on labelled answers: ``summary`` at ``threshold`` (with
+    ``balanced_accuracy_shown``, of the diagnosis the ``diagnosis`` rule shows), ``per_class``
+    (one-vs-rest on the probabilities), ``per_class_recall`` (of the shown diagnosis),
+    ``official`` (the challenge scorer's aggregates, which it computes from the probabilities) and
+    ``intervals`` (every headline metric per image and per lesion, 95 % cluster bootstrap over
+    ``lesions``, ``balanced_accuracy_shown`` included)."""
+    rule = diagnosis or DiagnosisRule()
+    per_class = metrics.per_class_metrics(y, probs)
+    shown = metrics.per_class_metrics(y, rule.scores(probs))
+    bacc_shown = {"balanced_accuracy_shown":
+                  lambda yy, pp: metrics.balanced_accuracy(yy, rule.scores(pp))}
+    return {
+        "summary": {**metrics.summary(y, probs, threshold=threshold, malignant=malignant),
+                    "balanced_accuracy_shown": bacc_shown["balanced_accuracy_shown"](y, probs)},
+        "per_class": per_class,
+        "per_class_recall": dict(zip(shown["class"], shown["sensitivity"].astype(float))),
+        "official": scoring.official(y, probs, per_class),
+        "intervals": intervals.honest_report(y, probs, lesions, threshold=threshold,
+                                             malignant=malignant, n_boot=n_boot,
+                                             extra=bacc_shown),
+    }
 
 
 def evaluate_version(version: ModelVersion, df: pd.DataFrame, out_dir: Path, *,
@@ -176,20 +205,21 @@ def evaluate_version(version: ModelVersion, df: pd.DataFrame, out_dir: Path, *,
     probs = predict_dataset(version, df, batch_size=batch_size, progress=progress)
     card = version.card
     malignant = tuple(card.malignant)
-    summary = metrics.summary(y, probs, threshold=card.threshold, malignant=malignant)
-    per_class = metrics.per_class_metrics(y, probs)
+    rule = DiagnosisRule.from_dict(card.model_extra.get("diagnosis_rule"), CLASSES)
+    report = labelled_report(y, probs, df["lesion_id"].to_numpy(), threshold=card.threshold,
+                             malignant=malignant, diagnosis=rule, n_boot=n_boot)
     result = {
         "version": card.id,
         "data": description,
         "threshold": card.threshold,
         "malignant": list(malignant),
-        "summary": summary,
-        "per_class": per_class.to_dict(orient="records"),
-        "official": scoring.official(y, probs, per_class),
-        "intervals": intervals.honest_report(y, probs, df["lesion_id"].to_numpy(),
-                                             threshold=card.threshold, malignant=malignant,
-                                             n_boot=n_boot),
-        "confusion_matrix": metrics.confusion_matrix(y, probs).tolist(),
+        "diagnosis_rule": rule.to_dict(CLASSES),
+        "summary": report["summary"],
+        "per_class": report["per_class"].to_dict(orient="records"),
+        "per_class_recall_shown": report["per_class_recall"],
+        "official": report["official"],
+        "intervals": report["intervals"],
+        "confusion_matrix": metrics.confusion_matrix(y, rule.scores(probs)).tolist(),
         "classes": list(CLASSES),
     }
     out_dir = Path(out_dir)
@@ -197,10 +227,10 @@ def evaluate_version(version: ModelVersion, df: pd.DataFrame, out_dir: Path, *,
     files = [out_dir / "metrics.json"]
     files[0].write_text(json.dumps(result, indent=2, default=float) + "\n")
 
-    mistakes = most_confident_mistakes(y, probs)
-    pred = probs.argmax(1)
+    pred = rule.index(probs)
+    mistakes = most_confident_mistakes(y, probs, pred=pred)
     figures = {
-        "confusion_matrix.png": plots.confusion_matrix_figure(y, probs),
+        "confusion_matrix.png": plots.confusion_matrix_figure(y, rule.scores(probs)),
         "roc_curves.png": plots.roc_figure(y, probs, malignant=malignant),
         "calibration.png": plots.calibration_figure(y, probs, malignant=malignant),
         "mistakes.png": plots.mistakes_gallery_figure(

@@ -148,13 +148,21 @@ def report_metrics(threshold: float, malignant: Iterable[str] = DEFAULT_MALIGNAN
 
 def honest_report(y_true: object, probs: object, groups: object, *, threshold: float,
                   malignant: Iterable[str] = DEFAULT_MALIGNANT, n_boot: int = 1000,
-                  level: float = 0.95, seed: int = 0) -> dict:
-    """Every reported metric per image and per lesion with its cluster-bootstrap interval:
+                  level: float = 0.95, seed: int = 0, extra: Mapping[str, Metric] | None = None,
+                  only: Iterable[str] | None = None) -> dict:
+    """Every reported metric (:func:`report_metrics`, plus ``extra`` ones; only those named in
+    ``only`` when given) per image and per lesion with its cluster-bootstrap interval:
     ``{"per_image": {metric: Interval dict}, "per_lesion": {...}, "n_images", "n_lesions",
     "interval": "..."}`` (JSON-able)."""
     y, p = metrics.check_inputs(y_true, probs)
     ly, lp, lcodes = lesion_answers(y, p, groups)
-    chosen = report_metrics(threshold, malignant)
+    chosen = {**report_metrics(threshold, malignant), **(extra or {})}
+    if only is not None:
+        wanted = list(only)
+        unknown = sorted(set(wanted) - set(chosen))
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; known: {', '.join(chosen)}")
+        chosen = {name: chosen[name] for name in wanted}
     out: dict = {"n_images": int(y.size), "n_lesions": int(ly.size),
                  "interval": f"{level:.0%} percentile bootstrap over lesions ({n_boot} resamples, "
                              f"seed {seed}); per lesion = mean probability of its images"}

@@ -6,7 +6,9 @@ Trains the shipped ``reference`` version end to end on the ISIC 2019 / HAM10000 
    per lesion, seed 0), recording each split's composition;
 2. fine-tune EfficientNet-Lite0 + metadata branch on cached trunk activations (see skinlesion.train),
    once per candidate recipe (:data:`CANDIDATES`);
-3. choose the recipe and the calibration mode on the validation split only (:func:`choose`);
+3. choose the recipe on the validation split only (:func:`choose`), then run the calibration step
+   on it (:mod:`skinlesion.recalibration`: temperature, BCTS or vector scaling and the diagnosis
+   rule, chosen out of fold on validation; the threshold for 90 % validation sensitivity);
 4. score the held-out test split it never saw, per image and per lesion with 95 % intervals
    clustered by lesion (and check the serving path gives the same answers);
 5. run the input ablation on cached features (metadata only; image only vs image + metadata with the
@@ -32,15 +34,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skinlesion import intervals, metrics, scoring
+from skinlesion import intervals, metrics, recalibration
 from skinlesion.data.images import load_image
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.splits import split_composition, split_dataset
-from skinlesion.register import register
+from skinlesion.evaluate import labelled_report
+from skinlesion.register import register, shown_summary
 from skinlesion.schema import METADATA_FIELDS, class_index
 from skinlesion.settings import Settings
-from skinlesion.train import (CALIBRATION_MODES, FitResult, TrainConfig, calibration_choice, fit,
-                              raw_logits, recalibrate, training_summary)
+from skinlesion.train import (FitResult, TrainConfig, calibration_choice, fit, raw_logits,
+                              recalibrate, training_summary)
 
 VERSION_ID = "reference"
 SPLIT_SEED = 0
@@ -59,21 +62,20 @@ RECIPE = TrainConfig(
 #: Candidate recipes (name -> changes to RECIPE), all trained; :func:`choose` keeps one on validation.
 #: One on this machine's CPU budget; further candidates were measured apart (README, ablation).
 CANDIDATES: dict[str, dict] = {"base": {}}
-#: A calibration mode other than temperature alone must not cost more validation balanced accuracy
-#: than this to be chosen (it moves the argmax towards the common classes).
-MAX_BACC_COST = 0.02
 SELECTION_RULE = (
     "on validation only: the recipe with the highest mean of AUROC and balanced accuracy under "
-    "temperature calibration; then prior+temperature calibration if it lowers the calibration "
-    f"error (15 bins) at a cost of at most {MAX_BACC_COST} balanced accuracy, else temperature")
+    "temperature calibration; then the calibration step (skinlesion.recalibration): "
+    + recalibration.SELECTION_RULE)
 BOOTSTRAP = 1000
 QUICK_BOOTSTRAP = 50
 INTENDED_USE = (
     "Second-reader triage of dermoscopic images of a single skin lesion with the patient's age, sex "
     "and anatomical site: refer when p_malignant >= the card's threshold (chosen for 90 % "
-    "sensitivity on validation). Not a diagnosis; a clinician decides.")
-#: Test recall below which a class is named in the card's ``weak_recall``.
-WEAK_RECALL = 0.6
+    "sensitivity on validation). p_malignant and the class probabilities are calibrated to the "
+    "population of the training data (about 21 % malignant); the shown diagnosis follows the "
+    "card's diagnosis_rule. Not a diagnosis; a clinician decides.")
+#: Test recall (of the shown diagnosis) below which a class is named in the card's ``weak_recall``.
+WEAK_RECALL = recalibration.WEAK_RECALL
 LIMITS = (
     "Population: dermoscopy from the HAM10000 sites (ViDIR Vienna, Rosendahl Queensland), as "
     "published in ISIC 2019 at 600x450 and read here at 200x150; mostly fair skin; adults. "
@@ -81,7 +83,8 @@ LIMITS = (
     "dermatoscopes and sites (BCN20000, MSK and other ISIC sources are not in the training data: "
     "on another acquisition the previous reference fell to AUROC 0.74), children, darker skin, "
     "mucosal, nail and acral lesions beyond the few in HAM10000, and classes outside the eight "
-    f"(UNK). Weak recall: the classes in weak_recall (test recall below {WEAK_RECALL:g}); their "
+    f"(UNK). Weak recall: the classes in weak_recall (test recall of the shown diagnosis below "
+    f"{WEAK_RECALL:g}); their "
     "answers should not be trusted alone.")
 
 #: Smoke-test overrides for ``--quick``.
@@ -121,35 +124,22 @@ def _recipe_scores(y: np.ndarray, probs: np.ndarray, threshold: float) -> dict[s
 
 
 def recipe_rows(name: str, result: FitResult, test: pd.DataFrame) -> list[dict]:
-    """One ablation row per calibration mode of a fitted candidate: its validation scores (what
+    """A fitted candidate's ablation row under temperature calibration: its validation scores (what
     :func:`choose` reads) and, for the record only, its test scores. Nothing is changed."""
-    raw_val = result.val_logits - result.prior_shift
-    raw_test = raw_logits(result, test)
-    rows = []
-    for mode in CALIBRATION_MODES:
-        choice = calibration_choice(result, mode)
-        val = _recipe_scores(result.val_labels, choice.probs(raw_val), choice.threshold)
-        tst = _recipe_scores(_labels(test), choice.probs(raw_test), choice.threshold)
-        rows.append({"recipe": name, "calibration": mode, "best_epoch": result.best_epoch,
-                     "temperature": choice.temperature, "threshold": choice.threshold,
-                     **{f"val_{k}": v for k, v in val.items()},
-                     **{f"test_{k}": v for k, v in tst.items()}})
-    return rows
+    choice = calibration_choice(result, "temperature")
+    val = _recipe_scores(result.val_labels, choice.probs(result.val_logits), choice.threshold)
+    tst = _recipe_scores(_labels(test), choice.probs(raw_logits(result, test)), choice.threshold)
+    return [{"recipe": name, "calibration": "temperature", "best_epoch": result.best_epoch,
+             "temperature": choice.temperature, "threshold": choice.threshold,
+             **{f"val_{k}": v for k, v in val.items()},
+             **{f"test_{k}": v for k, v in tst.items()}}]
 
 
-def choose(rows: list[dict]) -> tuple[str, str]:
-    """The (recipe, calibration mode) to ship, from validation scores only: the recipe with the
-    highest mean of validation AUROC and balanced accuracy under temperature calibration; then its
-    ``prior+temperature`` mode if that lowers the validation calibration error (15 bins) at a cost
-    of at most :data:`MAX_BACC_COST` validation balanced accuracy, else temperature alone."""
+def choose(rows: list[dict]) -> str:
+    """The recipe to ship, from validation scores only: the highest mean of validation AUROC and
+    balanced accuracy under temperature calibration (the calibration step comes after)."""
     plain = [r for r in rows if r["calibration"] == "temperature"]
-    best = max(plain, key=lambda r: (r["val_auroc"] + r["val_balanced_accuracy"]) / 2)
-    prior = next(r for r in rows if r["recipe"] == best["recipe"]
-                 and r["calibration"] == "prior+temperature")
-    if prior["val_ece_15"] < best["val_ece_15"] and \
-            best["val_balanced_accuracy"] - prior["val_balanced_accuracy"] <= MAX_BACC_COST:
-        return best["recipe"], "prior+temperature"
-    return best["recipe"], "temperature"
+    return max(plain, key=lambda r: (r["val_auroc"] + r["val_balanced_accuracy"]) / 2)["recipe"]
 
 
 def check_serving_path(result: FitResult, df: pd.DataFrame, cached: np.ndarray,
@@ -215,20 +205,19 @@ def train_candidates(df: pd.DataFrame, split: pd.Series, base: TrainConfig, cach
     return fitted, seconds
 
 
-def test_report(result: FitResult, test: pd.DataFrame, test_probs: np.ndarray, *,
-                n_boot: int) -> dict:
-    """The shipped version's test numbers: the summary at its threshold, per-class recall, the
-    challenge's official aggregates, and every headline metric per image and per lesion with 95 %
-    intervals clustered by lesion."""
-    y = _labels(test)
-    per_class = metrics.per_class_metrics(y, test_probs)
-    return {
-        "summary": metrics.summary(y, test_probs, threshold=result.threshold),
-        "per_class_recall": dict(zip(per_class["class"], per_class["sensitivity"].astype(float))),
-        "official": scoring.official(y, test_probs, per_class),
-        "intervals": intervals.honest_report(y, test_probs, test["lesion_id"].to_numpy(),
-                                             threshold=result.threshold, n_boot=n_boot),
-    }
+def calibrate(result: FitResult, df: pd.DataFrame, test: pd.DataFrame, *, n_boot: int
+              ) -> tuple[FitResult, recalibration.CalibrationStep, list[dict]]:
+    """The calibration step on the chosen candidate (:func:`recalibration.calibration_step` on its
+    raw validation logits), folded into its network; with the ablation's test rows (record only)."""
+    lesions = df.loc[result.val_index, "lesion_id"].astype(str).to_numpy()
+    step = recalibration.calibration_step(result.val_logits, result.val_labels, lesions,
+                                          target_sensitivity=result.config.target_sensitivity)
+    calibrated = recalibrate(result, step.calibrator.method)
+    ablation = recalibration.test_rows(
+        result.val_logits, result.val_labels, raw_logits(calibrated, test), _labels(test),
+        test["lesion_id"].astype(str).to_numpy(),
+        target_sensitivity=result.config.target_sensitivity, n_boot=n_boot)
+    return calibrated, step, ablation
 
 
 def run(data: Path, models_dir: Path, cache_dir: Path, *, quick: bool = False,
@@ -250,21 +239,26 @@ def run(data: Path, models_dir: Path, cache_dir: Path, *, quick: bool = False,
     timings["fit_s"] = time.perf_counter() - t
     timings.update({f"fit_s[{name}]": v for name, v in fit_seconds.items()})
     recipes = [row for name, r in fitted.items() for row in recipe_rows(name, r, test)]
-    chosen, mode = choose(recipes)
-    result = fitted[chosen]
-    if result.config.calibration != mode:
-        result = recalibrate(result, mode)
+    chosen = choose(recipes)
+    n_boot = QUICK_BOOTSTRAP if quick else BOOTSTRAP
+    t = time.perf_counter()
+    result, step, calibration_test = calibrate(fitted[chosen], df, test, n_boot=n_boot)
+    mode = step.calibrator.method
+    timings["calibration_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     test_probs = result.predict_proba(test)
     serving_diff = check_serving_path(result, test.iloc[:SERVING_CHECK], test_probs[:SERVING_CHECK])
-    report = test_report(result, test, test_probs, n_boot=QUICK_BOOTSTRAP if quick else BOOTSTRAP)
+    report = labelled_report(_labels(test), test_probs, test["lesion_id"].to_numpy(),
+                             threshold=result.threshold, diagnosis=step.diagnosis, n_boot=n_boot)
     timings["test_s"] = time.perf_counter() - t
     t = time.perf_counter()
     rows = ablation(df, split, result, cache_dir, progress=progress) if input_ablation else []
     timings["ablation_s"] = time.perf_counter() - t
 
-    selection = {"recipe": chosen, "calibration": mode, "rule": SELECTION_RULE}
+    selection = {"recipe": chosen, "calibration": mode, "diagnosis_rule": step.diagnosis.rule,
+                 "rule": SELECTION_RULE}
+    calibration_ablation = {"validation_out_of_fold": step.rows, "test": calibration_test}
     results = {
         "version": VERSION_ID if not quick else None,
         "data": {"name": DATA_NAME, "path": str(data), "n_images": len(df),
@@ -280,7 +274,10 @@ def run(data: Path, models_dir: Path, cache_dir: Path, *, quick: bool = False,
         "test_per_class_recall": report["per_class_recall"],
         "test_official": report["official"],
         "test_intervals": report["intervals"],
-        "val": metrics.summary(result.val_labels, result.val_probs, threshold=result.threshold),
+        "val": shown_summary(result.val_labels, result.val_probs, threshold=result.threshold,
+                             diagnosis=step.diagnosis),
+        **step.card_section(),
+        "calibration_ablation": calibration_ablation,
         "recipe_ablation": recipes,
         "ablation": rows,
         "serving_path_max_abs_diff": serving_diff,
@@ -301,8 +298,10 @@ def run(data: Path, models_dir: Path, cache_dir: Path, *, quick: bool = False,
                    f"'{chosen}' and {mode} calibration chosen on the validation split, which also "
                    f"sets the threshold. Trained on the HAM10000 subset of ISIC 2019 (CC BY-NC 4.0, "
                    f"non-commercial; the licence carries over to the weights)."),
-            version_id=None if quick else VERSION_ID,
+            version_id=None if quick else VERSION_ID, diagnosis=step.diagnosis,
             extra={"intended_use": INTENDED_USE, "limits": LIMITS,
+                   "calibration": step.card_section()["calibration"],
+                   "calibration_ablation": calibration_ablation,
                    "weak_recall": sorted(c for c, v in report["per_class_recall"].items()
                                          if v < WEAK_RECALL),
                    "split_composition": results["data"]["split_composition"],
@@ -322,6 +321,35 @@ def run(data: Path, models_dir: Path, cache_dir: Path, *, quick: bool = False,
     results["timings"] = timings
     (models_dir / card.id / "results.json").write_text(
         json.dumps(results, indent=2, default=float) + "\n")
+    return results
+
+
+def recalibrate_shipped(data: Path, models_dir: Path, cache_dir: Path, *,
+                        progress: bool = True) -> dict:
+    """Step 3's calibration (and what follows from it) applied to the shipped ``reference`` without
+    training it again (:func:`recalibration.recalibrate_version`); its ``results.json`` is updated
+    with the new numbers (the training run's records, e.g. the recipe ablation and timings, kept).
+    Returns the updated results."""
+    start = time.perf_counter()
+    out = recalibration.recalibrate_version(
+        models_dir, VERSION_ID, read_dataset(data), cache_dir, n_boot=BOOTSTRAP, progress=progress,
+        card_updates={"intended_use": INTENDED_USE, "limits": LIMITS})
+    path = models_dir / VERSION_ID / "results.json"
+    results = json.loads(path.read_text())
+    card = out.card.model_dump(mode="json")
+    results["recipe"] = {**results["recipe"], "calibration": out.step.calibrator.method}
+    results.update({
+        "selection": card["selection"], "temperature": out.step.calibrator.temperature,
+        "threshold": out.step.threshold, "test": out.report["summary"],
+        "test_per_class_recall": out.report["per_class_recall"],
+        "test_official": out.report["official"], "test_intervals": out.report["intervals"],
+        "val": card["metrics"]["val"], "calibration": card["calibration"],
+        "diagnosis_rule": card["diagnosis_rule"],
+        "calibration_ablation": card["calibration_ablation"], "recalibrated": card["recalibrated"],
+    })
+    results["timings"] = {**results.get("timings", {}),
+                          "recalibrate_s": time.perf_counter() - start}
+    path.write_text(json.dumps(results, indent=2, default=float) + "\n")
     return results
 
 
@@ -351,13 +379,28 @@ def _print_summary(results: dict) -> None:
         print(f"  {row['recipe']:<20} {row['calibration']:<18} "
               f"{row['val_auroc']:.3f} {row['val_balanced_accuracy']:.3f} {row['val_ece_15']:.3f} / "
               f"{row['test_auroc']:.3f} {row['test_balanced_accuracy']:.3f} {row['test_ece_15']:.3f}")
+    print(f"calibration {results['calibration']['method']} (T {results['temperature']:.3f}), shown "
+          f"diagnosis: {results['diagnosis_rule']['rule']}; calibration ablation, validation out "
+          "of fold (NLL, ECE 15 bins, mean p_malignant vs prevalence, balanced accuracy argmax / "
+          "balanced rule):")
+    for row in results["calibration_ablation"]["validation_out_of_fold"]:
+        print(f"  {row['calibration']:<12} {row['val_oof_nll']:.3f} {row['val_oof_ece_15']:.3f} "
+              f"{row['val_oof_mean_p_malignant']:.3f}/{row['val_malignant_prevalence']:.3f} "
+              f"{row['val_oof_balanced_accuracy_argmax']:.3f} / "
+              f"{row['val_oof_balanced_accuracy_balanced']:.3f}")
+    print("calibration ablation, test (record only), per image / per lesion:")
+    for row in results["calibration_ablation"]["test"]:
+        for level in ("per_image", "per_lesion"):
+            print(f"  {row['calibration']:<12} {level:<10} " + ", ".join(
+                f"{name} {intervals.format_interval(v)}"
+                for name, v in row["test_intervals"][level].items()))
     print("input ablation (test AUROC / balanced accuracy):" if results["ablation"]
           else "input ablation: not run (--no-input-ablation)")
     for row in results["ablation"]:
         print(f"  {row['inputs']:<17} {row['backbone']:<28} {row['test_auroc']:.3f} / "
               f"{row['test_balanced_accuracy']:.3f}")
-    minutes = results["timings"]["total_s"] / 60
-    print(f"total run time {minutes:.1f} min")
+    print(", ".join(f"{k} {v / 60:.1f} min" for k, v in results["timings"].items()
+                    if k in ("total_s", "recalibrate_s")))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -371,12 +414,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small smoke-test run")
     parser.add_argument("--no-input-ablation", action="store_true",
                         help="leave out the input ablation (same weights, less CPU time)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="only run the calibration step on the shipped reference (no "
+                        "training): calibration, diagnosis rule, threshold, card, reference "
+                        "answers and results.json redone")
     parser.add_argument("--measure", type=json.loads, default=None, metavar="JSON",
                         help="only measure RECIPE with these changes (e.g. '{\"label_smoothing\": "
                         "0.1}') on the reference split: print its validation/test rows as JSON, "
                         "register nothing")
     args = parser.parse_args(argv)
     settings = Settings()
+    if args.recalibrate:
+        _print_summary(recalibrate_shipped(args.data, args.models_dir or settings.models_dir,
+                                           args.cache_dir or settings.cache_dir))
+        return
     if args.measure is not None:
         rows = measure(args.data, args.cache_dir or settings.cache_dir, args.measure)
         print(json.dumps(rows, indent=2, default=float))

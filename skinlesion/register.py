@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from skinlesion import metrics
+from skinlesion.calibration import DiagnosisRule
 from skinlesion.data.images import file_sha256, image_stats, load_image
 from skinlesion.model.base import Classifier
 from skinlesion.model.fallback import extract_features, fit_fallback
@@ -33,15 +34,35 @@ from skinlesion.registry import ModelCard, build_manifest, data_info, save_versi
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index, malignant_mask
 
 
+def with_answers(frame: pd.DataFrame, probs: np.ndarray, *, threshold: float,
+                 malignant: tuple[str, ...] = DEFAULT_MALIGNANT,
+                 diagnosis: DiagnosisRule | None = None) -> pd.DataFrame:
+    """``frame`` (one row per answer, in ``probs`` order) with the answer columns set from
+    ``probs``: p_<CLASS>, p_malignant, predicted_class (the ``diagnosis`` rule's; argmax by
+    default) and decision at ``threshold``. Everything else (metadata, image statistics,
+    embeddings) is kept: how a recalibrated version's reference answers are redone."""
+    if probs.shape != (len(frame), len(CLASSES)):
+        raise ValueError(f"probs must have shape ({len(frame)}, {len(CLASSES)}), got {probs.shape}")
+    out = frame.copy()
+    p_mal = probs[:, np.array(malignant_mask(malignant))].sum(1)
+    for i, c in enumerate(CLASSES):
+        out[f"p_{c}"] = probs[:, i]
+    out["p_malignant"] = p_mal
+    out["predicted_class"] = [CLASSES[i] for i in (diagnosis or DiagnosisRule()).index(probs)]
+    out["decision"] = np.where(p_mal >= threshold, "refer", "no referral")
+    return out
+
+
 def reference_frame(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
                     malignant: tuple[str, ...] = DEFAULT_MALIGNANT,
                     embed: Callable[[list[Image.Image]], np.ndarray] | None = None,
+                    diagnosis: DiagnosisRule | None = None,
                     progress: bool = True, batch_size: int = 64) -> pd.DataFrame:
     """Answers for ``df`` rows in the predictions-table columns (metadata, image statistics,
-    p_<CLASS>, p_malignant, predicted_class, decision at ``threshold``) plus the true ``diagnosis``,
-    the ``image`` and ``lesion_id`` (monitoring's null splits the reference lesion by lesion), and
-    the monitoring ``embedding`` of each image where ``embed`` is given (images are read once,
-    ``batch_size`` at a time)."""
+    p_<CLASS>, p_malignant, predicted_class by the ``diagnosis`` rule, decision at ``threshold``:
+    :func:`with_answers`) plus the true ``diagnosis``, the ``image`` and ``lesion_id``
+    (monitoring's null splits the reference lesion by lesion), and the monitoring ``embedding`` of
+    each image where ``embed`` is given (images are read once, ``batch_size`` at a time)."""
     stats: list[dict] = []
     embeddings: list[np.ndarray] = []
     with tqdm(total=len(df), desc="reference image stats", unit="img", file=sys.stderr,
@@ -52,14 +73,9 @@ def reference_frame(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
             if embed is not None:
                 embeddings.append(embed(images))
             bar.update(len(images))
-    p_mal = probs[:, np.array(malignant_mask(malignant))].sum(1)
-    out = pd.concat([df.loc[:, list(METADATA_FIELDS)].reset_index(drop=True),
-                     pd.DataFrame(stats)], axis=1)
-    for i, c in enumerate(CLASSES):
-        out[f"p_{c}"] = probs[:, i]
-    out["p_malignant"] = p_mal
-    out["predicted_class"] = [CLASSES[i] for i in probs.argmax(1)]
-    out["decision"] = np.where(p_mal >= threshold, "refer", "no referral")
+    out = with_answers(pd.concat([df.loc[:, list(METADATA_FIELDS)].reset_index(drop=True),
+                                  pd.DataFrame(stats)], axis=1),
+                       probs, threshold=threshold, malignant=malignant, diagnosis=diagnosis)
     out["diagnosis"] = df["diagnosis"].to_numpy()
     for column in ("image", "lesion_id"):
         if column in df.columns:
@@ -127,10 +143,23 @@ def ood_section(train: pd.DataFrame, reference: pd.DataFrame,
 
 
 def split_metrics(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
-                  malignant: tuple[str, ...] = DEFAULT_MALIGNANT) -> dict:
-    """The headline metrics of one split, for the model card."""
+                  malignant: tuple[str, ...] = DEFAULT_MALIGNANT,
+                  diagnosis: DiagnosisRule | None = None) -> dict:
+    """The headline metrics of one split, for the model card: :func:`metrics.summary` (its
+    ``balanced_accuracy`` is of the probabilities' argmax, as the challenge scorer reads a
+    probability file) and ``balanced_accuracy_shown``, of the diagnosis the version shows (its
+    ``diagnosis`` rule)."""
     y = np.array([class_index(d) for d in df["diagnosis"]])
-    return metrics.summary(y, probs, threshold=threshold, malignant=malignant)
+    return shown_summary(y, probs, threshold=threshold, malignant=malignant, diagnosis=diagnosis)
+
+
+def shown_summary(y: np.ndarray, probs: np.ndarray, *, threshold: float,
+                  malignant: tuple[str, ...] = DEFAULT_MALIGNANT,
+                  diagnosis: DiagnosisRule | None = None) -> dict:
+    """:func:`metrics.summary` plus ``balanced_accuracy_shown`` (of the ``diagnosis`` rule)."""
+    rule = diagnosis or DiagnosisRule()
+    return {**metrics.summary(y, probs, threshold=threshold, malignant=malignant),
+            "balanced_accuracy_shown": metrics.balanced_accuracy(y, rule.scores(probs))}
 
 
 def register(models_dir: Path, classifier: Classifier, df: pd.DataFrame, split: pd.Series, *,
@@ -139,21 +168,26 @@ def register(models_dir: Path, classifier: Classifier, df: pd.DataFrame, split: 
              history: list[dict] | None = None, training: dict | None = None,
              parent: str | None = None, target_sensitivity: float | None = None,
              notes: str | None = None, version_id: str | None = None, extra: dict | None = None,
-             malignant: tuple[str, ...] = DEFAULT_MALIGNANT, progress: bool = True) -> ModelCard:
+             malignant: tuple[str, ...] = DEFAULT_MALIGNANT,
+             diagnosis: DiagnosisRule | None = None, progress: bool = True) -> ModelCard:
     """Save ``classifier`` as a new version of ``models_dir``; ``val_probs`` (and ``test_probs``)
-    are its calibrated answers on the ``val`` (``test``) rows of ``df``, in row order."""
+    are its calibrated answers on the ``val`` (``test``) rows of ``df``, in row order.
+    ``diagnosis``: how the version names its diagnosis from them (the card's ``diagnosis_rule``;
+    argmax when None)."""
     split = split.reindex(df.index)
     shas = pd.Series([file_sha256(p) for p in df["path"]], index=df.index)
     manifest = build_manifest(df, split, shas)
     val = df[split == "val"]
-    scores = {"val": split_metrics(val, val_probs, threshold=threshold, malignant=malignant)}
+    scores = {"val": split_metrics(val, val_probs, threshold=threshold, malignant=malignant,
+                                   diagnosis=diagnosis)}
     if test_probs is not None:
         scores["test"] = split_metrics(df[split == "test"], test_probs, threshold=threshold,
-                                       malignant=malignant)
+                                       malignant=malignant, diagnosis=diagnosis)
     embed = monitoring_embedder(classifier)
     reference = reference_frame(val, val_probs, threshold=threshold, malignant=malignant, embed=embed,
-                                progress=progress)
+                                diagnosis=diagnosis, progress=progress)
     extra = {**(extra or {}), "reference": describe_reference(reference),
+             **({"diagnosis_rule": diagnosis.to_dict(CLASSES)} if diagnosis is not None else {}),
              **ood_section(df[split == "train"], reference, embed, progress=progress)}
     return save_version(
         models_dir, classifier, threshold=threshold,

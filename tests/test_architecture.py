@@ -25,7 +25,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data and models", ("skinlesion.data.*", "skinlesion.model.*")),
     ("fit, score and store versions", (
         "skinlesion.train", "skinlesion.evaluate", "skinlesion.registry", "skinlesion.register",
-        "skinlesion.reference", "skinlesion.tune", "skinlesion.distill", "skinlesion.scoring",
+        "skinlesion.reference", "skinlesion.recalibration", "skinlesion.tune", "skinlesion.distill",
+        "skinlesion.scoring",
         "skinlesion.explain", "skinlesion.plots", "skinlesion.export")),
     ("predict", ("skinlesion.predict",)),
     ("store and serving", ("skinlesion.store.*", "skinlesion.records", "skinlesion.serving")),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from skinlesion import reference, registry
+from skinlesion.calibration import METHODS
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,12 @@ def test_the_card_says_what_the_splits_hold_how_the_recipe_was_chosen_and_its_li
     assert sum(composition[s]["images"] for s in ("train", "val", "test")) == \
         composition["all"]["images"]
     assert card["selection"]["recipe"] in reference.CANDIDATES
-    assert card["selection"]["calibration"] in ("temperature", "prior+temperature")
+    assert card["selection"]["calibration"] == card["calibration"]["method"] in METHODS
+    assert card["diagnosis_rule"]["rule"] == card["selection"]["diagnosis_rule"]
     assert "dermoscop" in card["intended_use"] and "not covered" in card["limits"]
-    modes = {(r["recipe"], r["calibration"]) for r in card["recipe_ablation"]}
-    assert len(modes) == 2 * len(reference.CANDIDATES)
+    assert {r["recipe"] for r in card["recipe_ablation"]} == set(reference.CANDIDATES)
+    compared = card["calibration_ablation"]["validation_out_of_fold"]
+    assert [r["calibration"] for r in compared][0] == "temperature"
 
 
 def test_test_numbers_come_per_image_and_per_lesion_with_intervals(quick_run):
@@ -64,13 +67,9 @@ def test_test_numbers_come_per_image_and_per_lesion_with_intervals(quick_run):
 
 
 def test_choose_reads_validation_only():
-    def row(recipe, mode, auroc, bacc, ece, test_auroc):
-        return {"recipe": recipe, "calibration": mode, "val_auroc": auroc,
-                "val_balanced_accuracy": bacc, "val_ece_15": ece, "test_auroc": test_auroc}
-    rows = [row("a", "temperature", 0.90, 0.60, 0.08, 0.99),
-            row("a", "prior+temperature", 0.90, 0.59, 0.03, 0.99),
-            row("b", "temperature", 0.92, 0.62, 0.08, 0.50),
-            row("b", "prior+temperature", 0.92, 0.50, 0.02, 0.50)]
-    # b wins on validation (its test score is ignored); its prior mode costs too much accuracy.
-    assert reference.choose(rows) == ("b", "temperature")
-    assert reference.choose(rows[:2]) == ("a", "prior+temperature")
+    def row(recipe, auroc, bacc, test_auroc):
+        return {"recipe": recipe, "calibration": "temperature", "val_auroc": auroc,
+                "val_balanced_accuracy": bacc, "test_auroc": test_auroc}
+    rows = [row("a", 0.90, 0.60, 0.99), row("b", 0.92, 0.62, 0.50)]
+    # b wins on validation; its test score is ignored
+    assert reference.choose(rows) == "b"

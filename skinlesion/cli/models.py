@@ -1,5 +1,5 @@
-"""``skinlesion models list|show|export|alias|diff``: the registered versions (and their runtime
-exports). The route commands of the same sub-app (activate, rollback, fallback, ...) are in
+"""``skinlesion models list|show|export|alias|diff|recalibrate``: the registered versions (and their
+runtime exports). The route commands of the same sub-app (activate, rollback, fallback, ...) are in
 :mod:`skinlesion.cli.lifecycle`."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from skinlesion.cli.options import DataDir, ModelsDir, VersionRef, fail, models_folder
+from skinlesion.cli.options import (DataDir, Format, ModelsDir, VersionRef, fail, models_folder,
+                                    settings)
 from skinlesion.errors import SkinLesionError
 
 models_app = typer.Typer(help="Model versions and the serving route: list, show, export, alias, "
-                         "diff, "
+                         "diff, recalibrate, "
                          "activate, rollback, fallback, restrict, archive, challenger, shadow, "
                          "threshold.",
                          no_args_is_help=True)
@@ -124,3 +125,38 @@ def models_diff(first: Annotated[str, typer.Argument(help="Version id or alias (
                f"{data[1].fingerprint[:12]})")
     changes = manifest_changes(*(read_manifest(folder, vid) for vid in ids))
     typer.echo("\n".join(describe_manifest_changes(changes, limit=limit)))
+
+
+@models_app.command("recalibrate")
+def models_recalibrate(version: VersionRef, data: DataDir, fmt: Format = "auto",
+                       method: Annotated[str | None, typer.Option(
+                           help="temperature|bcts|vector (default: chosen out of fold on "
+                           "validation)")] = None,
+                       rule: Annotated[str | None, typer.Option(
+                           help="Shown diagnosis: argmax|balanced (default: chosen on "
+                           "validation)")] = None,
+                       models_dir: ModelsDir = None) -> None:
+    """Run the calibration step on a trained neural version, without training it again: compare
+    temperature, BCTS and vector scaling out of fold on its validation split (from DATA, the
+    dataset it was trained on), fold the chosen one into its weights, refit the threshold, and
+    rewrite its card metrics and reference answers in place."""
+    from skinlesion.calibration import DIAGNOSIS_RULES, METHODS
+    from skinlesion.cli.training import read_data
+    from skinlesion.recalibration import recalibrate_version
+
+    if method is not None and method not in METHODS:
+        raise typer.BadParameter(f"must be one of {', '.join(METHODS)}", param_hint="--method")
+    if rule is not None and rule not in DIAGNOSIS_RULES:
+        raise typer.BadParameter(f"must be one of {', '.join(DIAGNOSIS_RULES)}", param_hint="--rule")
+    try:
+        out = recalibrate_version(models_folder(models_dir), version, read_data(data, fmt),
+                                  settings().cache_dir, method=method, rule=rule)
+    except SkinLesionError as err:
+        raise fail(err) from err
+    s, ece = out.report["summary"], out.report["intervals"]["per_image"]["ece_15"]["value"]
+    typer.echo(f"{out.card.id}: {out.step.calibrator.method} calibration "
+               f"(T {out.step.calibrator.temperature:.3f}), shown diagnosis "
+               f"{out.step.diagnosis.rule}, threshold {out.step.threshold:.3f}; test ECE (15 bins) "
+               f"{ece:.3f}, balanced accuracy {s['balanced_accuracy']:.3f} (argmax) / "
+               f"{s['balanced_accuracy_shown']:.3f} (shown), sensitivity {s['recall']:.3f}, "
+               f"specificity {s['specificity']:.3f}")

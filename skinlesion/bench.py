@@ -247,6 +247,17 @@ def bench_gpu(models_dir: Path, images: list[bytes]) -> dict:
             "max_abs_probability_diff_cpu_vs_cuda": diff}
 
 
+def no_gpu(previous: dict | None) -> dict:
+    """The ``gpu`` section of a run without CUDA: says so, and keeps the last run that had a GPU
+    (with its own date and machine) under ``earlier_run``."""
+    earlier = previous if previous and "cuda_latency" in previous else (previous or {}).get(
+        "earlier_run")
+    return {"what": "reference model on the GPU against the CPU",
+            "gpu": "no GPU present (torch.cuda.is_available() is False)",
+            "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+            **({"earlier_run": earlier} if earlier else {})}
+
+
 # --- serving at the speed of the hardware (issue 15) -----------------------------------------------
 
 
@@ -588,9 +599,7 @@ def main(argv: list[str] | None = None) -> None:
             results["gpu"] = bench_gpu(args.models_dir, _sample_images(Path(tmp)))
             save()
         elif "gpu" not in skip:
-            results["gpu"] = {"what": "reference model on the GPU against the CPU",
-                              "gpu": "no GPU present (torch.cuda.is_available() is False)",
-                              "generated": datetime.now(UTC).isoformat(timespec="seconds")}
+            results["gpu"] = no_gpu(results.get("gpu"))
             save()
         if "reference" not in skip and has_reference and args.real_data and args.real_data.is_dir():
             print("bench: reference model on real data", file=sys.stderr)

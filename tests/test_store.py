@@ -82,6 +82,19 @@ def _raw(store: Store, sql: str) -> list[tuple]:
 # --- schema ---------------------------------------------------------------------------------------------
 
 
+def duckdb_store_before(path: Path, migration: str) -> duckdb.DuckDBPyConnection:
+    """A DuckDB file at ``path`` migrated up to the migration whose description starts with
+    ``migration`` (not included), as an older release left it; its connection, open."""
+    con = duckdb.connect(str(path))
+    con.execute(migrations.SCHEMA_VERSION_DDL)
+    for version, step in enumerate(migrations.MIGRATIONS, start=1):
+        if step.description.startswith(migration):
+            return con
+        con.execute(migrations.migration_sql(step, "duckdb"))
+        con.execute("INSERT INTO schema_version VALUES (?, now(), ?)", [version, step.description])
+    raise AssertionError(f"no migration {migration!r}")
+
+
 def test_schema_is_created_and_migrate_is_idempotent(store: Store, store_url: str) -> None:
     tables = {name for (name,) in _raw(store, "SELECT table_name FROM information_schema.tables")}
     assert {"schema_version", "predictions", "labels", "serving_route", "audit_log", "api_keys"} <= tables
@@ -98,13 +111,7 @@ def test_snapshots_stored_before_the_simulated_flag_read_as_not_simulated(tmp_pa
     """A store one migration behind (no ``health_snapshots.simulated``) keeps its snapshots: after
     the migration they read back as not simulated."""
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute(migrations.SCHEMA_VERSION_DDL)
-    flag = next(i for i, (what, _) in enumerate(migrations.DUCKDB_MIGRATIONS)
-                if what.startswith("health snapshots: simulated flag"))
-    for version, (description, sql) in enumerate(migrations.DUCKDB_MIGRATIONS[:flag], start=1):
-        con.execute(sql)
-        con.execute("INSERT INTO schema_version VALUES (?, now(), ?)", [version, description])
+    con = duckdb_store_before(path, "health snapshots: simulated flag")
     con.execute("INSERT INTO health_snapshots (id, ts, window_name, window_start, window_end, "
                 "status) VALUES ('old', ?, '24h', ?, ?, 'green')", [T0, T0 - timedelta(days=1), T0])
     con.close()

@@ -11,13 +11,13 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import duckdb
 import pytest
 
 from skinlesion.errors import JobConflictError
 from skinlesion.lifecycle import jobs
 from skinlesion.records import JOB_STALE_AFTER, this_host
-from skinlesion.store import JobHeartbeat, JobRecord, Store, migrations
+from skinlesion.store import JobHeartbeat, JobRecord, Store
+from tests.test_store import duckdb_store_before
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -116,13 +116,7 @@ def test_jobs_stored_before_hosts_were_recorded_count_as_local(tmp_path) -> None
     """A store one migration behind (no ``jobs.host``): its jobs read back without a host and are
     judged by pid on this machine, as before."""
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute(migrations.SCHEMA_VERSION_DDL)
-    hosts = next(i for i, (what, _) in enumerate(migrations.DUCKDB_MIGRATIONS)
-                 if what.startswith("job hosts"))
-    for version, (description, sql) in enumerate(migrations.DUCKDB_MIGRATIONS[:hosts], start=1):
-        con.execute(sql)
-        con.execute("INSERT INTO schema_version VALUES (?, now(), ?)", [version, description])
+    con = duckdb_store_before(path, "job hosts")
     con.execute("INSERT INTO jobs (id, kind, model, trigger, status, requested_by, role, created_at, "
                 "pid) VALUES ('old', 'retrain', 'v1', 'manual', 'running', 'ana', 'ml_lead', ?, ?)",
                 [T0, os.getpid()])

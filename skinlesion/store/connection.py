@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import duckdb
 import numpy as np
@@ -494,15 +494,16 @@ def release_all() -> None:
         backend.release()
 
 
+@dataclass(eq=False)
 class DuckDBBackend:
     """The embedded backend: units of work on the process's kept connection to ``path``."""
 
-    dialect: Dialect = "duckdb"
+    path: Path
+    timing: Timing
+    dialect: ClassVar[Dialect] = "duckdb"
 
-    def __init__(self, path: Path, timing: Timing):
-        self.path = path
-        self.timing = timing
-        self._file = _kept_file(path, timing)
+    def __post_init__(self) -> None:
+        self._file = _kept_file(self.path, self.timing)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -551,19 +552,25 @@ def _utc_session(connection: psycopg.Connection[Any]) -> None:
     connection.commit()
 
 
+@dataclass(eq=False)
 class PostgresBackend:
-    """The several-hosts backend: units of work on connections of a psycopg pool."""
+    """The several-hosts backend: units of work on connections of a psycopg pool (connected on
+    first use)."""
 
-    dialect: Dialect = "postgresql"
+    dsn: str
+    timing: Timing
+    dialect: ClassVar[Dialect] = "postgresql"
 
-    def __init__(self, dsn: str, timing: Timing):
-        self.dsn = dsn
-        self.timing = timing
-        self.pool = psycopg_pool.ConnectionPool(
-            dsn, min_size=1, max_size=timing.pool_size, configure=_utc_session, open=False,
-            timeout=timing.busy_timeout_s, name="skinlesion-store")
+    def __post_init__(self) -> None:
+        self.pool = self._new_pool()
         self._opened = False
         self._guard = threading.Lock()
+
+    def _new_pool(self) -> psycopg_pool.ConnectionPool:
+        """A pool not yet connected (it connects on first use)."""
+        return psycopg_pool.ConnectionPool(
+            self.dsn, min_size=1, max_size=self.timing.pool_size, configure=_utc_session,
+            open=False, timeout=self.timing.busy_timeout_s, name="skinlesion-store")
 
     def _pool(self) -> psycopg_pool.ConnectionPool:
         with self._guard:
@@ -577,7 +584,9 @@ class PostgresBackend:
         return self.pool
 
     @contextmanager
-    def _unit(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Connection]:
+        """One transaction on a pooled connection, committed (durably: synchronous_commit) when
+        the block succeeds and rolled back when it raises; reads and writes alike."""
         try:
             with self._pool().connection(timeout=self.timing.busy_timeout_s) as connection:
                 with connection.transaction():
@@ -588,16 +597,7 @@ class PostgresBackend:
         except psycopg.OperationalError as err:
             raise StoreError(f"the store {_redacted(self.dsn)} failed: {err}") from err
 
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
-        with self._unit() as con:
-            yield con
-
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One transaction, committed (durably: synchronous_commit) when the block succeeds."""
-        with self._unit() as con:
-            yield con
+    write = read
 
     def exists(self) -> bool:
         return True
@@ -610,9 +610,7 @@ class PostgresBackend:
             if self._opened:
                 self.pool.close()
                 self._opened = False
-                self.pool = psycopg_pool.ConnectionPool(
-                    self.dsn, min_size=1, max_size=self.timing.pool_size, configure=_utc_session,
-                    open=False, timeout=self.timing.busy_timeout_s, name="skinlesion-store")
+                self.pool = self._new_pool()
 
     def describe(self) -> str:
         return _redacted(self.dsn)

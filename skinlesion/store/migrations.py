@@ -1,14 +1,19 @@
-"""Versioned schema migrations, one list per backend, applied once each and in order.
+"""Versioned schema migrations, applied once each and in order, the same on both backends.
 
 Migration i brings the schema to version i + 1, recorded in ``schema_version``; both backends have
 the same versions with the same meaning (a store copied between them keeps its version). Append
-only: never edit one that has shipped. PostgreSQL's lists differ only in types (DOUBLE PRECISION,
-REAL[], JSONB), quoted mixed-case column names, and the constraints that keep a rule across hosts:
-at most one unfinished job per model, at most one open alert per key (DuckDB has one writer at a
-time, so its store methods keep those rules themselves).
+only: never edit one that has shipped. Each is written once: where the dialects spell a type
+differently the SQL names it (``$DOUBLE``, ``$FLOATS``, ``$JSON``: :data:`TYPES`), and mixed-case
+column names are quoted (PostgreSQL folds unquoted names to lower case; DuckDB keeps them either
+way). What only one backend needs is added for it alone: PostgreSQL's constraints that keep a rule
+across hosts (at most one unfinished job per model, at most one open alert per key; DuckDB has one
+writer at a time, so its store methods keep those rules themselves).
 """
 
 from __future__ import annotations
+
+from string import Template
+from typing import NamedTuple
 
 from skinlesion.errors import StoreError
 from skinlesion.records import now
@@ -21,66 +26,46 @@ CREATE TABLE IF NOT EXISTS schema_version (
     description TEXT NOT NULL
 )"""
 
-#: Every answer records the API key that asked (its name; NULL for other sources); keys carry
-#: scopes (comma-separated, see records.API_SCOPES); each audit row carries the hash of the row
-#: before it and its own (store.route's hash chain). The same SQL on both backends.
-_CLIENTS_AND_AUDIT_CHAIN = """
-ALTER TABLE predictions ADD COLUMN api_client TEXT;
-ALTER TABLE api_keys ADD COLUMN scopes TEXT DEFAULT '';
-ALTER TABLE audit_log ADD COLUMN prev_hash TEXT;
-ALTER TABLE audit_log ADD COLUMN row_hash TEXT;
-"""
+#: The types the two dialects spell differently, by the name the migrations use for them.
+TYPES: dict[Dialect, dict[str, str]] = {
+    "duckdb": {"DOUBLE": "DOUBLE", "FLOATS": "FLOAT[]", "JSON": "JSON"},
+    "postgresql": {"DOUBLE": "DOUBLE PRECISION", "FLOATS": "REAL[]", "JSON": "JSONB"},
+}
 
-#: Which machine runs each job and when its process last said it is alive (a pid means nothing on
-#: another host: there a job is judged by its heartbeat). The same SQL on both backends.
-_JOB_HOSTS = """
-ALTER TABLE jobs ADD COLUMN host TEXT;
-ALTER TABLE jobs ADD COLUMN heartbeat_at TIMESTAMPTZ;
-"""
 
-#: What operators did about alerts (acknowledge, silence, unsilence, assign; records.AlertAction),
-#: each row pointing at its audit entry. The same SQL on both backends.
-_ALERT_ACTIONS = """
-CREATE TABLE alert_actions (
-    id TEXT PRIMARY KEY,
-    alert_id TEXT NOT NULL,
-    ts TIMESTAMPTZ NOT NULL,
-    actor TEXT NOT NULL,
-    role TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('acknowledge', 'silence', 'unsilence', 'assign')),
-    note TEXT NOT NULL,
-    silenced_until TIMESTAMPTZ,
-    assignee TEXT,
-    audit_id TEXT NOT NULL
-);
-CREATE INDEX alert_actions_alert ON alert_actions (alert_id, ts);
-"""
+class Migration(NamedTuple):
+    """One schema version: what it brings, its SQL (with :data:`TYPES` names), and what only
+    PostgreSQL adds (a constraint keeping a rule across hosts)."""
 
-# --- DuckDB ---------------------------------------------------------------------------------------------
+    description: str
+    sql: str
+    postgresql_only: str = ""
 
-_DUCKDB_INITIAL = """
+
+_INITIAL = """
 CREATE TABLE predictions (
     request_id TEXT PRIMARY KEY,
     ts TIMESTAMPTZ NOT NULL,
     source TEXT NOT NULL,
     model_version TEXT NOT NULL,
     model_role TEXT NOT NULL,
-    age_approx DOUBLE,
+    age_approx $DOUBLE,
     sex TEXT NOT NULL,
     anatom_site_general TEXT NOT NULL,
     image_sha256 TEXT NOT NULL,
-    width DOUBLE, height DOUBLE, brightness DOUBLE, contrast DOUBLE, saturation DOUBLE,
-    mean_r DOUBLE, mean_g DOUBLE, mean_b DOUBLE, sharpness DOUBLE,
-    p_MEL DOUBLE NOT NULL, p_NV DOUBLE NOT NULL, p_BCC DOUBLE NOT NULL, p_AK DOUBLE NOT NULL,
-    p_BKL DOUBLE NOT NULL, p_DF DOUBLE NOT NULL, p_VASC DOUBLE NOT NULL, p_SCC DOUBLE NOT NULL,
-    p_malignant DOUBLE NOT NULL,
+    width $DOUBLE, height $DOUBLE, brightness $DOUBLE, contrast $DOUBLE, saturation $DOUBLE,
+    mean_r $DOUBLE, mean_g $DOUBLE, mean_b $DOUBLE, sharpness $DOUBLE,
+    "p_MEL" $DOUBLE NOT NULL, "p_NV" $DOUBLE NOT NULL, "p_BCC" $DOUBLE NOT NULL,
+    "p_AK" $DOUBLE NOT NULL, "p_BKL" $DOUBLE NOT NULL, "p_DF" $DOUBLE NOT NULL,
+    "p_VASC" $DOUBLE NOT NULL, "p_SCC" $DOUBLE NOT NULL,
+    p_malignant $DOUBLE NOT NULL,
     predicted_class TEXT NOT NULL,
     decision TEXT NOT NULL,
     decision_reason TEXT NOT NULL DEFAULT '',
-    threshold DOUBLE NOT NULL,
-    latency_ms DOUBLE NOT NULL,
+    threshold $DOUBLE NOT NULL,
+    latency_ms $DOUBLE NOT NULL,
     device TEXT NOT NULL,
-    embedding FLOAT[],
+    embedding $FLOATS,
     image_path TEXT,
     simulated BOOLEAN NOT NULL DEFAULT false,
     returned BOOLEAN NOT NULL DEFAULT true
@@ -115,7 +100,7 @@ CREATE TABLE audit_log (
     action TEXT NOT NULL,
     target TEXT,
     reason TEXT NOT NULL DEFAULT '',
-    details JSON
+    details $JSON
 );
 CREATE INDEX audit_ts ON audit_log (ts);
 
@@ -128,7 +113,7 @@ CREATE TABLE serving_route (
     fallback_engaged BOOLEAN NOT NULL,
     restricted_to_clear_cases BOOLEAN NOT NULL,
     challenger_version TEXT,
-    challenger_share DOUBLE NOT NULL,
+    challenger_share $DOUBLE NOT NULL,
     shadow_version TEXT,
     audit_id TEXT NOT NULL
 );
@@ -145,8 +130,8 @@ CREATE TABLE api_keys (
 #: Health snapshots: one header row per monitoring run and window (worst status, the full report as
 #: JSON) and one long row per metric (so the dashboard plots a metric over time with one scan of
 #: ``health_metrics``). Alerts: one row per alert, updated in place as it escalates and resolves;
-#: the key (metric@scope) has at most one open alert, enforced by the store's write methods.
-_DUCKDB_MONITORING = """
+#: the key (metric@scope) has at most one open alert.
+_MONITORING = """
 CREATE SEQUENCE health_snapshots_seq;
 CREATE TABLE health_snapshots (
     id TEXT PRIMARY KEY,
@@ -158,20 +143,20 @@ CREATE TABLE health_snapshots (
     model_version TEXT,
     source TEXT,
     status TEXT NOT NULL CHECK (status IN ('green', 'yellow', 'red', 'unknown')),
-    report JSON
+    report $JSON
 );
 CREATE INDEX health_snapshots_ts ON health_snapshots (ts);
 
 CREATE TABLE health_metrics (
     snapshot_id TEXT NOT NULL,
     metric TEXT NOT NULL,
-    value DOUBLE,
+    value $DOUBLE,
     status TEXT NOT NULL CHECK (status IN ('green', 'yellow', 'red', 'unknown')),
-    estimated DOUBLE,
+    estimated $DOUBLE,
     estimated_status TEXT NOT NULL CHECK (estimated_status IN ('green', 'yellow', 'red', 'unknown')),
     n BIGINT,
     note TEXT NOT NULL DEFAULT '',
-    previous_value DOUBLE,
+    previous_value $DOUBLE,
     PRIMARY KEY (snapshot_id, metric)
 );
 
@@ -185,7 +170,7 @@ CREATE TABLE alerts (
     last_seen_at TIMESTAMPTZ NOT NULL,
     resolved_at TIMESTAMPTZ,
     message TEXT NOT NULL,
-    details JSON,
+    details $JSON,
     last_event TEXT NOT NULL CHECK (last_event IN ('opened', 'escalated', 'resolved')),
     last_event_at TIMESTAMPTZ NOT NULL,
     notified BOOLEAN NOT NULL DEFAULT false
@@ -195,7 +180,7 @@ CREATE INDEX alerts_key ON alerts (key);
 
 #: Retraining jobs with their log lines; retraining triggers that fired (one row per incident key,
 #: so an event fires at most once); versions archived (the latest row per version wins).
-_DUCKDB_JOBS = """
+_JOBS = """
 CREATE SEQUENCE jobs_seq;
 CREATE TABLE jobs (
     id TEXT PRIMARY KEY,
@@ -211,11 +196,11 @@ CREATE TABLE jobs (
     started_at TIMESTAMPTZ,
     finished_at TIMESTAMPTZ,
     pid BIGINT,
-    progress DOUBLE NOT NULL DEFAULT 0,
+    progress $DOUBLE NOT NULL DEFAULT 0,
     message TEXT NOT NULL DEFAULT '',
     cancel_requested BOOLEAN NOT NULL DEFAULT false,
-    config JSON,
-    result JSON,
+    config $JSON,
+    result $JSON,
     error TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX jobs_model ON jobs (model);
@@ -235,7 +220,7 @@ CREATE TABLE retrain_triggers (
     ts TIMESTAMPTZ NOT NULL,
     job_id TEXT,
     outcome TEXT NOT NULL DEFAULT '',
-    details JSON
+    details $JSON
 );
 
 CREATE SEQUENCE version_archive_seq;
@@ -249,7 +234,7 @@ CREATE TABLE version_archive (
 """
 
 #: Prediction requests answered with an error (no request body, no message: see FailureRecord).
-_DUCKDB_FAILURES = """
+_FAILURES = """
 CREATE TABLE request_failures (
     request_id TEXT PRIMARY KEY,
     ts TIMESTAMPTZ NOT NULL,
@@ -262,240 +247,67 @@ CREATE TABLE request_failures (
 CREATE INDEX request_failures_ts ON request_failures (ts);
 """
 
-DUCKDB_MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("initial schema: predictions, labels, audit_log, serving_route, api_keys", _DUCKDB_INITIAL),
-    ("monitoring: health_snapshots, health_metrics, alerts", _DUCKDB_MONITORING),
-    ("retraining: jobs, job_log, retrain_triggers, version_archive", _DUCKDB_JOBS),
-    ("serving route: per-version threshold overrides",
-     "ALTER TABLE serving_route ADD COLUMN threshold_overrides JSON DEFAULT '{}'"),
-    ("request failures: prediction requests answered with an error", _DUCKDB_FAILURES),
-    ("health snapshots: simulated flag (snapshots of the demo's simulated traffic)",
-     "ALTER TABLE health_snapshots ADD COLUMN simulated BOOLEAN DEFAULT false"),
-    ("clients and tamper evidence: the API key that asked each answer, key scopes, audit hash chain",
-     _CLIENTS_AND_AUDIT_CHAIN),
-    ("alert actions: acknowledge, silence, assign (audited)", _ALERT_ACTIONS),
-    ("job hosts: the machine running each job and its heartbeat", _JOB_HOSTS),
-)
+#: Every answer records the API key that asked (its name; NULL for other sources); keys carry
+#: scopes (comma-separated, see records.API_SCOPES); each audit row carries the hash of the row
+#: before it and its own (store.route's hash chain).
+_CLIENTS_AND_AUDIT_CHAIN = """
+ALTER TABLE predictions ADD COLUMN api_client TEXT;
+ALTER TABLE api_keys ADD COLUMN scopes TEXT DEFAULT '';
+ALTER TABLE audit_log ADD COLUMN prev_hash TEXT;
+ALTER TABLE audit_log ADD COLUMN row_hash TEXT;
+"""
 
-# --- PostgreSQL -----------------------------------------------------------------------------------------
-
-_POSTGRES_INITIAL = """
-CREATE TABLE predictions (
-    request_id TEXT PRIMARY KEY,
-    ts TIMESTAMPTZ NOT NULL,
-    source TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    model_role TEXT NOT NULL,
-    age_approx DOUBLE PRECISION,
-    sex TEXT NOT NULL,
-    anatom_site_general TEXT NOT NULL,
-    image_sha256 TEXT NOT NULL,
-    width DOUBLE PRECISION, height DOUBLE PRECISION, brightness DOUBLE PRECISION, contrast DOUBLE PRECISION, saturation DOUBLE PRECISION,
-    mean_r DOUBLE PRECISION, mean_g DOUBLE PRECISION, mean_b DOUBLE PRECISION, sharpness DOUBLE PRECISION,
-    "p_MEL" DOUBLE PRECISION NOT NULL, "p_NV" DOUBLE PRECISION NOT NULL, "p_BCC" DOUBLE PRECISION NOT NULL, "p_AK" DOUBLE PRECISION NOT NULL,
-    "p_BKL" DOUBLE PRECISION NOT NULL, "p_DF" DOUBLE PRECISION NOT NULL, "p_VASC" DOUBLE PRECISION NOT NULL, "p_SCC" DOUBLE PRECISION NOT NULL,
-    p_malignant DOUBLE PRECISION NOT NULL,
-    predicted_class TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    decision_reason TEXT NOT NULL DEFAULT '',
-    threshold DOUBLE PRECISION NOT NULL,
-    latency_ms DOUBLE PRECISION NOT NULL,
-    device TEXT NOT NULL,
-    embedding REAL[],
-    image_path TEXT,
-    simulated BOOLEAN NOT NULL DEFAULT false,
-    returned BOOLEAN NOT NULL DEFAULT true
-);
-CREATE INDEX predictions_ts ON predictions (ts);
-CREATE INDEX predictions_image ON predictions (image_sha256);
-CREATE INDEX predictions_model_version ON predictions (model_version);
-
-CREATE SEQUENCE labels_seq;
-CREATE TABLE labels (
+#: What operators did about alerts (acknowledge, silence, unsilence, assign; records.AlertAction),
+#: each row pointing at its audit entry.
+_ALERT_ACTIONS = """
+CREATE TABLE alert_actions (
     id TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL DEFAULT nextval('labels_seq'),
-    request_id TEXT,
-    image_sha256 TEXT,
-    diagnosis TEXT NOT NULL,
-    source TEXT NOT NULL,
-    labelled_by TEXT NOT NULL,
-    ts TIMESTAMPTZ NOT NULL,
-    simulated BOOLEAN NOT NULL DEFAULT false,
-    CHECK (request_id IS NOT NULL OR image_sha256 IS NOT NULL)
-);
-CREATE INDEX labels_request ON labels (request_id);
-CREATE INDEX labels_image ON labels (image_sha256);
-
-CREATE SEQUENCE audit_seq;
-CREATE TABLE audit_log (
-    id TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL DEFAULT nextval('audit_seq'),
+    alert_id TEXT NOT NULL,
     ts TIMESTAMPTZ NOT NULL,
     actor TEXT NOT NULL,
     role TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT,
-    reason TEXT NOT NULL DEFAULT '',
-    details JSONB
-);
-CREATE INDEX audit_ts ON audit_log (ts);
-
-CREATE SEQUENCE serving_route_seq;
-CREATE TABLE serving_route (
-    id BIGINT PRIMARY KEY DEFAULT nextval('serving_route_seq'),
-    ts TIMESTAMPTZ NOT NULL,
-    active_version TEXT NOT NULL,
-    fallback_version TEXT,
-    fallback_engaged BOOLEAN NOT NULL,
-    restricted_to_clear_cases BOOLEAN NOT NULL,
-    challenger_version TEXT,
-    challenger_share DOUBLE PRECISION NOT NULL,
-    shadow_version TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ('acknowledge', 'silence', 'unsilence', 'assign')),
+    note TEXT NOT NULL,
+    silenced_until TIMESTAMPTZ,
+    assignee TEXT,
     audit_id TEXT NOT NULL
 );
-
-CREATE TABLE api_keys (
-    name TEXT PRIMARY KEY,
-    key_hash TEXT NOT NULL UNIQUE,
-    created TIMESTAMPTZ NOT NULL,
-    revoked BOOLEAN NOT NULL DEFAULT false,
-    revoked_at TIMESTAMPTZ
-);
+CREATE INDEX alert_actions_alert ON alert_actions (alert_id, ts);
 """
 
-_POSTGRES_MONITORING = """
-CREATE SEQUENCE health_snapshots_seq;
-CREATE TABLE health_snapshots (
-    id TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL DEFAULT nextval('health_snapshots_seq'),
-    ts TIMESTAMPTZ NOT NULL,
-    window_name TEXT NOT NULL,
-    window_start TIMESTAMPTZ NOT NULL,
-    window_end TIMESTAMPTZ NOT NULL,
-    model_version TEXT,
-    source TEXT,
-    status TEXT NOT NULL CHECK (status IN ('green', 'yellow', 'red', 'unknown')),
-    report JSONB
-);
-CREATE INDEX health_snapshots_ts ON health_snapshots (ts);
-
-CREATE TABLE health_metrics (
-    snapshot_id TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    value DOUBLE PRECISION,
-    status TEXT NOT NULL CHECK (status IN ('green', 'yellow', 'red', 'unknown')),
-    estimated DOUBLE PRECISION,
-    estimated_status TEXT NOT NULL CHECK (estimated_status IN ('green', 'yellow', 'red', 'unknown')),
-    n BIGINT,
-    note TEXT NOT NULL DEFAULT '',
-    previous_value DOUBLE PRECISION,
-    PRIMARY KEY (snapshot_id, metric)
-);
-
-CREATE TABLE alerts (
-    id TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('yellow', 'red')),
-    opened_at TIMESTAMPTZ NOT NULL,
-    last_seen_at TIMESTAMPTZ NOT NULL,
-    resolved_at TIMESTAMPTZ,
-    message TEXT NOT NULL,
-    details JSONB,
-    last_event TEXT NOT NULL CHECK (last_event IN ('opened', 'escalated', 'resolved')),
-    last_event_at TIMESTAMPTZ NOT NULL,
-    notified BOOLEAN NOT NULL DEFAULT false
-);
-CREATE INDEX alerts_key ON alerts (key);
-CREATE UNIQUE INDEX alerts_one_open_per_key ON alerts (key) WHERE resolved_at IS NULL;
+#: Which machine runs each job and when its process last said it is alive (a pid means nothing on
+#: another host: there a job is judged by its heartbeat).
+_JOB_HOSTS = """
+ALTER TABLE jobs ADD COLUMN host TEXT;
+ALTER TABLE jobs ADD COLUMN heartbeat_at TIMESTAMPTZ;
 """
 
-_POSTGRES_JOBS = """
-CREATE SEQUENCE jobs_seq;
-CREATE TABLE jobs (
-    id TEXT PRIMARY KEY,
-    seq BIGINT NOT NULL DEFAULT nextval('jobs_seq'),
-    kind TEXT NOT NULL,
-    model TEXT NOT NULL,
-    trigger TEXT NOT NULL CHECK (trigger IN ('manual', 'scheduled', 'event', 'active_learning')),
-    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
-    reason TEXT NOT NULL DEFAULT '',
-    requested_by TEXT NOT NULL,
-    role TEXT NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL,
-    started_at TIMESTAMPTZ,
-    finished_at TIMESTAMPTZ,
-    pid BIGINT,
-    progress DOUBLE PRECISION NOT NULL DEFAULT 0,
-    message TEXT NOT NULL DEFAULT '',
-    cancel_requested BOOLEAN NOT NULL DEFAULT false,
-    config JSONB,
-    result JSONB,
-    error TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX jobs_model ON jobs (model);
-
-CREATE SEQUENCE job_log_seq;
-CREATE TABLE job_log (
-    seq BIGINT PRIMARY KEY DEFAULT nextval('job_log_seq'),
-    job_id TEXT NOT NULL,
-    ts TIMESTAMPTZ NOT NULL,
-    line TEXT NOT NULL
-);
-CREATE INDEX job_log_job ON job_log (job_id);
-
-CREATE TABLE retrain_triggers (
-    key TEXT PRIMARY KEY,
-    trigger TEXT NOT NULL,
-    ts TIMESTAMPTZ NOT NULL,
-    job_id TEXT,
-    outcome TEXT NOT NULL DEFAULT '',
-    details JSONB
-);
-
-CREATE SEQUENCE version_archive_seq;
-CREATE TABLE version_archive (
-    seq BIGINT PRIMARY KEY DEFAULT nextval('version_archive_seq'),
-    version TEXT NOT NULL,
-    archived BOOLEAN NOT NULL,
-    ts TIMESTAMPTZ NOT NULL,
-    audit_id TEXT NOT NULL
-);
-CREATE UNIQUE INDEX jobs_one_unfinished_per_model ON jobs (model)
-    WHERE status IN ('queued', 'running');
-"""
-
-_POSTGRES_FAILURES = """
-CREATE TABLE request_failures (
-    request_id TEXT PRIMARY KEY,
-    ts TIMESTAMPTZ NOT NULL,
-    source TEXT NOT NULL,
-    model_version TEXT,
-    http_status INTEGER NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('rejected', 'unauthorized', 'unavailable', 'error')),
-    field TEXT
-);
-CREATE INDEX request_failures_ts ON request_failures (ts);
-"""
-
-POSTGRES_MIGRATIONS: tuple[tuple[str, str], ...] = (
-    (DUCKDB_MIGRATIONS[0][0], _POSTGRES_INITIAL),
-    (DUCKDB_MIGRATIONS[1][0], _POSTGRES_MONITORING),
-    (DUCKDB_MIGRATIONS[2][0], _POSTGRES_JOBS),
-    (DUCKDB_MIGRATIONS[3][0],
-     "ALTER TABLE serving_route ADD COLUMN threshold_overrides JSONB DEFAULT '{}'"),
-    (DUCKDB_MIGRATIONS[4][0], _POSTGRES_FAILURES),
-    (DUCKDB_MIGRATIONS[5][0],
-     "ALTER TABLE health_snapshots ADD COLUMN simulated BOOLEAN DEFAULT false"),
-    (DUCKDB_MIGRATIONS[6][0], _CLIENTS_AND_AUDIT_CHAIN),
-    (DUCKDB_MIGRATIONS[7][0], _ALERT_ACTIONS),
-    (DUCKDB_MIGRATIONS[8][0], _JOB_HOSTS),
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("initial schema: predictions, labels, audit_log, serving_route, api_keys", _INITIAL),
+    Migration("monitoring: health_snapshots, health_metrics, alerts", _MONITORING,
+              postgresql_only="CREATE UNIQUE INDEX alerts_one_open_per_key ON alerts (key) "
+                              "WHERE resolved_at IS NULL;"),
+    Migration("retraining: jobs, job_log, retrain_triggers, version_archive", _JOBS,
+              postgresql_only="CREATE UNIQUE INDEX jobs_one_unfinished_per_model ON jobs (model) "
+                              "WHERE status IN ('queued', 'running');"),
+    Migration("serving route: per-version threshold overrides",
+              "ALTER TABLE serving_route ADD COLUMN threshold_overrides $JSON DEFAULT '{}'"),
+    Migration("request failures: prediction requests answered with an error", _FAILURES),
+    Migration("health snapshots: simulated flag (snapshots of the demo's simulated traffic)",
+              "ALTER TABLE health_snapshots ADD COLUMN simulated BOOLEAN DEFAULT false"),
+    Migration("clients and tamper evidence: the API key that asked each answer, key scopes, audit "
+              "hash chain", _CLIENTS_AND_AUDIT_CHAIN),
+    Migration("alert actions: acknowledge, silence, assign (audited)", _ALERT_ACTIONS),
+    Migration("job hosts: the machine running each job and its heartbeat", _JOB_HOSTS),
 )
+SCHEMA_VERSION = len(MIGRATIONS)
 
-MIGRATIONS: dict[Dialect, tuple[tuple[str, str], ...]] = {
-    "duckdb": DUCKDB_MIGRATIONS, "postgresql": POSTGRES_MIGRATIONS}
-SCHEMA_VERSION = len(DUCKDB_MIGRATIONS)
+
+def migration_sql(migration: Migration, dialect: Dialect) -> str:
+    """The SQL of ``migration`` for ``dialect``: its types spelled out, then what only that
+    backend adds."""
+    sql = Template(migration.sql).substitute(TYPES[dialect])
+    return f"{sql}\n{migration.postgresql_only}" if dialect == "postgresql" else sql
 
 
 def schema_version(con: Connection) -> int:
@@ -521,10 +333,10 @@ def apply_pending(con: Connection, where: str) -> int:
     con.script(SCHEMA_VERSION_DDL)
     current = schema_version(con)
     check_not_newer(current, where)
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        description, sql = MIGRATIONS[con.dialect][version - 1]
-        con.script(sql)
-        con.run("INSERT INTO schema_version VALUES (?, ?, ?)", [version, now(), description])
+    for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+        con.script(migration_sql(migration, con.dialect))
+        con.run("INSERT INTO schema_version VALUES (?, ?, ?)",
+                [version, now(), migration.description])
     return SCHEMA_VERSION
 
 

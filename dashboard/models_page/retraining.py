@@ -12,7 +12,8 @@ from models_page.view import FLASH, ModelsView, action_form, may_act
 from skinlesion.errors import SkinLesionError
 from skinlesion.lifecycle import jobs, operations
 from skinlesion.lifecycle.gate import gate_table
-from skinlesion.lifecycle.spec import active_spec
+from skinlesion.lifecycle.data import RetrainPlan
+from skinlesion.lifecycle.spec import active_spec, plan
 
 
 def triggers_caption(view: ModelsView) -> None:
@@ -27,17 +28,32 @@ def triggers_caption(view: ModelsView) -> None:
                   if retraining.review_labels else "no active-learning trigger."))
 
 
+def retrain_plan(view: ModelsView) -> RetrainPlan | None:
+    """What a retrain of the active version would train on (its card's data folder); None with
+    the reason shown when it cannot be told."""
+    try:
+        spec = active_spec(components.store(), components.policy().retraining,
+                           models_dir=view.models_dir, cache_dir=components.settings().cache_dir)
+        return plan(components.store(), spec)
+    except SkinLesionError as err:
+        st.error(str(err))
+        return None
+
+
 def launch_form(view: ModelsView) -> None:
     if not may_act():
         return
     retraining, active = components.policy().retraining, view.route.active_version
+    planned = retrain_plan(view)
     with st.form("retrain"):
         st.markdown("**Launch retraining**")
-        st.caption(f"Retrains **{active}** in a background job on its original data plus the "
-                   f"labelled production cases with kept images ({retraining.mode}, "
-                   f"{retraining.epochs} epochs). The result is a candidate compared with it on the "
-                   "recent hold-out and the original test split; nothing is promoted automatically.")
-        data_folder = st.text_input("Original data folder (only if its card names none)",
+        if planned is not None:
+            (st.warning if planned.refusal else st.info)(planned.summary())
+        st.caption(f"Retrains **{active}** in a background job ({retraining.mode}, "
+                   f"{retraining.epochs} epochs), progress in its log below. The result is a "
+                   f"candidate compared with {active} on the recent hold-out (and on its original "
+                   "test split where that is on this machine); nothing is promoted automatically.")
+        data_folder = st.text_input("Original data folder (only if its card names none here)",
                                     key="retrain_data")
         reason = st.text_area("Reason (audited)", key="retrain_reason", height=68)
         confirmed = st.checkbox(f"Start a retraining job of {active}", key="retrain_confirm")

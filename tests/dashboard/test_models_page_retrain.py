@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import streamlit as st
 
+from skinlesion import registry
 from skinlesion.lifecycle import jobs
 from skinlesion.lifecycle.gate import GateReport, compare_split
 from skinlesion.schema import CLASSES
 from skinlesion.store import JobRecord
-from tests.dashboard.clinic import assert_clean, clinic, frame, page  # noqa: F401 (fixture)
+from tests.dashboard.clinic import (  # noqa: F401 (fixture)
+    DASHBOARD, assert_clean, clinic, frame, page)
+from tests.lifecycle.seeded_home import demo_like, demo_like_template  # noqa: F401 (fixtures)
 
 
 def launch(at, *, reason: str = "recall red for two windows", confirm: bool = True):
@@ -20,21 +24,48 @@ def launch(at, *, reason: str = "recall red for two windows", confirm: bool = Tr
     return at.button(key="retrain_submit").click().run()
 
 
-def test_ml_lead_launches_retraining_and_follows_the_job(clinic):
-    store = clinic["store"]
-    at = launch(page("models", "ml_lead", user="lena"))
+def test_ml_lead_launches_retraining_of_the_demo_and_follows_the_job(demo_like, monkeypatch):
+    """The demo's case: the active version's training data is not on this machine, the images of
+    its (simulated) traffic were kept. The page says before launch what the retrain will use; the
+    launch (default policy) is audited, the job trains on the kept cases and registers a
+    candidate, and the page shows the job with its gate."""
+    home, store = demo_like, demo_like["store"]
+    monkeypatch.setenv("SKINLESION_HOME", str(home["root"]))
+    monkeypatch.setenv("SKINLESION_THRESHOLDS_FILE", str(DASHBOARD.parent / "thresholds.toml"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = page("models", "ml_lead", user="lena")
+    assert_clean(at)
+    assert any("is not on this machine" in i.value and f"{home['n_cases']} labelled cases"
+               in i.value for i in at.info)
+    at = launch(at)
     assert not at.exception, [e.value for e in at.exception]
     [job] = store.list_jobs()
     assert (job.model, job.trigger, job.requested_by, job.reason) == (
-        "v2", "manual", "lena", "recall red for two windows")
+        "base", "manual", "lena", "recall red for two windows")
     audit = store.query_audit(action="launch_retraining").iloc[0]
     assert audit["actor"] == "lena" and audit["details"]["job_id"] == job.id
-    # the stand-in active version is not a neural network: the job fails, and says why
     done = jobs.wait(store, job.id, poll_s=0.5, timeout_s=300)
-    assert done.status == "failed" and "only neural versions" in done.error
+    assert done.status == "succeeded", done.error
+    assert registry.read_card(home["models_dir"] / done.result["version"]).parent == "base"
     at = page("models", "ml_lead")
-    assert any(job.id[:8] in str(v) for v in frame(at, 1)["job"])
-    assert any("only neural versions" in e.value for e in at.error)
+    assert_clean(at)
+    tables = [d.value for d in at.dataframe]
+    [listed] = [t for t in tables if "job" in t.columns]
+    assert listed["job"].tolist() == [job.id[:8]] and listed["status"].tolist() == ["succeeded"]
+    assert any("is not on this machine" in c.value for c in at.code)  # the job's log
+    assert any("verdict" in t.columns for t in tables)  # the gate
+
+
+def test_with_nothing_to_train_on_the_page_says_so_and_the_launch_is_refused(clinic):
+    """The clinic's stand-in version names no data folder here and no labelled case has its image
+    kept: the page warns before launch, and a launch is refused with the same reason, no job."""
+    store = clinic["store"]
+    at = page("models", "ml_lead", user="lena")
+    assert any("Nothing to train on" in w.value for w in at.warning)
+    at = launch(at)
+    assert any("Nothing to train on" in e.value and "--data" in e.value for e in at.error)
+    assert store.list_jobs() == []
 
 
 def test_launching_needs_the_role_and_a_confirmation(clinic):

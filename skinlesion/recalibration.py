@@ -32,7 +32,7 @@ from skinlesion.data.images import file_sha256
 from skinlesion.errors import DataError
 from skinlesion.evaluate import labelled_report
 from skinlesion.model.neural import NeuralClassifier
-from skinlesion.register import shown_summary, with_answers
+from skinlesion.register import monitoring_embedder, ood_section, shown_summary, with_answers
 from skinlesion.registry import (ModelCard, load_version, read_manifest, read_reference,
                                  resolve_version, save_version)
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, class_index
@@ -48,7 +48,7 @@ SELECTION_RULE = (
 #: Card keys this step rewrites (the rest of a recalibrated version's card is kept).
 REWRITTEN = ("calibration", "diagnosis_rule", "calibration_ablation", "test_per_class_recall",
              "test_official", "test_intervals", "weak_recall", "recalibrated", "exports",
-             "image_stats_reference")
+             "image_stats_reference", "ood")
 #: Test recall of the shown diagnosis below which a class is named in the card's ``weak_recall``.
 WEAK_RECALL = 0.6
 #: Metrics of the ablation's test intervals (the ones calibration and the diagnosis rule move).
@@ -233,7 +233,10 @@ def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache
     """Run the calibration step on the trained version ``ref`` of ``models_dir`` and rewrite it in
     place (same id): the calibration folded into its weights, temperature, threshold, card metrics
     (val, test, per-class recall of the shown diagnosis, official aggregates, intervals,
-    weak_recall, the calibration ablation) and its reference answers. ``data_df``: the dataset
+    weak_recall, the calibration ablation) and its reference answers; its OOD gate is refitted
+    through the registration's code path (:func:`skinlesion.register.ood_section`: the gate does
+    not depend on the probabilities, but a card must hold it in the current format; a forward
+    pass over a sample of training images). ``data_df``: the dataset
     table it was trained on (checked against its manifest); ``card_updates``: card keys to set too
     (e.g. a reworded intended use). A neural version only."""
     vid = resolve_version(models_dir, ref)
@@ -265,7 +268,11 @@ def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache
         raise DataError(f"version {vid!r} has no reference answers for its validation images")
     reference = with_answers(reference, probs["val"], threshold=step.threshold,
                              malignant=malignant, diagnosis=step.diagnosis)
+    train = data_df[data_df["image"].astype(str).isin(
+        manifest.loc[manifest["split"] == "train", "image"])]
     extra = {k: v for k, v in card.model_extra.items() if k not in REWRITTEN}
+    extra |= ood_section(train, reference, monitoring_embedder(version.classifier),
+                         progress=progress)
     extra |= step.card_section() | {
         "calibration_ablation": {"validation_out_of_fold": step.rows, "test": ablation},
         "test_per_class_recall": report["per_class_recall"], "test_official": report["official"],

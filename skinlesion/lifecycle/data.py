@@ -10,7 +10,8 @@
   on stay in training; of the others, the newest ``holdout_share`` (by answer time) is held out:
   unseen by both models, it is the **recent hold-out** of the gate; the rest join the training
   split. Near-duplicate images (one lesion imaged or encoded twice, :mod:`.duplicates`) stay on
-  one side of the hold-out.
+  one side of the hold-out, and cases that are near-duplicates of the original test split's
+  images are held out too (never trained on), so that split stays a fair ground for the gate.
 
 When the original data is not on this machine (the shipped ``reference`` was trained on a dataset
 that is not shipped; the card names it but no folder here), a retrain trains on the labelled
@@ -60,7 +61,8 @@ class TrainingData(BaseModel):
     in training) and the ``holdout`` (production cases held out for the gate), all in the dataset
     table's columns; ``data_dir`` (None: not on this machine, :data:`PRODUCTION_ONLY`) and
     ``data_name`` of the original data; ``base_test``: production cases that are images of the
-    base's own test split."""
+    base's own test split; ``test_copies``: production cases held out because they are
+    near-duplicates of the original test split's images."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -70,6 +72,7 @@ class TrainingData(BaseModel):
     data_dir: str | None
     data_name: str
     base_test: int = 0
+    test_copies: int = 0
 
     @property
     def kind(self) -> Literal["original data + production cases", "production cases only"]:
@@ -78,13 +81,13 @@ class TrainingData(BaseModel):
     def counts(self) -> dict[str, int]:
         """How many rows of each kind: ``original``, ``production_train`` (production rows in the
         training or validation split), ``review_labels`` (of those, labelled through the review
-        queue), ``holdout`` and ``base_test``."""
+        queue), ``holdout``, ``base_test`` and ``test_copies``."""
         production = self.df["image"].str.startswith(PRODUCTION_PREFIX)
         review = production & self.df.get("label_source", pd.Series("", index=self.df.index)).eq(
             REVIEW_SOURCE)
         return {"original": int((~production).sum()), "production_train": int(production.sum()),
                 "review_labels": int(review.sum()), "holdout": len(self.holdout),
-                "base_test": self.base_test}
+                "base_test": self.base_test, "test_copies": self.test_copies}
 
 
 class RetrainPlan(BaseModel):
@@ -194,6 +197,16 @@ def with_groups(rows: pd.DataFrame, known: pd.Series | None = None) -> pd.DataFr
     return ordered.assign(lesion_id=first.to_numpy())
 
 
+def copies_of(rows: pd.DataFrame, originals: pd.DataFrame) -> pd.Series:
+    """Whether each of ``rows`` is a near-duplicate (:mod:`.duplicates`) of an image of
+    ``originals`` (e.g. the base's test split), aligned with ``rows``."""
+    if rows.empty or originals.empty:
+        return pd.Series(False, index=rows.index)
+    found = groups(np.vstack([signatures(originals["path"].tolist()),
+                              signatures(rows["path"].tolist())]))
+    return pd.Series(np.isin(found[len(originals):], found[:len(originals)]), index=rows.index)
+
+
 def split_production(rows: pd.DataFrame, *, trained: set[str], holdout_share: float
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(train, holdout)``: rows whose image the base trained on (``trained``: image sha256) and
@@ -294,11 +307,16 @@ def training_data(store: Store, card: ModelCard, models_dir: Path, *,
     if folder is None:
         return _production_only(card, manifest, rows, holdout_share=holdout_share, seed=seed)
     df, split = original_data(card, models_dir, folder)
-    train, holdout = split_production(with_groups(rows), trained=set(manifest["sha256"][
+    rows = with_groups(rows)
+    # copies of the original test split's images (whole lesions) are held out, never trained on,
+    # so that split stays a fair ground for the gate
+    copies = rows["lesion_id"].isin(rows.loc[copies_of(rows, df[split == "test"]), "lesion_id"])
+    train, holdout = split_production(rows[~copies], trained=set(manifest["sha256"][
         manifest["split"].isin(["train", "val"])]), holdout_share=holdout_share)
+    holdout = pd.concat([holdout, rows[copies]]).sort_values(["ts", "image"], kind="stable")
     combined = pd.concat([df, train], ignore_index=True)
     combined_split = pd.concat([split, pd.Series("train", index=range(len(train)))],
                                ignore_index=True).rename("split")
     name = lineage(card).get("data_name") or card.data.name
-    return TrainingData(df=combined, split=combined_split, holdout=holdout, data_dir=str(folder),
-                        data_name=str(name))
+    return TrainingData(df=combined, split=combined_split, holdout=holdout.reset_index(drop=True),
+                        data_dir=str(folder), data_name=str(name), test_copies=int(copies.sum()))

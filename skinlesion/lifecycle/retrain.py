@@ -109,6 +109,10 @@ def data_lines(base: str, data: TrainingData) -> list[str]:
     lines = [f"data: {counts['original']} original images from {data.data_dir}, "
              f"{counts['production_train']} labelled production cases in training "
              f"({counts['review_labels']} from the review queue), {counts['holdout']} held out"]
+    if data.test_copies:
+        lines.append(f"{data.test_copies} production cases are near-duplicates of images of "
+                     f"{base}'s test split (the same lesions): held out, never trained on, so the "
+                     "original test split stays a fair comparison")
     if counts["production_train"] + counts["holdout"] == 0:
         lines.append(f"no labelled production case has its image kept: retraining on {base}'s own "
                      "data only (keep images with SKINLESION_RETAIN_IMAGES=true to add labelled "

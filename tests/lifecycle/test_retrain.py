@@ -3,6 +3,9 @@ person then does with the candidate (promotion, rollback, archiving)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +19,7 @@ from skinlesion.lifecycle.retrain import retrain
 from skinlesion.lifecycle.spec import QuietReporter, RetrainSpec
 from skinlesion.schema import CLASSES
 from tests.lifecycle.seeded_home import (  # noqa: F401 (fixtures)
-    lifecycle, lifecycle_template, log_production)
+    lifecycle, lifecycle_template, log_copies, log_production)
 
 LEAD = dict(actor="ana", role="ml_lead")
 
@@ -45,7 +48,8 @@ def test_a_retrain_trains_on_the_original_data_plus_labelled_production_cases(li
     assert not set(held_out) & set(manifest["image"])
     assert set(manifest.loc[manifest["image"].isin(trained), "split"]) == {"train"}
     assert result.data == {"original": len(base_manifest), "production_train": 18,
-                           "review_labels": 6, "holdout": 6, "base_test": 0}
+                           "review_labels": 6, "holdout": 6, "base_test": 0,
+                           "test_copies": 0}
     # the gate, in the card and the result: both splits, each difference inside its interval
     gate = card.model_extra["gate"]
     assert gate == result.gate.model_dump(mode="json")
@@ -110,6 +114,31 @@ def test_review_queue_labels_join_the_training_data_unless_the_policy_leaves_the
                              include_review_queue=False)
     assert not review & set(left_out.df["image"])
     assert left_out.counts()["production_train"] == 24 - len(review)
+
+
+def test_copies_of_original_test_images_are_held_out_never_trained_on(lifecycle, synthetic_df,
+                                                                    tmp_path):
+    """Production images that are the original test split's lesions again (here through another
+    camera) would leak that split into training: they are held out, whatever their age."""
+    from skinlesion.data.images import load_image
+    from skinlesion.demo import device_shift
+
+    home = lifecycle
+    manifest = registry.read_manifest(home["models_dir"], "base")
+    test = synthetic_df[synthetic_df["image"].isin(manifest.loc[manifest["split"] == "test",
+                                                                "image"])].iloc[:3]
+    for row in test.itertuples():
+        device_shift(load_image(row.path), 0.8).save(tmp_path / Path(row.path).name, quality=88)
+    oldest = datetime.now(UTC) - timedelta(days=30)  # older than every other case: not "recent"
+    log_copies(home["store"], [(tmp_path / Path(r.path).name, r.diagnosis, r.sex, r.age_approx,
+                                r.anatom_site_general) for r in test.itertuples()],
+               tmp_path / "kept", start=oldest)
+    data = training_data(home["store"], home["base"], home["models_dir"], holdout_share=0.25)
+    copies = {p.name for p in (tmp_path / "kept").iterdir()}
+    held = {Path(p).name for p in data.holdout["path"]}
+    assert copies <= held and data.counts()["test_copies"] == 3
+    assert not copies & {Path(p).name for p in data.df["path"]}
+    assert len(held) == 3 + 6  # and the newest quarter of the 24 others, as before
 
 
 def test_a_card_without_a_data_folder_asks_for_one(lifecycle, tmp_path):

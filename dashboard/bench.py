@@ -21,7 +21,7 @@ from skinlesion.auth import User
 from skinlesion.bench import synthetic_log
 from skinlesion.store import Store
 
-PAGES = Path(__file__).resolve().parent / "pages"
+PAGES = Path(__file__).resolve().parent / "views"
 
 
 def render_seconds(page: str, *, timeout: float = 600) -> float:

@@ -120,3 +120,45 @@ def bars_figure(categories: list[str], values: list[float], *, title: str, x_tit
                       margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
+
+
+def shares_figure(frame: pd.DataFrame, *, title: str, value_title: str,
+                  sides: Mapping[str, str]) -> go.Figure:
+    """Grouped horizontal bars of shares: one row per ``value`` of ``frame``, one bar per column
+    named in ``sides`` (column -> legend name); values shaded where ``frame["shifted"]``."""
+    colours = {"reference_share": "#85929e", "current_share": "#1f5f8b"}
+    fig = go.Figure([go.Bar(y=frame["value"], x=frame[column], name=name, orientation="h",
+                            marker_color=colours.get(column),
+                            hovertemplate="%{y}: %{x:.1%}<extra>" + name + "</extra>")
+                     for column, name in sides.items() if frame[column].notna().any()])
+    for i, value in enumerate(frame["value"]):
+        if frame["shifted"].iloc[i]:
+            fig.add_annotation(y=value, x=float(frame[list(sides)].max(axis=1).iloc[i]),
+                               text="shifted", showarrow=False, xanchor="left", xshift=6,
+                               font=dict(color="#c62828"))
+    fig.update_yaxes(autorange="reversed", title=value_title)
+    fig.update_xaxes(tickformat=".0%", title="Share of answers")
+    fig.update_layout(title=title, barmode="group", height=max(260, 50 * len(frame)),
+                      margin=dict(l=10, r=10, t=50, b=10), legend_title_text="")
+    return fig
+
+
+def threshold_figure(curve: pd.DataFrame, serving: float, proposed: float | None) -> go.Figure:
+    """Sensitivity and specificity (``curve``: threshold, sensitivity, specificity) over the
+    operating threshold, as steps, with the serving threshold (solid) and the proposed one
+    (dashed)."""
+    fig = go.Figure([go.Scatter(x=curve["threshold"], y=curve[measure], name=measure.capitalize(),
+                                mode="lines", line=dict(shape="hv", color=colour),
+                                hovertemplate="threshold %{x:.3f}: %{y:.3f}<extra>"
+                                + measure + "</extra>")
+                     for measure, colour in (("sensitivity", "#c62828"),
+                                             ("specificity", "#1f5f8b"))])
+    for which, at, dash in (("serving", serving, "solid"), ("proposed", proposed, "dash")):
+        if at is not None:
+            fig.add_vline(x=at, line_color="#1b2631", line_dash=dash, line_width=2,
+                          annotation_text=f"{which} {at:.3f}", annotation_position="top")
+    fig.update_xaxes(range=[0, 1], title="Threshold on the probability of malignancy")
+    fig.update_yaxes(range=[0, 1.05], title="Share of labelled cases")
+    fig.update_layout(title="Sensitivity and specificity by threshold", height=320,
+                      margin=dict(l=10, r=10, t=60, b=10), legend_title_text="")
+    return fig

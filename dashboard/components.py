@@ -29,11 +29,12 @@ from skinlesion.monitoring import cockpit
 from skinlesion import display
 from skinlesion.display import MISSING, MISSING_HELP
 from skinlesion.monitoring.cockpit import ActiveModel, Tile, WindowHealth, active_model
+from skinlesion.monitoring.estimate import BAND_LEVEL
 from skinlesion.monitoring.health import MetricValue
 from skinlesion.monitoring.policy import Policy, load_policy
 from skinlesion.registry import ModelVersion, load_version, resolve_version
 from skinlesion.sessions import (COOKIE, IDLE_TIMEOUT, Session, SessionSigner, cookie_script,
-                                 load_secret)
+                                 load_secret, secret_path)
 from skinlesion.settings import Settings
 from skinlesion.store import Store
 from skinlesion.thresholds import Threshold
@@ -58,8 +59,9 @@ _SESSION_KEY = "skinlesion_session"
 _COOKIE_KEY = "skinlesion_cookie_pending"
 _SIGNED_OUT_KEY = "skinlesion_signed_out"
 _WANTED_KEY = "skinlesion_linked_params"
-#: the session secret's file, beside the users file (per installation, never committed)
-SESSION_SECRET_FILE = "session.secret"
+#: the audit action of a sign-out; its target names the session (:func:`session_target`), whose id
+#: is refused from then on
+SIGN_OUT = "sign_out"
 _WINDOW_KEY = "filter_window"
 _RANGE_KEY = "filter_range"
 _MODEL_KEY = "filter_model"
@@ -140,6 +142,17 @@ def window_health(filters: Filters, *, drift: bool = True, source: str | None = 
                           filters.end, filters.model_version, source, drift)
 
 
+@st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
+def _reference_answers(models_dir_: str, version: str) -> tuple[pd.DataFrame | None, str]:
+    return cockpit.reference_for(Path(models_dir_), version)
+
+
+def reference_answers(version: str) -> tuple[pd.DataFrame | None, str]:
+    """The reference answers stored with ``version`` (what its drift compares with) and, when
+    there are none, why."""
+    return _reference_answers(str(settings().models_dir), version)
+
+
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
 def _active_model(db_path: str, models_dir_: str) -> ActiveModel:
     return active_model(store(), Path(models_dir_))
@@ -181,34 +194,44 @@ def _audit_sign_in(accounts: dict[str, Account], name: str, client: str, *, acti
                          details={"client": client, "locked_out": locked_out})
 
 
-@st.cache_resource(show_spinner=False)
-def _revoked_sessions(secret_path: str) -> set[str]:
-    """The session ids signed out in this dashboard process (their cookies are refused)."""
-    return set()
+class SignedOut:
+    """The session ids signed out, as the audit log of ``store`` records them (``sid in
+    SignedOut(store)``): kept in the store, so a sign-out holds across dashboard restarts and
+    processes."""
+
+    def __init__(self, store_: Store):
+        self._store = store_
+
+    def __contains__(self, sid: object) -> bool:
+        return isinstance(sid, str) and not self._store.query_audit(
+            action=SIGN_OUT, target=session_target(sid), limit=1).empty
 
 
-def _signer() -> tuple[SessionSigner, set[str]]:
-    """The installation's session signer (secret beside the users file) and its revoked ids."""
-    path = Path(settings().users_file).parent / SESSION_SECRET_FILE
-    return SessionSigner(load_secret(path)), _revoked_sessions(str(path))
+def session_target(sid: str) -> str:
+    """How the audit log names a dashboard session (the target of a sign-out)."""
+    return f"session {sid}"
+
+
+def _signer() -> SessionSigner:
+    """The installation's session signer (its secret beside the users file)."""
+    return SessionSigner(load_secret(secret_path(Path(settings().users_file))))
 
 
 def _write_cookie() -> None:
-    """Store (or clear) the session cookie when this run has one pending, and renew it when due."""
-    signer, _ = _signer()
+    """Have the server set, renew or clear the session cookie when this run has that pending
+    (skinlesion.sessions: the cookie is HttpOnly, so the page only asks), renewing it when due."""
     session: Session | None = st.session_state.get(_SESSION_KEY)
     if session is not None and _COOKIE_KEY not in st.session_state and \
-            signer.due(session, clock.time()):
-        session, st.session_state[_COOKIE_KEY] = signer.renew(session, clock.time())
-        st.session_state[_SESSION_KEY] = session
+            SessionSigner.due(session, clock.time()):
+        st.session_state[_SESSION_KEY] = _signer().renew(session, clock.time())[0]
+        st.session_state[_COOKIE_KEY] = cookie_script("renew")
     if _COOKIE_KEY in st.session_state:
-        st.html(cookie_script(st.session_state.pop(_COOKIE_KEY)), unsafe_allow_javascript=True)
+        st.html(st.session_state.pop(_COOKIE_KEY), unsafe_allow_javascript=True)
 
 
 def _resume(accounts: dict[str, Account]) -> User | None:
     """The user of this browser's session cookie, when it is still valid (see skinlesion.sessions);
     a session idle too long in this visit ends here."""
-    signer, revoked = _signer()
     now = clock.time()
     session: Session | None = st.session_state.get(_SESSION_KEY)
     if session is not None and now - session.seen > IDLE_TIMEOUT.total_seconds():
@@ -217,24 +240,40 @@ def _resume(accounts: dict[str, Account]) -> User | None:
         return None
     cookie = st.context.cookies.get(COOKIE) if session is None else None
     if session is None:
-        session = signer.read(cookie, now, roles={n: a.role for n, a in accounts.items()},
-                              revoked=revoked)
+        session = _signer().read(cookie, now, roles={n: a.role for n, a in accounts.items()},
+                                 revoked=SignedOut(store()))
     if session is None:
         return None
     st.session_state[_SESSION_KEY] = session
     return User(name=session.name, role=session.role)
 
 
-def _end_session(message: str | None = None) -> None:
-    """Sign out: the session id refused from now on, the cookie cleared, the user forgotten."""
-    _, revoked = _signer()
+def _end_session(message: str | None = None, *, signed_out: bool = False) -> None:
+    """End the session: the cookie cleared, the user forgotten; when the person ``signed_out``,
+    the sign-out audited with the session id, which is refused from then on (:class:`SignedOut`)."""
     session: Session | None = st.session_state.pop(_SESSION_KEY, None)
-    if session is not None:
-        revoked.add(session.sid)
+    if session is not None and signed_out:
+        store().append_audit(session.name, session.role, SIGN_OUT,
+                             target=session_target(session.sid),
+                             details={"client": _client_address()})
     st.session_state.pop(_USER_KEY, None)
-    st.session_state[_COOKIE_KEY] = None
+    st.session_state[_COOKIE_KEY] = cookie_script("end")
     if message:
         st.session_state[_SIGNED_OUT_KEY] = message
+
+
+def signed_in_user(accounts: dict[str, Account] | None = None) -> User | None:
+    """The person signed in (resumed from this browser's session cookie, or signed in within this
+    visit), or None; renders nothing but the end of an idle session. ``accounts`` default to the
+    users file's."""
+    if accounts is None:
+        accounts = load_users(Path(settings().users_file))
+    user = _resume(accounts) if accounts else None
+    if user is None and _SESSION_KEY not in st.session_state:
+        user = current_user()  # signed in within this visit without a session (tests, bare mode)
+    if user is not None:
+        st.session_state[_USER_KEY] = user
+    return user
 
 
 def sign_in() -> User:
@@ -247,14 +286,10 @@ def sign_in() -> User:
     without checking the password."""
     path = Path(settings().users_file)
     accounts = load_users(path)
-    user = _resume(accounts) if accounts else None
-    if user is None and _SESSION_KEY not in st.session_state:
-        user = current_user()  # signed in within this visit without a session (tests, bare mode)
-    if user is not None:
-        st.session_state[_USER_KEY] = user
-        _write_cookie()
-        return user
+    user = signed_in_user(accounts)
     _write_cookie()
+    if user is not None:
+        return user
     st.session_state.setdefault(_WANTED_KEY, st.query_params.to_dict())
     st.title("skinlesion cockpit")
     if _SIGNED_OUT_KEY in st.session_state:
@@ -282,8 +317,9 @@ def sign_in() -> User:
         else:
             throttle.succeeded(name, client)
             st.session_state[_USER_KEY] = user
-            session, st.session_state[_COOKIE_KEY] = _signer()[0].issue(user.name, user.role,
-                                                                       clock.time())
+            signer = _signer()
+            session, token = signer.issue(user.name, user.role, clock.time())
+            st.session_state[_COOKIE_KEY] = cookie_script("set", signer.cookie_pass(token))
             st.session_state[_SESSION_KEY] = session
             st.session_state.pop("sign_in_password", None)
             st.rerun()
@@ -321,7 +357,7 @@ def sign_out_button(user: User) -> None:
     with st.sidebar:
         st.caption(f"Signed in as **{user.name}** ({user.role})")
         if st.button("Sign out", key="sign_out"):
-            _end_session("Signed out.")
+            _end_session("Signed out.", signed_out=True)
             st.rerun()
 
 
@@ -462,7 +498,7 @@ def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ra
                 coverage: float | None = None, n: int | None = None, lag_hours: float | None = None,
                 note: str = "", help: str | None = None, badge_text: str | None = None) -> None:
     """One metric as a tile: its status badge and headline — the realised value when labels
-    suffice, else the estimate marked "estimated" with its 90 % ``band`` (and "unreliable" while
+    suffice, else the estimate marked "estimated" with its ``band`` (:data:`BAND_LEVEL`) (and "unreliable" while
     drift or out-of-distribution answers are high), else "—" with a tooltip — the change against
     the previous window (green when it improved), label coverage and median label lag."""
     headline_estimated = value is None and estimated is not None
@@ -479,7 +515,7 @@ def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ra
         if headline_estimated:
             est = "**estimated** (too few labels)"
             if band is not None and band[0] is not None and band[1] is not None:
-                est += f", 90 % band {fmt(band[0], kind)}–{fmt(band[1], kind)}"
+                est += f", {BAND_LEVEL:.0%} band {fmt(band[0], kind)}–{fmt(band[1], kind)}"
             lines.append(est + (" · **estimate unreliable**: drift or unfamiliar images high"
                                 if unreliable else ""))
         elif estimated is not None:

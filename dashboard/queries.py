@@ -95,6 +95,15 @@ def labelled_predictions(store: Store, start: datetime, end: datetime, *,
     return store.labelled_predictions(start, end, model_version=model_version, returned=returned)
 
 
+@cached_query
+def sample_predictions(store: Store, start: datetime, end: datetime, *, n: int,
+                       model_version: str | None = None, returned: bool | None = None
+                       ) -> pd.DataFrame:
+    """At most ``n`` answers of ``[start, end)`` drawn uniformly (seeded), oldest first."""
+    return store.sample_predictions(start, end, n=n, model_version=model_version,
+                                    returned=returned)
+
+
 # --- operations ------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Drive the cockpit in a real browser: start ``streamlit run dashboard/app.py`` over a home, sign in
+"""Drive the cockpit in a real browser: start ``streamlit run dashboard/server.py`` over a home, sign in
 through the form in headless Chromium (Selenium), open pages, wait until they have rendered and save
 screenshots.
 
@@ -42,7 +42,8 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "dashboard" / "app.py"
+#: the cockpit's server (app.py plus the session cookie's routes)
+APP = ROOT / "dashboard" / "server.py"
 #: where Debian's ``chromium`` and ``chromium-driver`` packages put them (else looked up on PATH)
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -58,7 +59,7 @@ PAGE_TIMEOUT_S = 180.0
 
 @dataclass(frozen=True)
 class PageSpec:
-    """A page of ``dashboard/app.py``: its ``slug`` (the file name in ``pages/`` without ``.py``,
+    """A page of ``dashboard/app.py``: its ``slug`` (the file name in ``views/`` without ``.py``,
     also the screenshot's name), the ``title`` of its sidebar link and heading, and ``ready``, a text
     the page shows once it has rendered whatever the data."""
 
@@ -146,7 +147,7 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A running ``streamlit run dashboard/app.py``: its ``url``, ``process`` and ``log`` file
+    """A running ``streamlit run dashboard/server.py``: its ``url``, ``process`` and ``log`` file
     (stdout and stderr)."""
 
     url: str
@@ -232,8 +233,8 @@ def _busy(driver: WebDriver) -> bool:
         if (!app || app.dataset.testScriptState !== 'notRunning') return true;
         if (document.querySelector('[data-testid="stSpinner"]')) return true;
         if (document.querySelector('[data-stale="true"]')) return true;
-        for (const chart of document.querySelectorAll('[data-testid="stVegaLiteChart"]')) {
-            if (!chart.querySelector('canvas, svg')) return true;
+        for (const chart of document.querySelectorAll('[data-testid="stPlotlyChart"]')) {
+            if (!chart.querySelector('svg.main-svg')) return true;
         }
         return false;
     """))

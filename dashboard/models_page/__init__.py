@@ -1,4 +1,4 @@
-"""The Models page's features, one module each, rendered in order by ``pages/models.py``:
+"""The Models page's features, one module each, rendered in order by ``views/models.py``:
 :mod:`versions` (the versions side by side, their cards), :mod:`route` (fallback, rollback,
 activate, restrict), :mod:`retraining` (launch, jobs, archive), :mod:`experiments` (A/B challenger
 and shadow, compared with the active version), :mod:`threshold` (the operating threshold's

@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
+import charts
 import components
 from models_page.view import ModelsView, action_form
 from skinlesion.errors import SkinLesionError
@@ -26,27 +26,6 @@ def study_for(db_path: str, models_dir_: str, version: str, start: datetime, end
                                       target_sensitivity=target)
 
 
-def tradeoff_chart(study: operations.ThresholdStudy) -> alt.LayerChart:
-    """Sensitivity and specificity over the threshold, with the serving (solid) and proposed
-    (dashed) thresholds."""
-    curve = study.curve.melt(id_vars="threshold", var_name="measure", value_name="value")
-    lines = alt.Chart(curve).mark_line(interpolate="step-after").encode(
-        x=alt.X("threshold:Q", scale=alt.Scale(domain=[0, 1]), title="threshold on p_malignant"),
-        y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title=None),
-        color=alt.Color("measure:N", scale=alt.Scale(domain=["sensitivity", "specificity"],
-                                                     range=["#c62828", "#1f5f8b"]), title=None),
-        tooltip=[alt.Tooltip("threshold:Q", format=".3f"), "measure:N",
-                 alt.Tooltip("value:Q", format=".3f")])
-    marks = pd.DataFrame([{"which": "serving", "threshold": study.current.threshold},
-                          *([{"which": "proposed", "threshold": study.proposed.threshold}]
-                            if study.proposed else [])])
-    rules = alt.Chart(marks).mark_rule(strokeWidth=2, color="#1b2631").encode(
-        x="threshold:Q", strokeDash=alt.StrokeDash("which:N", scale=alt.Scale(
-            domain=["serving", "proposed"], range=[[1, 0], [5, 3]]), title=None),
-        tooltip=["which:N", alt.Tooltip("threshold:Q", format=".3f")])
-    return (lines + rules).properties(height=260)
-
-
 def show_study(study: operations.ThresholdStudy, target: float) -> None:
     serving_label = "tuned" if study.tuned else "card"
     c1, c2, c3 = st.columns(3)
@@ -56,7 +35,10 @@ def show_study(study: operations.ThresholdStudy, target: float) -> None:
               delta=f"{study.proposed.sensitivity - study.current.sensitivity:+.3f}")
     c3.metric("Specificity → proposed", f"{study.current.specificity:.3f}",
               delta=f"{study.proposed.specificity - study.current.specificity:+.3f}")
-    st.altair_chart(tradeoff_chart(study), width="stretch")
+    st.plotly_chart(charts.threshold_figure(
+        study.curve, study.current.threshold,
+        study.proposed.threshold if study.proposed else None), width="stretch",
+        key="threshold_tradeoff")
     st.caption(f"{study.n:,} labelled answers of {study.version} ({study.current.n_malignant} "
                f"malignant). Proposed: threshold {study.proposed.threshold:.3f}, the largest "
                f"reaching sensitivity {target:.2f} on them.")

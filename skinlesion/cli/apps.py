@@ -18,8 +18,9 @@ from skinlesion.errors import SkinLesionError
 app = typer.Typer()
 users_app = typer.Typer(help="Dashboard users (viewer, clinician, ml_lead).", no_args_is_help=True)
 
-#: The Streamlit app, next to the package in a source checkout.
-DASHBOARD_APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+#: The cockpit's server (the Streamlit app and its session-cookie routes), next to the package in a
+#: source checkout.
+DASHBOARD_APP = Path(__file__).resolve().parents[2] / "dashboard" / "server.py"
 
 Port = Annotated[int, typer.Option(min=1, max=65535, help="Port (another free one is picked, and "
                                    "said, when it is taken).")]

@@ -92,8 +92,8 @@ def clinic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]
 
 
 def page(name: str, role: str, *, user: str | None = None, timeout: float = 60) -> AppTest:
-    """The page ``dashboard/pages/<name>.py`` run once, signed in with ``role``."""
-    at = AppTest.from_file(str(DASHBOARD / "pages" / f"{name}.py"), default_timeout=timeout)
+    """The page ``dashboard/views/<name>.py`` run once, signed in with ``role``."""
+    at = AppTest.from_file(str(DASHBOARD / "views" / f"{name}.py"), default_timeout=timeout)
     at.session_state["skinlesion_user"] = User(name=user or f"test-{role}", role=role)
     return at.run()
 

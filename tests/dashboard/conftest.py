@@ -140,7 +140,7 @@ def run_page() -> Callable[..., AppTest]:
     on its own); returns the finished AppTest."""
 
     def run(page: str, role: str = "viewer", timeout: float = 60) -> AppTest:
-        at = AppTest.from_file(str(DASHBOARD / "pages" / f"{page}.py"), default_timeout=timeout)
+        at = AppTest.from_file(str(DASHBOARD / "views" / f"{page}.py"), default_timeout=timeout)
         at.session_state["skinlesion_user"] = User(name=f"test-{role}", role=role)
         return at.run()
 

@@ -32,6 +32,14 @@ def test_wrong_password_is_refused_and_the_right_one_opens_the_overview(good_hom
     assert [t.value for t in at.title] == ["Overview"]
 
 
+def test_a_role_may_not_follow_a_link_to_a_page_it_cannot_open(good_home: Path):
+    """A viewer's link to Predict (clinicians and ML leads only) lands on the Overview."""
+    at = AppTest.from_file(str(DASHBOARD / "app.py"), default_timeout=60).run()
+    at = _sign_in(at.switch_page("views/predict.py").run(), "ops", PASSWORD)
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Overview"]
+
+
 def test_without_users_the_gate_says_how_to_add_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SKINLESION_HOME", str(tmp_path))
     at = AppTest.from_file(str(DASHBOARD / "app.py"), default_timeout=30).run()

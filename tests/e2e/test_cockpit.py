@@ -11,68 +11,32 @@ Slow and marked ``browser``; skipped, saying why, where Chromium or its driver i
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from skinlesion import registry
-from skinlesion.auth import add_user
-from skinlesion.store import Alert, Store
-from tests.monitoring.traffic import reference_frame, traffic
-from tests.standins import BrightnessClassifier
+from skinlesion.sessions import COOKIE
+from skinlesion.store import Store
+from tests.e2e import cockpit_home
+from tests.e2e.cockpit_home import PASSWORD, TIMEOUT, screenshots
+from tests.e2e.cockpit_home import body_text as _text
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT / "dashboard") not in sys.path:  # dashboard/ is a folder of scripts, not a package
-    sys.path.insert(0, str(ROOT / "dashboard"))
+By = screenshots.By
+pytestmark = cockpit_home.MARKS
 
-import screenshots  # noqa: E402  (needs the path above)
-from screenshots import By  # noqa: E402
-
-MISSING = screenshots.browser_missing()
-pytestmark = [pytest.mark.slow, pytest.mark.browser,
-              pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
-
-PASSWORD = "correct horse battery"
-PER_DAY = 80
-TIMEOUT = 180.0
 #: identifiers that must never reach a page (issue 18)
 RAW = ("pauc_80", "mean_r", "set_route", '{"', "estimated_status", "anatom_site_general")
 ALERTS = screenshots.page_spec("alerts")
 OVERVIEW = screenshots.page_spec("overview")
 
 
-def seed_home(home: Path) -> Path:
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    add_user(home / "users.toml", "lead", "ml_lead", PASSWORD)
-    add_user(home / "users.toml", "ops", "viewer", PASSWORD)
-    manifest = registry.build_manifest(
-        pd.DataFrame({"image": ["a"], "lesion_id": ["a"], "diagnosis": ["MEL"]}),
-        pd.Series(["train"]), pd.Series(["0" * 64]))
-    registry.save_version(home / "models", BrightnessClassifier(), threshold=0.5,
-                          data=registry.data_info(manifest, name="ISIC 2019 training"),
-                          manifest=manifest, version_id="reference",
-                          reference=reference_frame(n=200))
-    day = timedelta(hours=22)
-    before, before_labels = traffic(now - timedelta(hours=47), n=PER_DAY, seed=1, span=day)
-    current, _ = traffic(now - timedelta(hours=23), n=PER_DAY, seed=2, span=day)  # no labels yet
-    store = Store(home / "data" / "skinlesion.duckdb")
-    store.log_predictions([*before, *current])
-    store.add_labels(before_labels)
-    store.upsert_alert(Alert(metric="recall", scope="24h", status="red", opened_at=now,
-                             last_seen_at=now, last_event_at=now,
-                             message="recall 0.41 — red (green ≥ 0.85)"))
-    return home
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[screenshots.Server]:
     tmp = tmp_path_factory.mktemp("cockpit")
-    with screenshots.serve(seed_home(tmp / "home"), log=tmp / "streamlit.log") as running:
-        running.home = tmp / "home"
+    home = cockpit_home.seed_home(tmp / "home", {"lead": "ml_lead", "ops": "viewer"},
+                                  agreement=None)
+    with screenshots.serve(home, log=tmp / "streamlit.log") as running:
+        running.home = home
         yield running
 
 
@@ -81,10 +45,6 @@ def lead(server) -> Iterator[screenshots.WebDriver]:
     with screenshots.chromium() as driver:
         screenshots.sign_in(driver, server.url, "lead", PASSWORD, TIMEOUT)
         yield driver
-
-
-def _text(driver) -> str:
-    return driver.find_element(By.TAG_NAME, "body").text
 
 
 def _submit_buttons(driver) -> list[str]:
@@ -99,8 +59,11 @@ def test_the_overview_headline_is_an_estimate_without_labels(lead):
     assert "Driven by:" in text or "GREEN" in text
 
 
-def test_a_refresh_keeps_the_session(lead):
+def test_a_refresh_keeps_the_session_whose_cookie_page_scripts_cannot_read(lead):
     screenshots.open_page(lead, ALERTS, TIMEOUT)
+    cookie = lead.get_cookie(COOKIE)
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert COOKIE not in lead.execute_script("return document.cookie;")
     lead.refresh()
     screenshots.wait_rendered(lead, ALERTS, TIMEOUT)  # the page itself, not the sign-in form
     assert not lead.find_elements(By.CSS_SELECTOR, 'input[aria-label="Password"]')
@@ -142,10 +105,7 @@ def test_no_page_shows_a_raw_identifier(lead):
         assert not shown, f"the {spec.title} page shows {shown}"
 
 
-# Known defect (issue 18, open): alone this passes; after the other tests on the same server the
-# sign-in lands on the Overview instead of the linked page. Kept running (not strict) so a fix shows.
-@pytest.mark.xfail(reason="deep link lands on the Overview after other sessions on the same server",
-                   strict=False)
+# Runs after the other sessions on this server (the case that used to land on the Overview).
 def test_a_deep_link_opens_its_page_after_sign_in(server):
     with screenshots.chromium() as driver:
         driver.get(f"{server.url}/alerts?window=7+d")

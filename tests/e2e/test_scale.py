@@ -1,8 +1,9 @@
 """Several machines, simulated on loopback (`make test-scale`): PostgreSQL, three API replicas (the
 app `skinlesion serve` runs, under uvicorn) on their own ports behind a real haproxy, the monitor on
-the same database. 32 clients x 20 requests: every accepted answer is logged exactly once, zero
-errors after client retries, while one replica is killed with SIGKILL mid-load; a route change is
-served by every surviving replica within the route TTL."""
+the same database, and the dashboard (`streamlit run dashboard/app.py`) on it too. 32 clients x 20
+requests: every accepted answer is logged exactly once, zero errors after client retries, while one
+replica is killed with SIGKILL mid-load; a route change is served by every surviving replica within
+the route TTL; the dashboard's Overview shows the answers the replicas logged and the new route."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
+from skinlesion.auth import User
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.splits import split_dataset
 from skinlesion.data.synthetic import write_synthetic_dataset
@@ -35,14 +40,20 @@ pytestmark = [pytest.mark.slow,
 
 CLIENTS, PER_CLIENT, KILL_AFTER = 32, 20, 200
 ROUTE_TTL_S = 2.0
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "dashboard"
+
+if str(DASHBOARD) not in sys.path:  # the pages import `components` as `streamlit run` allows
+    sys.path.insert(0, str(DASHBOARD))
 
 
-def _wait(url: str, timeout_s: float = 120) -> None:
+def _wait(url: str, timeout_s: float = 120) -> httpx.Response:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
@@ -92,20 +103,40 @@ backend api
 """)
         balancer = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        dashboard_port = free_port()
+        dashboard = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(DASHBOARD / "app.py"), "--server.port",
+             str(dashboard_port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "dashboard.log").open("w"))
         try:
             for port in ports:
                 _wait(f"http://127.0.0.1:{port}/readyz")
             _wait(f"http://127.0.0.1:{lb_port}/readyz")
             yield {"store": store, "key": key, "ports": ports, "replicas": replicas, "home": home,
-                   "lb": f"http://127.0.0.1:{lb_port}", "image": next(data.rglob("*.jpg"))}
+                   "url": url, "lb": f"http://127.0.0.1:{lb_port}", "image": next(data.rglob("*.jpg")),
+                   "dashboard": f"http://127.0.0.1:{dashboard_port}"}
         finally:
-            for process in (*replicas, balancer):
+            for process in (*replicas, balancer, dashboard):
                 process.kill()
                 process.wait(30)
             store.release()
 
 
-def test_replicas_behind_a_load_balancer_lose_nothing(cluster: dict) -> None:
+def _overview(home: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The dashboard's Overview page run once on the store at ``url`` (what the dashboard process
+    renders for a signed-in viewer), its query caches empty."""
+    monkeypatch.setenv("SKINLESION_HOME", str(home))
+    monkeypatch.setenv("SKINLESION_STORE_URL", url)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(DASHBOARD / "views" / "overview.py"), default_timeout=180)
+    at.session_state["skinlesion_user"] = User(name="ops", role="viewer")
+    return at.run()
+
+
+def test_replicas_behind_a_load_balancer_lose_nothing(cluster: dict,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     store: Store = cluster["store"]
     image = cluster["image"].read_bytes()
     accepted: list[str] = []
@@ -151,7 +182,8 @@ def test_replicas_behind_a_load_balancer_lose_nothing(cluster: dict) -> None:
 
     assert final_errors == []
     assert len(accepted) == CLIENTS * PER_CLIENT and len(set(accepted)) == len(accepted)
-    logged = set(store.query_predictions(source="api")["request_id"])
+    rows = store.query_predictions(source="api")
+    logged = set(rows["request_id"])
     assert set(accepted) <= logged  # every accepted answer was durable before it was returned
     assert len(logged) - len(accepted) <= CLIENTS  # at most the answers lost in flight at the kill
     assert victim.poll() == -signal.SIGKILL
@@ -172,6 +204,18 @@ def test_replicas_behind_a_load_balancer_lose_nothing(cluster: dict) -> None:
                 pending.discard(port)
         time.sleep(0.1)
     assert pending == set(), f"replicas still on the old route after {ROUTE_TTL_S + 3} s: {pending}"
+
+    # the dashboard on the same database: its server answers, and its Overview (whose windows end at
+    # the last whole minute) shows every answer the replicas logged and the route set above
+    assert _wait(f"{cluster['dashboard']}/_stcore/health", timeout_s=60).text == "ok"
+    last_minute_over = rows["ts"].max().floor("min") + pd.Timedelta(minutes=1)
+    time.sleep(max(0.0, (last_minute_over - pd.Timestamp.now(tz="UTC")).total_seconds()) + 0.5)
+    overview = _overview(cluster["home"], cluster["url"], monkeypatch)
+    assert not overview.exception, [e.value for e in overview.exception]
+    assert any(f"{len(logged):,} answers" in c.value for c in overview.caption), \
+        [c.value for c in overview.caption]
+    assert any("Active model **rules-b**" in i.value for i in overview.info), \
+        [i.value for i in overview.info]
 
 
 def _count_until(url: str, stop_file: str, out_file: str) -> None:

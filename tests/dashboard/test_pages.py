@@ -86,6 +86,30 @@ def test_drift_page_names_the_drifted_feature_and_builds_the_report(bad_home,
     assert len(at.get("download_button")) == 1
 
 
+def test_drift_page_breaks_performance_and_drift_down_by_segment(bad_home,
+                                                                 run_page: Callable[..., AppTest]):
+    at = run_page("drift")
+    assert not at.exception
+    frames = [d.value for d in at.dataframe]
+    by_site = next(f for f in frames if "Reference share" in f and "Anatomical site" in f)
+    assert by_site["Reference share"].sum() == pytest.approx(1.0)
+    performance = next(f for f in frames if "Sensitivity (95 % interval)" in f)
+    assert performance["Labelled"].sum() == 80  # the current window's labelled answers
+    at.radio(key="drift_segment").set_value("source").run()
+    assert not at.exception
+    shares = next(d.value for d in at.dataframe if "Source" in d.value and "Share now" in d.value)
+    # the planted mix of the current window: half from the API, a quarter each from the dashboard
+    # and batch jobs, where the reference's answers all came from the API: every source shifted
+    assert dict(zip(shares["Source"], shares["Share now"], strict=True)) == {
+        "api": 0.5, "dashboard": 0.25, "batch": 0.25}
+    assert dict(zip(shares["Source"], shares["Reference share"], strict=True)) == {
+        "api": 1.0, "dashboard": 0.0, "batch": 0.0}
+    assert shares["Shifted"].all()
+    at.radio(key="drift_segment").set_value("sex").run()
+    sexes = next(d.value for d in at.dataframe if "Sex" in d.value and "Share now" in d.value)
+    assert not sexes["Shifted"].any()  # the same mix of men and women as the reference
+
+
 def test_operations_page_counts_answers_by_source(bad_home, run_page: Callable[..., AppTest]):
     at = run_page("operations")
     assert not at.exception

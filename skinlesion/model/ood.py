@@ -1,21 +1,30 @@
 """The out-of-distribution gate: is an image unlike the images a version was trained on?
 
 Two checks, each a Mahalanobis distance to the version's *training* images (their mean and a
-Ledoit-Wolf shrunk covariance, scikit-learn), each bounded at the :data:`OOD_QUANTILE` quantile of
-the distances of its *validation* answers (images it never trained on):
+Ledoit-Wolf shrunk covariance, scikit-learn):
 
 * the **embedding**: the monitoring embedding every neural answer already computes (the upright
   view's pooled backbone features through a fixed random projection, :mod:`skinlesion.model.neural`)
-  — what the network makes of the image;
+  — what the network makes of the image — taken as its *direction* (the unit vector) and the
+  logarithm of its length (:func:`embedding_features`). The direction is what tells a degraded
+  image: on the real data a JPEG re-encoded at quality 3 keeps the embedding's components within
+  their training spread but turns it away from every training image (flagged 93% of the time by
+  the direction, 0% by the raw components; README, monitoring validation);
 * the **image statistics** (:data:`GATE_STATS`: brightness, contrast, saturation, channel means,
   log sharpness) taken jointly — an acquisition the network may be blind to (a strong colour cast,
   under-exposure, heavy blur) but a clinician would not trust.
 
-An image beyond either bound is out of distribution; about 1% of images like the validation split
-are (half a percent per check). The gate is fitted once when a version is registered and stored in
-its card (``ood``); :func:`card_gate` rebuilds it. The Predictor answers ``uncertain`` with the
-reason; monitoring reuses it for the share of a window's answers out of distribution. Pure numpy +
-scikit-learn: no torch, SQL or streamlit.
+An image beyond either bound is out of distribution. Both bounds sit at one quantile of the
+distances of the version's *validation* answers (images it never trained on), the quantile chosen
+so that the two checks together flag :data:`OOD_VALIDATION_SHARE` of them (:func:`union_quantile`).
+The gate is fitted once when a version is registered and stored in its card (``ood``);
+:func:`card_gate` rebuilds it (a card of the earlier form, raw embedding components, still reads).
+The Predictor answers ``uncertain`` with the reason; monitoring reuses it for the share of a
+window's answers out of distribution. Pure numpy + scikit-learn: no torch, SQL or streamlit.
+
+What it does not catch: synthetic lesions drawn by :mod:`skinlesion.data.synthetic` look like
+lesions to the network's pooled features (their embeddings fall inside the training spread); the
+image statistics flag a part of them (README, monitoring validation).
 """
 
 from __future__ import annotations
@@ -29,12 +38,30 @@ import numpy as np
 import pandas as pd
 from sklearn.covariance import LedoitWolf
 
-#: Each check's bound: this quantile of the validation answers' distances.
-OOD_QUANTILE = 0.995
+#: Share of the validation answers the two checks together flag (each check's bound is one
+#: quantile of its validation distances, the same for both, chosen to flag this share in all).
+OOD_VALIDATION_SHARE = 0.01
+#: The bounds' quantile is searched on this grid (a finer one would chase single images).
+QUANTILE_GRID = tuple(round(1 - k / 2000, 4) for k in range(1, 41))  # 0.9995 .. 0.98
+#: How the embedding check reads an embedding: ``direction`` (unit vector and log length,
+#: :func:`embedding_features`) or ``raw`` (its components; cards written before the direction).
+EMBEDDING_FORMS = ("direction", "raw")
 #: The gate needs at least this many training and validation images.
 MIN_EMBEDDINGS = 20
 #: The image statistics the gate checks jointly (sharpness on a log scale).
 GATE_STATS = ("brightness", "contrast", "saturation", "mean_r", "mean_g", "mean_b", "sharpness")
+
+
+def embedding_features(embeddings: object, form: str = "direction") -> np.ndarray:
+    """The embedding check's rows (n, d + 1 for ``direction``) of embeddings (n, d): each one's unit
+    vector and the logarithm of its length (``direction``), or the embeddings as they are (``raw``)."""
+    x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+    if form == "raw":
+        return x
+    if form != "direction":
+        raise ValueError(f"unknown embedding form {form!r}; known: {', '.join(EMBEDDING_FORMS)}")
+    length = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return np.hstack([x / length, np.log(length)])
 
 
 def stats_matrix(stats: pd.DataFrame | Sequence[Mapping[str, float]]) -> np.ndarray:
@@ -92,34 +119,67 @@ def fit_check(train: np.ndarray, validation: np.ndarray, quantile: float) -> Che
     return Check(check.mean, check.precision, float(np.quantile(check.distance(validation), quantile)))
 
 
+def union_quantile(distances: Sequence[np.ndarray], share: float) -> float:
+    """The smallest quantile of :data:`QUANTILE_GRID` at which bounding each check's validation
+    ``distances`` at that quantile flags at most ``share`` of the images with any check (the
+    grid's largest when none does)."""
+    fitting = [q for q in QUANTILE_GRID
+               if np.any([d > np.quantile(d, q) for d in distances], axis=0).mean() <= share]
+    return min(fitting) if fitting else max(QUANTILE_GRID)
+
+
 @dataclass(frozen=True)
 class OODGate:
     """The ``embedding`` and image-``stats`` checks (see the module docstring), each bound at
-    ``quantile`` of ``n_validation`` validation images, fitted on ``n_train`` training images."""
+    ``quantile`` of ``n_validation`` validation images, fitted on ``n_train`` training images;
+    ``embedding_form`` says how the embedding check reads an embedding (:data:`EMBEDDING_FORMS`)."""
 
     embedding: Check
     stats: Check
     quantile: float
     n_train: int
     n_validation: int
+    embedding_form: str = "direction"
+
+    def __post_init__(self) -> None:
+        if self.embedding_form not in EMBEDDING_FORMS:
+            raise ValueError(f"unknown embedding form {self.embedding_form!r}; known: {', '.join(EMBEDDING_FORMS)}")
+        extra = 1 if self.embedding_form == "direction" else 0
+        if self.embedding.dim <= extra:
+            raise ValueError(f"an embedding check of form {self.embedding_form!r} needs more than {extra} "
+                             f"components, got {self.embedding.dim}")
 
     @property
     def dim(self) -> int:
         """Length of the embeddings the gate checks."""
-        return self.embedding.dim
+        return self.embedding.dim - (1 if self.embedding_form == "direction" else 0)
+
+    def embedding_distance(self, embeddings: object) -> np.ndarray:
+        """The embedding check's distance of each embedding (n, :attr:`dim`)."""
+        x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+        if x.shape[1] != self.dim:
+            raise ValueError(f"rows have {x.shape[1]} components, the gate {self.dim}: "
+                             "use the gate of the version that computed them")
+        return self.embedding.distance(embedding_features(x, self.embedding_form))
+
+    def flags_by_check(self, embeddings: object, stats: pd.DataFrame | Sequence[Mapping[str, float]]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Which images each check (embedding, image statistics) finds out of distribution."""
+        return (self.embedding_distance(embeddings) > self.embedding.bound,
+                self.stats.distance(stats_matrix(stats)) > self.stats.bound)
 
     def flags(self, embeddings: object, stats: pd.DataFrame | Sequence[Mapping[str, float]]) -> np.ndarray:
         """Which images (rows of ``embeddings`` and of ``stats``) are out of distribution."""
-        return ((self.embedding.distance(embeddings) > self.embedding.bound)
-                | (self.stats.distance(stats_matrix(stats)) > self.stats.bound))
+        by_embedding, by_stats = self.flags_by_check(embeddings, stats)
+        return by_embedding | by_stats
 
     def reasons(self, embedding: Sequence[float], stats: Mapping[str, float]) -> list[str]:
         """Why one image is out of distribution (empty when it is not)."""
         out = []
-        distance = float(self.embedding.distance(embedding)[0])
+        distance = float(self.embedding_distance(embedding)[0])
         if distance > self.embedding.bound:
             out.append(f"out of distribution: the image is unlike the training images (embedding distance "
-                       f"{distance:.1f} > {self.embedding.bound:.1f}, the {self.quantile:.1%} bound of "
+                       f"{distance:.1f} > {self.embedding.bound:.1f}, the {self.quantile:.2%} quantile of "
                        "validation images)")
         distance = float(self.stats.distance(stats_matrix([stats]))[0])
         if distance > self.stats.bound:
@@ -131,7 +191,7 @@ class OODGate:
         """JSON-able form for the model card; :meth:`from_dict` reads it."""
         return {"method": "mahalanobis", "embedding": self.embedding.as_dict(), "stats": self.stats.as_dict(),
                 "stats_names": list(GATE_STATS), "quantile": self.quantile, "n_train": self.n_train,
-                "n_validation": self.n_validation}
+                "n_validation": self.n_validation, "embedding_form": self.embedding_form}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OODGate:
@@ -139,7 +199,7 @@ class OODGate:
             raise ValueError("unknown OOD gate in the card; re-register the version (known: mahalanobis "
                              "over the embedding and the image statistics)")
         return cls(Check.from_dict(data["embedding"]), Check.from_dict(data["stats"]), float(data["quantile"]),
-                   int(data["n_train"]), int(data["n_validation"]))
+                   int(data["n_train"]), int(data["n_validation"]), str(data.get("embedding_form", "raw")))
 
 
 def card_gate(card_extra: Mapping[str, Any] | None) -> OODGate | None:
@@ -149,9 +209,10 @@ def card_gate(card_extra: Mapping[str, Any] | None) -> OODGate | None:
 
 
 def fit_ood_gate(train_embeddings: object, train_stats: pd.DataFrame, validation_embeddings: object,
-                 validation_stats: pd.DataFrame, *, quantile: float = OOD_QUANTILE) -> OODGate:
+                 validation_stats: pd.DataFrame, *, share: float = OOD_VALIDATION_SHARE) -> OODGate:
     """The gate of a version from its training and validation images' embeddings (n, d) and
-    image statistics (tables with :data:`GATE_STATS`)."""
+    image statistics (tables with :data:`GATE_STATS`), its checks bound to flag ``share`` of the
+    validation images together (:func:`union_quantile`)."""
     x_train = np.asarray(train_embeddings, dtype=np.float64)
     x_val = np.asarray(validation_embeddings, dtype=np.float64)
     if x_train.ndim != 2 or x_val.ndim != 2 or x_train.shape[1] != x_val.shape[1]:
@@ -162,8 +223,13 @@ def fit_ood_gate(train_embeddings: object, train_stats: pd.DataFrame, validation
     if min(len(x_train), len(x_val)) < MIN_EMBEDDINGS:
         raise ValueError(f"an OOD gate needs at least {MIN_EMBEDDINGS} training and validation "
                          f"images, got {len(x_train)} and {len(x_val)}")
-    if not 0.5 < quantile < 1:
-        raise ValueError(f"the OOD quantile must be in (0.5, 1), got {quantile}")
-    return OODGate(fit_check(x_train, x_val, quantile),
-                   fit_check(stats_matrix(train_stats), stats_matrix(validation_stats), quantile),
-                   quantile, len(x_train), len(x_val))
+    if not 0 < share < 0.5:
+        raise ValueError(f"the share of validation images flagged must be in (0, 0.5), got {share}")
+    checks = [(embedding_features(x_train), embedding_features(x_val)),
+              (stats_matrix(train_stats), stats_matrix(validation_stats))]
+    fitted = [fit_check(train, validation, 0.5) for train, validation in checks]
+    distances = [check.distance(validation) for check, (_, validation) in zip(fitted, checks, strict=True)]
+    quantile = union_quantile(distances, share)
+    embedding, stats = (Check(check.mean, check.precision, float(np.quantile(d, quantile)))
+                        for check, d in zip(fitted, distances, strict=True))
+    return OODGate(embedding, stats, quantile, len(x_train), len(x_val), "direction")

@@ -52,7 +52,7 @@ from skinlesion.data.images import image_stats, load_image
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.synthetic import render_lesion
 from skinlesion.errors import DataError
-from skinlesion.model.ood import OODGate, fit_ood_gate, stats_matrix
+from skinlesion.model.ood import OODGate, fit_ood_gate
 from skinlesion.monitoring.estimate import ESTIMATED_METRICS
 from skinlesion.monitoring.health import DRIFT_METRIC, OOD_METRIC, label_metrics
 from skinlesion.monitoring.policy import Policy
@@ -192,9 +192,25 @@ def _metadata(row: pd.Series) -> Metadata:
     return Metadata.from_raw(None if pd.isna(age) else age, row["sex"], row["anatom_site_general"])
 
 
+#: Card keys a working copy adds or may differ in (:func:`prepare_version`): not part of what the
+#: version answers.
+_COPY_KEYS = ("ood", "notes")
+
+
+def version_fingerprint(folder: Path) -> str:
+    """What a version answers with, as 12 hex digits: its weights and its card without the keys a
+    working copy adds (a recalibration, a new threshold or retrained weights change it; the
+    working copy of a version shares its fingerprint)."""
+    card = json.loads((folder / registry.CARD_FILE).read_text())
+    digest = hashlib.sha256(json.dumps({k: v for k, v in card.items() if k not in _COPY_KEYS},
+                                       sort_keys=True).encode())
+    for weights in sorted(folder.glob("*.pt")):
+        digest.update(weights.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _cache_file(cache_dir: Path, version: registry.ModelVersion, transform_key: str) -> Path:
-    digest = hashlib.sha256(f"{version.id}\n{version.card.created}".encode()).hexdigest()[:12]
-    return cache_dir / f"{transform_key}-{digest}.parquet"
+    return cache_dir / f"{transform_key}-{version_fingerprint(version.path)}.parquet"
 
 
 def answer_images(predictor: Predictor, rows: pd.DataFrame, transform_key: str,
@@ -264,7 +280,8 @@ def prepare_version(models_dir: Path, version: str, data: pd.DataFrame, work_dir
         return Path(models_dir), loaded.id
     copy_dir = work_dir / "models"
     target = copy_dir / loaded.id
-    if (target / registry.CARD_FILE).is_file() and _has_gate(registry.read_card(target)):
+    if ((target / registry.CARD_FILE).is_file() and _has_gate(registry.read_card(target))
+            and version_fingerprint(target) == version_fingerprint(loaded.path)):
         return copy_dir, loaded.id
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(loaded.path, target)
@@ -455,9 +472,7 @@ def gate_check(predictor: Predictor, gate: OODGate, test: pd.DataFrame, cache_di
 
 def _flagged(gate: OODGate, answers: pd.DataFrame) -> dict[str, Any]:
     """How many of ``answers`` (embedding and image statistics) the gate flags, in all and by check."""
-    embeddings = np.stack(answers["embedding"].to_list())
-    by_embedding = gate.embedding.distance(embeddings) > gate.embedding.bound
-    by_stats = gate.stats.distance(stats_matrix(answers)) > gate.stats.bound
+    by_embedding, by_stats = gate.flags_by_check(np.stack(answers["embedding"].to_list()), answers)
     return {"images": len(answers), "flagged": float((by_embedding | by_stats).mean()),
             "by_embedding": float(by_embedding.mean()), "by_statistics": float(by_stats.mean())}
 

@@ -1,5 +1,6 @@
-"""The OOD gate: about its quantile of same-distribution images flagged by each check, a planted
-outlier flagged by the check that sees it."""
+"""The OOD gate: about its share of same-distribution images flagged, a planted outlier flagged by
+the check that sees it (a turned embedding of ordinary size too), and cards of the earlier form
+(raw embedding components) still read."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from skinlesion.model.ood import GATE_STATS, OODGate, fit_ood_gate
 
 
 def embeddings(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
-    """Correlated 8-d embeddings (a fixed mixing matrix), optionally shifted along every axis."""
-    mixing = np.random.default_rng(0).normal(size=(8, 8))
-    return np.random.default_rng(seed).normal(size=(n, 8)) @ mixing + shift
+    """Correlated 8-d embeddings (a fixed mixing matrix) around a fixed centre away from the origin
+    (as pooled features are), optionally shifted along every axis."""
+    rng = np.random.default_rng(0)
+    mixing, centre = rng.normal(size=(8, 8)), rng.normal(3.0, 2.0, size=8)
+    return np.random.default_rng(seed).normal(size=(n, 8)) @ mixing + centre + shift
 
 
 def stats(n: int, seed: int, brightness: float = 0.0) -> pd.DataFrame:
@@ -29,12 +32,13 @@ def stats(n: int, seed: int, brightness: float = 0.0) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def gate() -> OODGate:
     return fit_ood_gate(embeddings(2000, seed=1), stats(2000, seed=1), embeddings(1000, seed=2),
-                        stats(1000, seed=2), quantile=0.995)
+                        stats(1000, seed=2), share=0.01)
 
 
-def test_same_distribution_flags_about_the_quantile_of_each_check(gate: OODGate) -> None:
+def test_same_distribution_flags_about_its_validation_share(gate: OODGate) -> None:
     share = gate.flags(embeddings(5000, seed=3), stats(5000, seed=3)).mean()
-    assert 0.003 < share < 0.025
+    assert 0.004 < share < 0.02
+    assert 0.99 < gate.quantile < 1
     assert gate.n_train == 2000 and gate.n_validation == 1000 and gate.dim == 8
 
 
@@ -49,6 +53,25 @@ def test_a_planted_outlier_is_flagged_by_the_check_that_sees_it(gate: OODGate) -
     assert "colour, exposure or sharpness" in reason
     assert gate.flags(embeddings(500, seed=5, shift=6.0), stats(500, seed=5)).mean() > 0.9
     assert gate.flags(embeddings(500, seed=5), stats(500, seed=5, brightness=-0.3)).mean() > 0.9
+
+
+def test_a_turned_embedding_of_ordinary_length_is_flagged(gate: OODGate) -> None:
+    """Each component's size as in training, the signs scrambled: the vector points where no
+    training image does."""
+    x = embeddings(500, seed=7)
+    turned = np.abs(x) * np.sign(np.random.default_rng(8).normal(size=(500, 8)))  # signs scrambled
+    ordinary = stats(500, seed=7)
+    assert gate.flags(turned, ordinary).mean() > 2 * gate.flags(x, ordinary).mean() + 0.1
+
+
+def test_a_card_of_the_earlier_form_still_reads(gate: OODGate) -> None:
+    raw = fit_ood_gate(embeddings(300, seed=1), stats(300, seed=1), embeddings(300, seed=2), stats(300, seed=2))
+    card = {k: v for k, v in raw.as_dict().items() if k != "embedding_form"}
+    card["embedding"] = {"mean": [0.0] * 8, "precision": np.eye(8).tolist(), "bound": 3.0}
+    old = OODGate.from_dict(card)
+    assert old.embedding_form == "raw" and old.dim == 8
+    (reason,) = old.reasons(np.full(8, 5.0), stats(1, seed=4).iloc[0].to_dict())
+    assert "embedding distance 14.1" in reason
 
 
 def test_round_trip_and_bad_inputs(gate: OODGate) -> None:

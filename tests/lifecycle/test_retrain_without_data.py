@@ -19,7 +19,7 @@ from skinlesion.errors import DataError
 from skinlesion.lifecycle import jobs
 from skinlesion.lifecycle.data import (MIN_PRODUCTION_CASES, PRODUCTION_ONLY, retrain_plan,
                                        split_production, training_data)
-from skinlesion.lifecycle.duplicates import groups, signature, signatures
+from skinlesion.lifecycle.duplicates import check, groups, signature, signatures
 from skinlesion.lifecycle.gate import HOLDOUT, ORIGINAL_TEST
 from skinlesion.lifecycle.operations import OperationError
 from skinlesion.lifecycle.policy import RetrainingPolicy
@@ -158,3 +158,14 @@ def test_cli_retrain_wait_with_default_settings_over_a_demo_like_home(demo_like,
     assert job.status == "succeeded" and job.result["version"] == candidate
     log = "\n".join(home["store"].job_log(job.id)["line"])
     assert "is not on this machine" in log and "epoch 1/" in log
+
+
+def test_check_reports_how_grouping_does_on_shifted_copies(synthetic_df):
+    rows = synthetic_df.iloc[:10]
+    report = check(rows["path"].tolist(), rows["lesion_id"].tolist(), device_shift)
+    assert report["images"] == 10 and report["copies_with_original"] == 1.0
+    assert report["min_copy_correlation"] > 0.98 and report["largest_group"] >= 2
+    # a "shift" that replaces the image by another lesion's is caught
+    other = load_image(synthetic_df["path"].iloc[-1])
+    assert check(rows["path"].tolist(), rows["lesion_id"].tolist(),
+                 lambda img, severity: other)["copies_with_original"] < 0.5

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "skinlesion.scoring",
         "skinlesion.explain", "skinlesion.plots", "skinlesion.export")),
     ("predict", ("skinlesion.predict",)),
-    ("store and serving", ("skinlesion.store.*", "skinlesion.records", "skinlesion.serving")),
+    ("store and serving", ("skinlesion.store.*", "skinlesion.records.*", "skinlesion.serving")),
     ("lifecycle", ("skinlesion.lifecycle.*",)),
     ("monitoring", ("skinlesion.monitoring.*",)),
     ("edges and applications", (

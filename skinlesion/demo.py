@@ -14,11 +14,12 @@ a ``[simulated]`` message prefix, ``"simulated": true`` in the webhook JSON).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from skinlesion.data.synthetic import (CLASS_FREQUENCY, render_lesion, sample_me
                                        write_synthetic_dataset)
 from skinlesion.monitoring.policy import Policy, load_policy
 from skinlesion.monitoring.runner import run_once
-from skinlesion.predict import Predictor
+from skinlesion.predict import Prediction, Predictor
 from skinlesion.register import register, register_fallback
 from skinlesion.registry import ModelCard, load_version, read_card, read_manifest, resolve_version
 from skinlesion.schema import CLASSES, Metadata
@@ -83,13 +84,19 @@ def schedule(now: datetime, config: TrafficConfig, rng: np.random.Generator) -> 
     return sorted(times)
 
 
+#: the incident's severity moves in steps of this size, so the device's transform takes a few
+#: distinct strengths and a case seen again at the same strength gets the answer it got before
+SEVERITY_STEP = 0.1
+
+
 def incident_severity(t: datetime, now: datetime, incident_days: int) -> float:
     """0 before the incident; then rising from 0.4 to 1 over its days (the new device is rolled
-    out to more rooms), so statuses turn yellow before red."""
+    out to more rooms), in steps of :data:`SEVERITY_STEP`, so statuses turn yellow before red."""
     start = now - timedelta(days=incident_days)
     if t < start:
         return 0.0
-    return 0.4 + 0.6 * min((t - start) / timedelta(days=incident_days), 1.0)
+    raw = 0.4 + 0.6 * min((t - start) / timedelta(days=incident_days), 1.0)
+    return round(round(raw / SEVERITY_STEP) * SEVERITY_STEP, 6)
 
 
 def device_shift(image: Image.Image, severity: float) -> Image.Image:
@@ -163,34 +170,65 @@ def shifted(image: bytes | Image.Image, severity: float) -> bytes | Image.Image:
     return device_shift(decoded, severity)
 
 
+#: what makes two simulated requests the same question: the image file's content, the device's
+#: strength, and the metadata sent with it
+CaseKey = tuple[str, float, tuple]
+
+
+def case_key(image: bytes | Image.Image, severity: float, meta: Metadata) -> CaseKey | None:
+    """The key under which a request's answer is reused (None: never, for a freshly drawn image).
+    The Predictor is deterministic, so the same file at the same strength with the same metadata
+    gets the same answer; the demo asks it once."""
+    if not isinstance(image, bytes):
+        return None
+    return (hashlib.blake2b(image, digest_size=16).hexdigest(), severity,
+            tuple(sorted(meta.as_dict().items())))
+
+
 def simulate_traffic(store: Store, predictor: Predictor, now: datetime, config: TrafficConfig, *,
                      cases: CaseSource | None = None, mix: dict[str, float] | None = None,
                      retention_dir: Path | None = None, batch_size: int = 48,
                      progress: bool = True) -> dict:
     """Send simulated requests through ``predictor`` and log them with their simulated times;
     add the labels that have arrived by ``now``. Classes are drawn from ``mix`` (default
-    :data:`CLINIC_MIX`) moving to :data:`OLDER_MIX` during the incident. Returns counts."""
+    :data:`CLINIC_MIX`) moving to :data:`OLDER_MIX` during the incident. A request that repeats an
+    earlier one (:func:`case_key`: a real image file drawn again at the same device strength with
+    the same metadata) reuses its answer instead of asking the model again; each batch's new
+    questions go to the model in one call. Returns counts (``asked``: the model's answers)."""
     rng = np.random.default_rng(config.seed)
     draw = cases or synthetic_cases(config.image_width)
     times = schedule(now, config, rng)
-    n_labels = 0
+    answered: dict[CaseKey, Prediction] = {}
+    n_labels = n_asked = 0
     bar = tqdm(total=len(times), desc="simulated traffic", unit="req", file=sys.stderr,
                disable=not progress)
     for start in range(0, len(times), batch_size):
         batch_times = times[start:start + batch_size]
-        classes, images, metas = [], [], []
+        classes, images, metas, keys = [], [], [], []
         for t in batch_times:
             sev = incident_severity(t, now, config.incident_days)
             cls = CLASSES[rng.choice(len(CLASSES), p=class_mix(sev, mix))]
             image, meta = draw(cls, rng)
+            metadata = Metadata.from_raw(**older_patient(meta, sev, rng))
+            key = case_key(image, sev, metadata)
             classes.append(cls)
-            images.append(shifted(image, sev))
-            metas.append(Metadata.from_raw(**older_patient(meta, sev, rng)))
-        answers = predictor.predict_batch(images, metas)
+            metas.append(metadata)
+            keys.append(key)
+            images.append(None if key in answered else shifted(image, sev))
+        new = {}  # the first request of each new question in this batch
+        for i, key in enumerate(keys):
+            if key is None or (key not in answered and key not in new):
+                new[key if key is not None else ("fresh", i)] = i
+        fresh = predictor.predict_batch([images[i] for i in new.values()],
+                                        [metas[i] for i in new.values()]) if new else []
+        n_asked += len(fresh)
+        by_request = dict(zip(new.values(), fresh, strict=True))
+        answered.update({k: by_request[i] for k, i in new.items() if k[0] != "fresh"})
         records, labels = [], []
-        for t, cls, img, meta, answer in zip(batch_times, classes, images, metas, answers,
-                                             strict=True):
-            path = _retain(img, answer.image_sha256, retention_dir)
+        for i, (t, cls, meta, key) in enumerate(zip(batch_times, classes, metas, keys,
+                                                    strict=True)):
+            answer = by_request[i] if i in by_request else answered[key]
+            path = _retain(images[i], answer.image_sha256, retention_dir)
             record = prediction_record(answer, source="demo", metadata=meta, ts=t,
                                        simulated=True, image_path=path)
             records.append(record)
@@ -205,17 +243,21 @@ def simulate_traffic(store: Store, predictor: Predictor, now: datetime, config: 
             n_labels += len(labels)
         bar.update(len(batch_times))
     bar.close()
-    return {"predictions": len(times), "labels": n_labels}
+    return {"predictions": len(times), "labels": n_labels, "asked": n_asked}
 
 
-def _retain(image: bytes | Image.Image, sha: str, folder: Path | None) -> str | None:
+def _retain(image: bytes | Image.Image | None, sha: str, folder: Path | None) -> str | None:
+    """Keep the image asked about under its hash in ``folder`` (once: a repeated image is already
+    there, and comes as None)."""
     if folder is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{sha}.jpg"
+    if path.exists():
+        return str(path)
     if isinstance(image, bytes):
         path.write_bytes(image)
-    else:
+    elif image is not None:
         image.save(path, quality=88)
     return str(path)
 
@@ -240,6 +282,9 @@ DEMO_NOTE = ("DEMO MODEL trained on synthetic images (skinlesion synth); its tra
 
 @dataclass(frozen=True)
 class DemoResult:
+    """What a build made, and what it cost: ``seconds`` in all and per step (``stages``), and how
+    often the model was ``asked`` for the ``predictions`` logged."""
+
     home: Path
     model: str
     fallback: str
@@ -247,6 +292,8 @@ class DemoResult:
     labels: int
     open_alerts: int
     seconds: float
+    asked: int = 0
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 def demo_home(settings: Settings) -> Path:
@@ -294,19 +341,28 @@ def build_demo(settings: Settings, *, data: Path | None = None, n_images: int = 
         shutil.rmtree(home)
     demo = Settings(home=home, cache_dir=settings.cache_dir)
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+    stages: dict[str, float] = {}  # seconds per step, by its number ("1/5")
+    running: list = []  # the step under way: [number, when it started]
+
+    def step(number: str, what: str) -> None:
+        """Start step ``number`` (saying ``what``); the step before it is timed."""
+        if running:
+            stages[running[0]] = time.perf_counter() - running[1]
+        running[:] = [number, time.perf_counter()]
+        say(f"[{number}] {what}")
 
     if data is None:
-        say(f"[1/5] synthetic dataset ({n_images} images)")
+        step("1/5", f"synthetic dataset ({n_images} images)")
         df = read_dataset(write_synthetic_dataset(home / "dataset", n=n_images, seed=traffic.seed))
         split = split_dataset(df, seed=traffic.seed)
-        say("[2/5] demo model (EfficientNet-Lite0 + metadata, head trained on cached embeddings)")
+        step("2/5", "demo model (EfficientNet-Lite0 + metadata, head trained on cached embeddings)")
         model = _train_demo_model(demo, df, split, train_config, traffic.seed, progress)
         cases, mix = synthetic_cases(traffic.image_width), None
         data_name = "synthetic demo data (simulated)"
     else:
-        say(f"[1/5] real images from {data}")
+        step("1/5", f"real images from {data}")
         df = read_dataset(data)
-        say("[2/5] the shipped reference model")
+        step("2/5", "the shipped reference model")
         model = _copy_version(settings.models_dir, "reference", demo.models_dir)
         served = unseen_rows(df, read_manifest(demo.models_dir, model.id))
         if len(served) < len(df):
@@ -317,7 +373,7 @@ def build_demo(settings: Settings, *, data: Path | None = None, n_images: int = 
         df, split = _subsample(df, split_dataset(df, seed=traffic.seed), fallback_images,
                                traffic.seed)
 
-    say("[3/5] rule-based fallback (ABCD features + metadata)")
+    step("3/5", "rule-based fallback (ABCD features + metadata)")
     fallback = register_fallback(demo.models_dir, df, split, data_name=data_name, seed=traffic.seed,
                                  notes="Rule-based fallback of the demo (ABCD rule).",
                                  version_id="demo-fallback", progress=progress)
@@ -329,21 +385,26 @@ def build_demo(settings: Settings, *, data: Path | None = None, n_images: int = 
     store.set_route(ServingRoute(active_version=model.id, fallback_version=fallback.id),
                     actor="demo", role="ml_lead", reason="demo set-up (simulated)")
 
-    say(f"[4/5] {traffic.days} days of simulated traffic through the Predictor")
+    step("4/5", f"{traffic.days} days of simulated traffic through the Predictor")
     predictor = Predictor(load_version(model.id, demo.models_dir, device="cpu"))
     counts = simulate_traffic(store, predictor, now, traffic, cases=cases, mix=mix,
                               retention_dir=demo.data_dir / "images", progress=progress)
 
-    say("[5/5] monitoring replay (one 24 h snapshot per day)")
+    step("5/5", "monitoring replay (one 24 h snapshot per day)")
     replay_monitoring(traffic.days, now, lambda t: run_once(store, demo.models_dir, policy, now=t,
                                                             window="24h", simulated=True),
                       progress=progress)
     add_demo_users(demo)
     (home / "BUILT").write_text(now.isoformat() + "\n")
+    stages[running[0]] = time.perf_counter() - running[1]
+    say("step times: " + ", ".join(f"[{k}] {v:.0f} s" for k, v in stages.items())
+        + f"; the model answered {counts['asked']} of {counts['predictions']} requests (the rest "
+        "repeat an earlier case)")
     return DemoResult(home=home, model=model.id, fallback=fallback.id,
                       predictions=counts["predictions"], labels=counts["labels"],
                       open_alerts=len(store.open_alerts()),
-                      seconds=time.perf_counter() - started)
+                      seconds=time.perf_counter() - started, asked=counts["asked"],
+                      stages=stages)
 
 
 def _train_demo_model(demo: Settings, df: pd.DataFrame, split: pd.Series,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -90,3 +91,57 @@ def test_build_demo_end_to_end_small(tmp_path):
 
     card = read_card(result.home / "models" / "demo-model")  # names its data: retraining finds it
     assert original_data_dir(card) == (result.home / "dataset").resolve()
+
+
+def test_severity_moves_in_steps():
+    from skinlesion.demo import SEVERITY_STEP
+
+    levels = {incident_severity(NOW - timedelta(hours=h), NOW, 7) for h in range(7 * 24)}
+    assert all(abs(v / SEVERITY_STEP - round(v / SEVERITY_STEP)) < 1e-9 for v in levels)
+    assert 0.4 in levels and 1.0 in levels and len(levels) <= 7
+
+
+def test_repeated_cases_are_answered_once_and_logged_as_if_asked(tmp_path, monkeypatch):
+    """Four real image files drawn over a week of traffic: the model is asked once per file,
+    device strength and metadata, and every logged answer is what the model says of that case."""
+    from io import BytesIO
+
+    from skinlesion import registry
+    from skinlesion.demo import case_key, dataset_cases, shifted, simulate_traffic
+    from skinlesion.predict import Predictor
+    from skinlesion.schema import Metadata
+    from skinlesion.store import Store
+    from tests.standins import STANDIN_KIND, STANDIN_PATH, save_standin
+
+    monkeypatch.setitem(registry.CLASSIFIER_KINDS, STANDIN_KIND, STANDIN_PATH)
+    save_standin(tmp_path / "models", "v1")
+    predictor = Predictor.from_registry("v1", tmp_path / "models")
+    paths = []
+    for grey in (60, 110, 160, 210):
+        out = BytesIO()
+        Image.new("RGB", (64, 48), (grey, grey - 20, grey - 40)).save(out, format="PNG")
+        paths.append(tmp_path / f"{grey}.png")
+        paths[-1].write_bytes(out.getvalue())
+    df = pd.DataFrame({"path": [str(p) for p in paths], "diagnosis": ["MEL", "NV", "NV", "BCC"],
+                       "age_approx": [50.0] * 4, "sex": ["male"] * 4,
+                       "anatom_site_general": ["head/neck"] * 4})
+    store = Store(tmp_path / "demo.duckdb")
+    config = TrafficConfig(days=7, requests_per_weekday=40, incident_days=2)
+    counts = simulate_traffic(store, predictor, NOW, config, cases=dataset_cases(df),
+                              progress=False)
+    assert counts["predictions"] > 150
+    # healthy days: 4 files; the incident: 4 files x <= 7 strengths x the ages it draws
+    assert counts["asked"] < counts["predictions"] / 3
+    logged = store.query_predictions()
+    assert len(logged) == counts["predictions"] and logged["request_id"].is_unique
+    for _, row in logged.sample(12, random_state=0).iterrows():
+        sev = incident_severity(row["ts"].to_pydatetime(), NOW, config.incident_days)
+        meta = Metadata.from_raw(row["age_approx"], row["sex"], row["anatom_site_general"])
+        source = next(p.read_bytes() for p in paths
+                      if case_key(p.read_bytes(), sev, meta) is not None
+                      and predictor.predict_batch([shifted(p.read_bytes(), sev)], [meta])[0]
+                      .image_sha256 == row["image_sha256"])
+        fresh = predictor.predict_batch([shifted(source, sev)], [meta])[0]
+        assert fresh.p_malignant == pytest.approx(row["p_malignant"])
+        assert fresh.decision == row["decision"]
+    assert case_key(Image.new("RGB", (4, 4)), 0.0, meta) is None  # a fresh image: always asked

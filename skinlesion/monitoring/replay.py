@@ -157,7 +157,8 @@ class Scenario:
 
 
 def default_scenarios(malignant: Sequence[str]) -> tuple[Scenario, ...]:
-    """In-distribution traffic and the named shifts, each of a size a clinic would care about."""
+    """In-distribution traffic and the named shifts, each of a size a clinic would care about; JPEG
+    and prevalence at two sizes each, to state which size the monitor detects."""
     return (
         Scenario("in-distribution", "none", "the version's own test split, uniformly"),
         Scenario("colour cast", "acquisition", "red x1.10, blue x0.90 (white balance)",
@@ -169,12 +170,16 @@ def default_scenarios(malignant: Sequence[str]) -> tuple[Scenario, ...]:
                  ("width", "height", "sharpness"), "upsample-3", upsample(3.0)),
         Scenario("jpeg", "acquisition", "re-encoded at JPEG quality 20",
                  ("sharpness", "contrast", "embedding"), "jpeg-20", jpeg(20)),
+        Scenario("jpeg 10", "acquisition", "re-encoded at JPEG quality 10",
+                 ("sharpness", "contrast", "embedding"), "jpeg-10", jpeg(10)),
         Scenario("older patients", "population", "sampling weight exp(age / 12.5 years)",
                  ("age_approx",), weights=older_patients(12.5)),
         Scenario("site mix", "population", "head/neck lesions x5",
                  ("anatom_site_general",), weights=site_mix("head/neck", 5.0)),
         Scenario("prevalence", "prevalence", "malignant lesions x2",
                  ("p_malignant", "predicted_class"), weights=malignant_prevalence(2.0, malignant)),
+        Scenario("prevalence x3", "prevalence", "malignant lesions x3",
+                 ("p_malignant", "predicted_class"), weights=malignant_prevalence(3.0, malignant)),
     )
 
 

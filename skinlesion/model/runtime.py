@@ -45,7 +45,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from skinlesion.model.exports import REPORT_FILE, GateReport, export_folder
-from skinlesion.model.neural import InferenceEngine, NeuralClassifier, TorchEngine
+from skinlesion.model.neural import InferenceEngine, NeuralClassifier, TorchEngine, batch_views
 from skinlesion.model.threads import ThreadPolicy
 
 RUNTIMES: tuple[str, ...] = ("auto", "openvino", "onnxruntime", "torch")
@@ -55,6 +55,12 @@ ONNX_FILE = "model.onnx"
 OPENVINO_FILE = "model.xml"
 INPUT_NAMES = ("images", "metadata")
 OUTPUT_NAMES = ("logits", "pooled")
+#: Most view images (images x test-time views) concurrent calls are coalesced into: on the 2-core
+#: development machine (measured under load from other jobs) the reference network at 256x192 cost
+#: about the same per image with 2 to 8 stacked view images and 1.5 to 4 times as much per image
+#: with 16 or 32 (the activations outgrow the caches), so a larger forward only makes its callers
+#: wait longer.
+MAX_STACKED_VIEWS = 8
 
 log = logging.getLogger("skinlesion.runtime")
 
@@ -548,10 +554,11 @@ def use_runtime(classifier: object, version_id: str, version_dir: Path, requeste
                 policy: ThreadPolicy | None = None) -> RuntimeChoice:
     """:func:`select_runtime`, then hand the chosen engine (eager torch when the choice is torch) to
     the classifier (a neural one), behind a :class:`BatchingEngine` so that concurrent requests
-    share forwards. Returns the choice."""
+    share forwards (at most :data:`MAX_STACKED_VIEWS` view images each). Returns the choice."""
     choice = select_runtime(classifier, version_id, version_dir, requested, settings=settings,
                             policy=policy)
     if isinstance(classifier, NeuralClassifier) and classifier.net.uses_image:
         engine = choice.engine or TorchEngine(classifier.views_net(), classifier.device)
-        classifier.use_engine(BatchingEngine(engine))
+        views = len(batch_views(classifier.tta))
+        classifier.use_engine(BatchingEngine(engine, max_images=max(1, MAX_STACKED_VIEWS // views)))
     return choice

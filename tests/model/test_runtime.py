@@ -333,6 +333,8 @@ def test_served_classifiers_run_behind_the_batching_engine(models_dir, exported,
     choice = runtime.use_runtime(version.classifier, "tiny", version.path, "torch")
     assert choice.runtime == "torch" and isinstance(version.classifier.engine(),
                                                     runtime.BatchingEngine)
+    # four views: concurrent calls share a forward up to 2 images (8 view images)
+    assert version.classifier.engine().max_images == runtime.MAX_STACKED_VIEWS // 4 == 2
     assert version.classifier.runtime == "torch"
     np.testing.assert_allclose(version.classifier.predict_proba(*batch), eager, atol=1e-6)
 

@@ -77,7 +77,7 @@ SCORED_METRICS = ("accuracy", "precision", "recall", "specificity", "auroc", "lo
 TEST_IMAGES: int | None = None
 ACQUISITION_IMAGES = 200
 #: Images per strongly shifted transform and synthetic images, for the OOD gate's check.
-OOD_CHECK_IMAGES = 30
+OOD_CHECK_IMAGES = 100
 #: Training images whose embeddings fit the gate of a version registered without one.
 GATE_TRAIN_IMAGES = 400
 START = datetime(2026, 1, 5, tzinfo=UTC)

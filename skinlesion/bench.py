@@ -61,16 +61,19 @@ def server_counts(text: str) -> dict[str, float]:
     forwards and the images they carried."""
     return {"request_s": _histogram_sum(text, "skinlesion_request_latency_seconds"),
             "log_wait_s": _histogram_sum(text, "skinlesion_log_wait_seconds"),
+            "answer_s": _histogram_sum(text, "skinlesion_answer_seconds"),
             "forwards": _counter_sum(text, "skinlesion_inference_forwards"),
             "images": _counter_sum(text, "skinlesion_inference_images")}
 
 
 def phase_counts(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
-    """One phase of a run from the server's counts before and after it: the share of request time
-    spent waiting for the log commit, and the images per network forward (above 1: concurrent
-    requests shared forwards)."""
+    """One phase of a run from the server's counts before and after it: the shares of request time
+    spent being answered by the model and waiting for the log commit (the rest: HTTP, upload
+    parsing, checks, hand-over to a worker thread), and the images per network forward (above 1:
+    concurrent requests shared forwards)."""
     d = {k: after[k] - before[k] for k in after}
-    return {"log_wait_share": d["log_wait_s"] / d["request_s"] if d["request_s"] else None,
+    return {"answer_share": d["answer_s"] / d["request_s"] if d["request_s"] else None,
+            "log_wait_share": d["log_wait_s"] / d["request_s"] if d["request_s"] else None,
             "images_per_forward": d["images"] / d["forwards"] if d["forwards"] else None}
 
 
@@ -378,6 +381,7 @@ def serving_ratios(predictor: dict, api: dict, api_eager: dict) -> dict:
         "throughput_over_eager_path": api["concurrent"]["throughput_rps"] / eager_rps,
         "images_per_forward_8_clients": api["concurrent"].get("images_per_forward"),
         "log_wait_share_single_request": api["single_request"].get("log_wait_share"),
+        "answer_share_single_request": api["single_request"].get("answer_share"),
         "burst_32x10": {k: api["burst"][k] for k in ("clients", "requests", "errors")}
                        | {"accepted": api["accepted"], "logged": api["logged"]},
         "targets": {"predict_over_bare_forward": "<= 0.8", "api_p50_over_predict_p50": "<= 1.2",

@@ -106,6 +106,10 @@ class ApiMetrics:
         self.log_wait = Histogram("skinlesion_log_wait_seconds",
                                   "Time a prediction request waits for its log row to commit.",
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.answer_time = Histogram("skinlesion_answer_seconds", "Time a prediction request spends "
+                                     "being answered by the model (decode, preprocessing, network, "
+                                     "checks; a shared forward included).",
+                                     buckets=LATENCY_BUCKETS, registry=self.registry)
         self.decisions = Counter("skinlesion_decisions_total", "Answers by decision and class.",
                                  ["model_version", "decision", "predicted_class"],
                                  registry=self.registry)

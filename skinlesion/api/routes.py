@@ -100,7 +100,9 @@ def answer_form(request: Request, service: ServingService, form: PredictionForm,
     header = read_header(form.image)  # format, animation and size refused before any decode
     try:
         with state.pixel_budget.hold(header.pixels, state.settings.decode_wait_s):
+            answer_start = time.perf_counter()
             record = service.answer(form.image, metadata, source="api", request_id=request_id)
+            state.metrics.answer_time.observe(time.perf_counter() - answer_start)
         record = record.model_copy(update={"api_client": client.name})
     except DecodeBusy as busy:
         raise ApiError(503, "image", f"the server is decoding other large images; {busy}",

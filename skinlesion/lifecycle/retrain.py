@@ -209,7 +209,8 @@ def _register(card: ModelCard, data: TrainingData, fitted: FitResult, test_probs
     df, split = _registered(data)
     return register(
         Path(spec.models_dir), fitted.classifier, df, split, threshold=fitted.threshold,
-        val_probs=fitted.val_probs, test_probs=test_probs, data_name=_data_name(data),
+        val_probs=fitted.val_probs, test_probs=test_probs if len(test_probs) else None,
+        data_name=_data_name(data),
         history=fitted.history, training=training_summary(fitted), parent=card.id,
         target_sensitivity=fitted.config.target_sensitivity, malignant=tuple(card.malignant),
         notes=_notes(card.id, data), version_id=gate.candidate,

@@ -13,13 +13,19 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, BeforeValidator, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from skinlesion.errors import DataError
 from skinlesion.schema import class_index
 
 #: Longest audit reason: a short why, never a place for patient details.
 MAX_REASON_CHARS = 500
+
+
+class Record(BaseModel):
+    """A record: immutable once made, and refusing fields it does not know."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def now() -> datetime:

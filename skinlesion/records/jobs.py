@@ -7,9 +7,9 @@ import socket
 from datetime import datetime, timedelta
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from skinlesion.records.fields import JsonDict, NonBlank, UtcDatetime, new_id, now
+from skinlesion.records.fields import JsonDict, NonBlank, Record, UtcDatetime, new_id, now
 
 JobTrigger = Literal["manual", "scheduled", "event", "active_learning"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -29,7 +29,7 @@ def this_host() -> str:
     return socket.gethostname()
 
 
-class JobRecord(BaseModel):
+class JobRecord(Record):
     """A background job (a retraining run): a row of ``jobs``.
 
     ``model`` is the model version the job works on; at most one unfinished (queued or running) job
@@ -40,8 +40,6 @@ class JobRecord(BaseModel):
     another host judges it; ``progress`` (0..1) and ``message`` say how far it got;
     ``cancel_requested`` asks it to stop at its next check; ``result`` holds what it produced (e.g.
     the new version id and the champion/challenger comparison), ``error`` why it failed."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(default_factory=new_id)
     kind: NonBlank = "retrain"

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from skinlesion.errors import DataError
 from skinlesion.records.fields import (
@@ -16,6 +16,7 @@ from skinlesion.records.fields import (
     ClassName,
     NonBlank,
     OptionalUuid,
+    Record,
     Sha256Hex,
     UtcDatetime,
     new_id,
@@ -59,10 +60,10 @@ Sex = Annotated[str, BeforeValidator(validate_sex)]
 Site = Annotated[str, BeforeValidator(validate_site)]
 
 
-class PredictionRecord(BaseModel):
+class PredictionRecord(Record):
     """One answer of a model: a row of ``predictions``. ``probabilities`` is keyed by CLASSES."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     request_id: CanonicalUuid = Field(default_factory=new_id)
     ts: UtcDatetime = Field(default_factory=now)
@@ -137,14 +138,12 @@ class PredictionRecord(BaseModel):
         return cls(**fields, probabilities={c: row[f"p_{c}"] for c in CLASSES})
 
 
-class LabelRecord(BaseModel):
+class LabelRecord(Record):
     """Ground truth for a prediction (by ``request_id``) or for an image (by ``image_sha256``).
 
     ``source`` says where the diagnosis comes from, e.g. ``histopathology``, ``review``, ``import``.
     The latest label (by ``ts``, then by arrival) of a request or image wins.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(default_factory=new_id)
     request_id: OptionalUuid = None
@@ -163,14 +162,12 @@ class LabelRecord(BaseModel):
         return self
 
 
-class FailureRecord(BaseModel):
+class FailureRecord(Record):
     """A prediction request answered with an error: a row of ``request_failures``.
 
     No patient data: neither the request body nor the error message (which may quote a submitted
     value) is kept, only the field at fault. ``model_version`` is None when the request failed
     before a model answered (bad input, auth, no route)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     request_id: CanonicalUuid = Field(default_factory=new_id)
     ts: UtcDatetime = Field(default_factory=now)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from skinlesion.errors import DataError
-from skinlesion.records.fields import NonBlank, UtcDatetime, new_id, non_blank, now
+from skinlesion.records.fields import NonBlank, Record, UtcDatetime, new_id, non_blank, now
 
 #: The model version served before anyone sets a route: the shipped reference version.
 DEFAULT_ACTIVE_VERSION = "reference"
@@ -18,7 +18,7 @@ API_KEY_PREFIX = "skl_"
 API_SCOPES: tuple[str, ...] = ("labeller", "admin")
 
 
-class ServingRoute(BaseModel):
+class ServingRoute(Record):
     """Which model versions answer: the active one, the fallback (and whether it is engaged), an
     optional challenger taking ``challenger_share`` of the traffic, and an optional shadow that
     answers every request without its answer being returned.
@@ -28,7 +28,7 @@ class ServingRoute(BaseModel):
     model card's threshold. The card itself is never edited: a change is a new route, audited,
     and the route history keeps every earlier value."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     active_version: NonBlank = DEFAULT_ACTIVE_VERSION
     fallback_version: str | None = None
@@ -67,10 +67,8 @@ class ServingRoute(BaseModel):
         return self
 
 
-class AuditEntry(BaseModel):
+class AuditEntry(Record):
     """One operator action: who (``actor`` in ``role``), when, what (``action`` on ``target``), why."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(default_factory=new_id)
     ts: UtcDatetime = Field(default_factory=now)
@@ -83,11 +81,9 @@ class AuditEntry(BaseModel):
 
 
 
-class AuditCheck(BaseModel):
+class AuditCheck(Record):
     """The audit chain verified (:meth:`Store.verify_audit`): ``rows`` in the log, ``checked`` of
     them intact from the oldest; where the chain breaks, the first broken row and what is wrong."""
-
-    model_config = ConfigDict(frozen=True)
 
     rows: int
     checked: int

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from skinlesion.errors import DataError
 from skinlesion.records.fields import (
@@ -14,6 +14,7 @@ from skinlesion.records.fields import (
     FiniteOrNone,
     JsonDict,
     NonBlank,
+    Record,
     UtcDatetime,
     new_id,
     now,
@@ -31,15 +32,13 @@ Health = Annotated[HealthStatus, BeforeValidator(plain_status)]
 Level = Annotated[AlertStatus, BeforeValidator(plain_status)]
 
 
-class SnapshotMetric(BaseModel):
+class SnapshotMetric(Record):
     """One metric of a health snapshot (a row of ``health_metrics``).
 
     ``value`` is the realised (label-based) value with its ``status``; None where the metric is
     undefined in the window (``note`` says why, e.g. "not enough labels"). ``estimated`` is the
     value estimated before labels arrive (CBPE) with its ``estimated_status``; ``n`` the cases
     behind it; ``previous_value`` the realised value in the window before, for the trend."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     metric: NonBlank
     value: FiniteOrNone = None
@@ -56,14 +55,12 @@ class SnapshotMetric(BaseModel):
         return self.estimated_status if self.status == "unknown" else self.status
 
 
-class HealthSnapshot(BaseModel):
+class HealthSnapshot(Record):
     """One monitoring run's verdict on one window: a row of ``health_snapshots``, its metrics (rows of
     ``health_metrics``, one per metric, so each can be plotted over time) and the full report as JSON
     (playbook, hints, drift per feature) for the detail views. ``status`` is the worst status.
     ``simulated`` marks a snapshot of simulated traffic (the embedded demo), as predictions and
     labels are marked; alerts raised from it carry the mark too."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(default_factory=new_id)
     ts: UtcDatetime = Field(default_factory=now)
@@ -99,14 +96,12 @@ def alert_key(metric: str, scope: str) -> str:
     return f"{metric}@{scope}"
 
 
-class Alert(BaseModel):
+class Alert(Record):
     """An alert on ``metric`` in ``scope`` (e.g. the health window ``24h``): a row of ``alerts``.
 
     Open while ``resolved_at`` is None. ``last_event`` is its latest change (opened, escalated,
     resolved) at ``last_event_at``; ``notified`` says whether that change has been delivered (to the
     webhook), so an undelivered one is retried on the next run."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(default_factory=new_id)
     key: str = ""
@@ -154,12 +149,10 @@ SNAPSHOT_METRIC_COLUMNS: tuple[str, ...] = tuple(SnapshotMetric.model_fields)
 AlertActionKind = Literal["acknowledge", "silence", "unsilence", "assign"]
 
 
-class AlertAction(BaseModel):
+class AlertAction(Record):
     """What an operator did about an alert (a row of ``alert_actions``, audited as ``audit_id``):
     ``acknowledge`` (seen; ``note``), ``silence`` (no notifications until ``silenced_until``;
     ``note`` says why), ``unsilence`` (the silence lifted early), ``assign`` (to ``assignee``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(default_factory=new_id)
     alert_id: NonBlank

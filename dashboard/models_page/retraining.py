@@ -113,6 +113,9 @@ def job_details(view: ModelsView, job_id: str) -> None:
         st.markdown(f"Candidate **{job.result['version']}** vs active **{gate['active']}** "
                     f"(paired bootstrap, {gate['resamples']} resamples, 95% intervals):")
         st.dataframe(gate_table(gate), hide_index=True, width="stretch")
+        for split in gate["splits"]:
+            if split.get("note"):
+                st.caption(f"{split['split']} (n={split['n']}): {split['note']}")
     if not job.is_finished and may_act():
         with st.form(f"cancel_{job_id}"):
             cancel_reason = st.text_input("Reason (audited)", key="cancel_job_reason")

@@ -54,7 +54,8 @@ def test_ml_lead_launches_retraining_of_the_demo_and_follows_the_job(demo_like, 
     [listed] = [t for t in tables if "job" in t.columns]
     assert listed["job"].tolist() == [job.id[:8]] and listed["status"].tolist() == ["succeeded"]
     assert any("is not on this machine" in c.value for c in at.code)  # the job's log
-    assert any("verdict" in t.columns for t in tables)  # the gate
+    assert any("verdict" in t.columns for t in tables)  # the gate, and what it could not compare
+    assert any("original test (n=0): not compared" in c.value for c in at.caption)
 
 
 def test_with_nothing_to_train_on_the_page_says_so_and_the_launch_is_refused(clinic):

@@ -126,6 +126,25 @@ def test_the_library_has_no_import_cycle():
     assert cycle(_skinlesion()) is None
 
 
+#: The one module that may import evidently (docs/ARCHITECTURE.md, DESIGN: monitoring's drift).
+EVIDENTLY_IMPORTER = "skinlesion.monitoring.drift"
+
+
+def importers_of(package: str, found: dict[str, Path]) -> list[str]:
+    """The modules of ``found`` with an import statement (anywhere) naming ``package``."""
+    return sorted(module for module, path in found.items()
+                  if any(name == package or name.startswith(package + ".")
+                         for name in _imported(ast.parse(path.read_text()), module, path.name == "__init__.py")))
+
+
+def test_only_drift_imports_evidently(tmp_path: Path):
+    assert importers_of("evidently", modules(ROOT, ROOT / "skinlesion")) == [EVIDENTLY_IMPORTER]
+    planted = tmp_path / "skinlesion"
+    planted.mkdir()
+    (planted / "health.py").write_text("def late():\n    from evidently import Report\n")
+    assert importers_of("evidently", modules(tmp_path, planted)) == ["skinlesion.health"]
+
+
 def test_the_dashboard_has_no_import_cycle():
     dashboard = ROOT / "dashboard"
     found = {name.removeprefix("dashboard."): path

@@ -11,7 +11,10 @@ streamlit.
 * :mod:`~skinlesion.monitoring.health` — a window's health report: label-based metrics, estimated
   performance, latency, volume (spikes/dips), decision mix, resource use.
 * :mod:`~skinlesion.monitoring.estimate` — performance estimated before labels arrive (CBPE).
-* :mod:`~skinlesion.monitoring.drift` — data drift against the model version's reference.
+* :mod:`~skinlesion.monitoring.drift` — data drift against the model version's reference (the
+  only module that imports evidently), with what it compares in
+  :mod:`~skinlesion.monitoring.drift_features` and what it says in
+  :mod:`~skinlesion.monitoring.drift_results`.
 * :mod:`~skinlesion.monitoring.alerts`, :mod:`~skinlesion.monitoring.runner` — alerts, and one
   monitoring run (snapshot, alerts, notifications, retraining triggers) or a loop of them
   (``skinlesion monitor``).

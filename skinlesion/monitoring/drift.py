@@ -47,10 +47,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,13 +63,21 @@ from evidently.presets import DataDriftPreset
 
 from skinlesion import registry
 from skinlesion.errors import DataError
-from skinlesion.schema import CLASSES, MISSING
+from skinlesion.monitoring.drift_features import (
+    CLASS_PROBABILITY_FEATURES, DEFAULT_FEATURES, EMBEDDING_FEATURES, GROUPS, IMAGE_FEATURES,
+    METADATA_FEATURES, OUTPUT_FEATURES, CategoricalSummary, FeatureSpec, NumericSummary, Summary,
+    categorical_column, categorical_summaries, embedding_matrix, has_embedding, histogram_edges,
+    numeric_column, numeric_summary, resolve_features, sample_rows)
+from skinlesion.monitoring.drift_results import (
+    MIN_ANSWERS, NULL_QUANTILE, NULL_REPLICATES, DriftNull, DriftResult, FeatureDrift)
 
-Group = Literal["metadata", "image", "output", "embedding"]
-Kind = Literal["numeric", "categorical", "embedding"]
+__all__ = [  # the drift API, wherever each part is defined
+    "CLASS_PROBABILITY_FEATURES", "DEFAULT_FEATURES", "EMBEDDING_FEATURES", "GROUPS", "IMAGE_FEATURES",
+    "METADATA_FEATURES", "MIN_ANSWERS", "OUTPUT_FEATURES", "CategoricalSummary", "DriftNull",
+    "DriftResult", "FeatureDrift", "FeatureSpec", "NumericSummary", "Summary", "compute_drift",
+    "compute_null", "drift_report_html", "feature_distance", "group_split", "resolve_features",
+    "version_null"]
 
-#: Feature groups in display order.
-GROUPS: tuple[str, ...] = ("metadata", "image", "output", "embedding")
 #: The embedding drifted when more than this share of its components drifted (Evidently's default;
 #: only the full HTML report uses this method).
 EMBEDDING_RATIO_THRESHOLD = 0.2
@@ -82,316 +90,14 @@ STATTEST_NAMES = {"numeric": "Wasserstein distance (normed)", "categorical": "Je
 #: Practical effect size of each kind: a feature drifts only at or above it (Evidently's default
 #: drift threshold of these distances).
 EFFECT_SIZES: dict[str, float] = {"numeric": 0.1, "categorical": 0.1, "embedding": 0.1}
-#: Below this many answers in a window no feature is judged ("not enough answers").
-MIN_ANSWERS = 50
 #: Window sizes the null distribution is computed for (those up to half the reference).
 NULL_SIZES: tuple[int, ...] = (50, 100, 200, 300, 500, 1000, 2000)
-#: Null replicates per window size, and the quantile of the null that bounds a feature's distance.
-NULL_REPLICATES = 200
-NULL_QUANTILE = 0.99
 #: A reference needs this many rows for a null distribution.
 MIN_NULL_ROWS = 20
 #: The reference column that groups rows of one lesion (a null pseudo-window takes whole lesions).
 GROUP_COLUMN = "lesion_id"
-#: Bins of the numeric histograms in the summaries.
-HISTOGRAM_BINS = 20
-#: Numeric histograms span these percentiles of both samples together; values beyond fall in the
-#: end bins, so one extreme image does not squash the plot.
-HISTOGRAM_RANGE_PERCENTILES = (0.5, 99.5)
 #: Prefix of the per-component columns the embedding is spread into for Evidently.
 _EMBEDDING_PREFIX = "embedding_"
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One monitored feature: its column in the predictions table, its group and its kind."""
-
-    name: str
-    group: Group
-    kind: Kind
-
-
-def _specs(names: Iterable[str], group: Group, kind: Kind) -> tuple[FeatureSpec, ...]:
-    return tuple(FeatureSpec(n, group, kind) for n in names)
-
-
-METADATA_FEATURES = (FeatureSpec("age_approx", "metadata", "numeric"),
-                     *_specs(("sex", "anatom_site_general"), "metadata", "categorical"))
-IMAGE_FEATURES = _specs(("width", "height", "brightness", "contrast", "saturation", "mean_r", "mean_g",
-                         "mean_b", "sharpness"), "image", "numeric")
-OUTPUT_FEATURES = (FeatureSpec("predicted_class", "output", "categorical"),
-                   FeatureSpec("p_malignant", "output", "numeric"))
-#: Per-class probabilities: not in :data:`DEFAULT_FEATURES` (eight strongly related columns would
-#: outweigh the inputs in the share of drifted features); add them through ``features=``.
-CLASS_PROBABILITY_FEATURES = _specs((f"p_{c}" for c in CLASSES), "output", "numeric")
-EMBEDDING_FEATURES = (FeatureSpec("embedding", "embedding", "embedding"),)
-#: What :func:`compute_drift` compares unless told otherwise (15 features).
-DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
-    *METADATA_FEATURES, *IMAGE_FEATURES, *OUTPUT_FEATURES, *EMBEDDING_FEATURES)
-_KNOWN_FEATURES = {f.name: f for f in (*DEFAULT_FEATURES, *CLASS_PROBABILITY_FEATURES)}
-
-
-# --- results ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NumericSummary:
-    """One side's distribution of a numeric feature, ready to plot: ``density`` over the bins between
-    consecutive ``edges`` (the same edges on both sides; it integrates to 1), ``n`` values used,
-    the ``missing`` share of rows and the ``mean``. For the embedding, the values summarised are
-    each row's Euclidean distance to the reference mean embedding."""
-
-    edges: tuple[float, ...]
-    density: tuple[float, ...]
-    n: int
-    missing: float
-    mean: float
-
-
-@dataclass(frozen=True)
-class CategoricalSummary:
-    """One side's category shares (reference categories first, in the reference's frequency order,
-    then categories seen only in the current data; both sides list the same categories)."""
-
-    shares: dict[str, float]
-    n: int
-
-
-Summary = NumericSummary | CategoricalSummary
-
-
-@dataclass(frozen=True)
-class FeatureDrift:
-    """The drift verdict for one feature.
-
-    ``stattest`` names the distance Evidently computed and ``score`` its value; ``null_bound`` is
-    the version's null bound at this window's size (NaN without a stored null), ``effect_size`` the
-    practical effect size, and ``threshold`` the larger of the two: the feature drifted when its
-    score is at or above ``threshold`` (and the window had enough answers to be judged). A feature
-    that could not be tested (no values on one side) has ``stattest`` ``""``, NaN score and
-    threshold, ``drifted`` False and says why in ``note``. (Results stored by earlier releases may
-    hold p-values: names ending in "p_value", drift when below ``threshold``.)
-    """
-
-    name: str
-    group: str
-    kind: str
-    stattest: str
-    score: float
-    threshold: float
-    drifted: bool
-    reference_summary: Summary | None
-    current_summary: Summary | None
-    note: str = ""
-    null_bound: float = math.nan
-    effect_size: float = math.nan
-
-    @property
-    def tested(self) -> bool:
-        """Whether a test ran (False for a feature without values on one side)."""
-        return not math.isnan(self.score)
-
-    @property
-    def is_p_value(self) -> bool:
-        """Whether ``score`` is a p-value (small = drift) rather than a distance (large = drift)."""
-        return self.stattest.endswith("p_value")
-
-    @property
-    def severity(self) -> float:
-        """How far past its threshold the score is (1 = at the threshold, larger = more drift),
-        comparable across tests: ``-log10(p) / -log10(threshold)`` for p-values, ``score /
-        threshold`` for distances; NaN when untested."""
-        if not self.tested:
-            return math.nan
-        if self.is_p_value:
-            return -math.log10(max(self.score, 1e-300)) / -math.log10(self.threshold)
-        return self.score / self.threshold
-
-
-@dataclass(frozen=True)
-class DriftResult:
-    """Drift of a window against the reference.
-
-    ``share_drifted`` is the data-drift score of the health policy (share of drifted features among
-    the tested ones; NaN when none could be tested, e.g. an empty window, or when the window has
-    fewer than ``min_answers`` answers: :attr:`enough_answers` is then False). ``n_reference`` /
-    ``n_current`` count the rows given, ``n_reference_used`` / ``n_current_used`` the rows compared
-    after sampling (``sampled`` says whether either side was sampled). ``null`` says how the
-    features were bounded (the version's null, or the effect size alone). ``notes`` explain what
-    was skipped.
-    """
-
-    features: tuple[FeatureDrift, ...]
-    share_drifted: float
-    n_reference: int
-    n_current: int
-    sampled: bool
-    n_reference_used: int = 0
-    n_current_used: int = 0
-    notes: tuple[str, ...] = ()
-    min_answers: int = MIN_ANSWERS
-    null: str = ""
-
-    @property
-    def enough_answers(self) -> bool:
-        """Whether the window had enough answers for its features to be judged."""
-        return self.n_current >= self.min_answers
-
-    def drifted_features(self) -> tuple[str, ...]:
-        """Names of the drifted features, most drifted first (for the playbook's hints)."""
-        drifted = sorted((f for f in self.features if f.drifted), key=lambda f: -f.severity)
-        return tuple(f.name for f in drifted)
-
-    def by_group(self) -> dict[str, tuple[FeatureDrift, ...]]:
-        """The features of each group present, groups in :data:`GROUPS` order."""
-        return {g: tuple(f for f in self.features if f.group == g)
-                for g in GROUPS if any(f.group == g for f in self.features)}
-
-    def feature(self, name: str) -> FeatureDrift:
-        """The verdict for feature ``name``; KeyError listing the features otherwise."""
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(f"no feature {name!r} in this drift result; features: "
-                       f"{', '.join(f.name for f in self.features)}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form (NaN as None) for stored health snapshots; :meth:`from_dict` reads it."""
-        return _nan_to_none(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DriftResult:
-        """Rebuild a result written by :meth:`as_dict`."""
-        features = tuple(FeatureDrift(**{
-            **f, "score": _none_to_nan(f["score"]), "threshold": _none_to_nan(f["threshold"]),
-            "null_bound": _none_to_nan(f.get("null_bound")),
-            "effect_size": _none_to_nan(f.get("effect_size")),
-            "reference_summary": _summary_from_dict(f["reference_summary"]),
-            "current_summary": _summary_from_dict(f["current_summary"])}) for f in data["features"])
-        return cls(**{**data, "features": features, "share_drifted": _none_to_nan(data["share_drifted"]),
-                      "notes": tuple(data.get("notes", ()))})
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_nan_to_none(v) for v in value]
-    return value
-
-
-def _none_to_nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _summary_from_dict(data: Mapping[str, Any] | None) -> Summary | None:
-    if data is None:
-        return None
-    if "shares" in data:
-        return CategoricalSummary(shares=dict(data["shares"]), n=data["n"])
-    return NumericSummary(edges=tuple(data["edges"]), density=tuple(data["density"]), n=data["n"],
-                          missing=data["missing"], mean=_none_to_nan(data["mean"]))
-
-
-# --- inputs -------------------------------------------------------------------------------------------
-
-
-def resolve_features(features: Iterable[FeatureSpec | str]) -> tuple[FeatureSpec, ...]:
-    """Feature specs from specs or names of known features (:data:`DEFAULT_FEATURES` and
-    :data:`CLASS_PROBABILITY_FEATURES`); an unknown name is a ValueError listing the known ones."""
-    specs = []
-    for f in features:
-        if isinstance(f, FeatureSpec):
-            specs.append(f)
-        elif f in _KNOWN_FEATURES:
-            specs.append(_KNOWN_FEATURES[f])
-        else:
-            raise ValueError(f"unknown drift feature {f!r}; known: {', '.join(_KNOWN_FEATURES)} "
-                             "(or pass a FeatureSpec)")
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"drift features repeat a name: {names}")
-    return tuple(specs)
-
-
-def sample_rows(df: pd.DataFrame, sample_size: int, seed: int) -> pd.DataFrame:
-    """``df`` itself when it has at most ``sample_size`` rows, else a seeded random sample of them."""
-    if sample_size < 1:
-        raise ValueError(f"sample_size must be at least 1, got {sample_size}")
-    return df if len(df) <= sample_size else df.sample(n=sample_size, random_state=seed)
-
-
-def _numeric(df: pd.DataFrame, column: str, side: str) -> pd.Series:
-    try:
-        return pd.to_numeric(df[column], errors="raise").astype(float)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"the {side} data's column must be numeric ({exc}); fix the values or leave "
-                        "the feature out with features=", source=side, field=column) from None
-
-
-def _categorical(df: pd.DataFrame, column: str) -> pd.Series:
-    values = df[column].astype(object)
-    blank = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())
-    return values.mask(blank, MISSING).astype(str)
-
-
-def _has_embedding(value: object) -> bool:
-    """Whether a cell of the ``embedding`` column holds one (not None, NaN or empty)."""
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and np.size(value) > 0
-
-
-def embedding_matrix(values: pd.Series, side: str) -> np.ndarray:
-    """Rows with an embedding as a float (n, d) array; rows without one (None/NaN/empty) are left
-    out. An embedding of another length than the first is a DataError naming its (1-based) row."""
-    rows: list[np.ndarray] = []
-    for i, value in enumerate(values):
-        if not _has_embedding(value):
-            continue
-        row = np.asarray(value, dtype=float)
-        if row.ndim != 1 or (rows and row.shape != rows[0].shape):
-            raise DataError(f"embedding has shape {row.shape}, the first one {rows[0].shape if rows else '-'}"
-                            ": all rows must come from one embedding model; compare one model version",
-                            source=side, row=i + 1, field=str(values.name))
-        rows.append(row)
-    return np.stack(rows) if rows else np.zeros((0, 0))
-
-
-# --- summaries ----------------------------------------------------------------------------------------
-
-
-def histogram_edges(reference: np.ndarray, current: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
-    """Shared bin edges over the central range of both samples (see HISTOGRAM_RANGE_PERCENTILES)."""
-    both = np.concatenate([reference, current])
-    lo, hi = np.percentile(both, HISTOGRAM_RANGE_PERCENTILES)
-    if hi <= lo:  # (nearly) constant: one bin around the value
-        lo, hi = lo - 0.5, hi + 0.5
-        bins = 1
-    return np.linspace(lo, hi, bins + 1)
-
-
-def numeric_summary(values: np.ndarray, edges: np.ndarray, n_rows: int) -> NumericSummary:
-    """Density of ``values`` (NaN already removed) over ``edges``, values outside in the end bins."""
-    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
-    widths = np.diff(edges)
-    density = counts / (counts.sum() * widths) if counts.sum() else np.zeros_like(widths)
-    return NumericSummary(edges=tuple(edges.tolist()), density=tuple(density.tolist()), n=len(values),
-                          missing=1.0 - len(values) / n_rows if n_rows else 0.0,
-                          mean=float(values.mean()) if len(values) else math.nan)
-
-
-def categorical_summaries(reference: pd.Series, current: pd.Series
-                          ) -> tuple[CategoricalSummary, CategoricalSummary]:
-    """Category shares of both sides over the same categories (reference order, then new ones)."""
-    ref_counts = reference.value_counts()
-    cur_counts = current.value_counts()
-    order = [*ref_counts.index, *(c for c in cur_counts.index if c not in ref_counts.index)]
-
-    def shares(counts: pd.Series, n: int) -> CategoricalSummary:
-        return CategoricalSummary({str(c): float(counts.get(c, 0)) / n if n else 0.0 for c in order}, n)
-
-    return shares(ref_counts, len(reference)), shares(cur_counts, len(current))
 
 
 # --- the comparison -----------------------------------------------------------------------------------
@@ -431,14 +137,14 @@ def _tabular(reference: pd.DataFrame, current: pd.DataFrame, specs: Sequence[Fea
             out.skipped[spec.name] = f"not tested: no column {spec.name!r} in the {' and '.join(absent)} data"
             continue
         if spec.kind == "numeric":
-            ref, cur = _numeric(reference, spec.name, "reference"), _numeric(current, spec.name, "current")
+            ref, cur = numeric_column(reference, spec.name, "reference"), numeric_column(current, spec.name, "current")
             empty = [side for side, s in (("reference", ref), ("current", cur)) if s.notna().sum() == 0]
             if empty:
                 out.skipped[spec.name] = f"not tested: no values in the {' and '.join(empty)} data"
             else:
                 out.numeric.append(spec.name)
         else:
-            ref, cur = _categorical(reference, spec.name), _categorical(current, spec.name)
+            ref, cur = categorical_column(reference, spec.name), categorical_column(current, spec.name)
             out.categorical.append(spec.name)
         out.reference[spec.name], out.current[spec.name] = ref.to_numpy(), cur.to_numpy()
     return out
@@ -475,7 +181,7 @@ def _embedding_rows(df: pd.DataFrame, column: str, side: str) -> np.ndarray:
     """The embedding of each row as a float (n, d) array, NaN rows where a row has none."""
     values = df[column]
     matrix = embedding_matrix(values, side)
-    present = values.map(_has_embedding).to_numpy(dtype=bool)
+    present = values.map(has_embedding).to_numpy(dtype=bool)
     out = np.full((len(df), matrix.shape[1] if matrix.size else 0), np.nan)
     out[present] = matrix
     return out
@@ -488,9 +194,9 @@ def _prepare(df: pd.DataFrame, specs: Sequence[FeatureSpec], side: str) -> dict[
         if spec.name not in df.columns:
             continue
         if spec.kind == "numeric":
-            out[spec.name] = _numeric(df, spec.name, side).to_numpy()
+            out[spec.name] = numeric_column(df, spec.name, side).to_numpy()
         elif spec.kind == "categorical":
-            out[spec.name] = _categorical(df, spec.name).to_numpy()
+            out[spec.name] = categorical_column(df, spec.name).to_numpy()
         else:
             out[spec.name] = _embedding_rows(df, spec.name, side)
     return out
@@ -523,63 +229,6 @@ def feature_distance(kind: str, reference: np.ndarray, current: np.ndarray) -> f
 
 
 # --- the null distribution ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DriftNull:
-    """A version's null distribution of each feature's drift distance: for windows of each of
-    ``sizes`` answers drawn from the reference population, the ``quantile`` of the distance between
-    such a window and the rest of the reference (``bounds[feature][i]`` for ``sizes[i]``; NaN
-    where the feature could not be measured). ``n_reference`` rows were split ``replicates`` times
-    per size (seed ``seed``), whole lesions at a time when ``grouped_by`` names the lesion column."""
-
-    sizes: tuple[int, ...]
-    bounds: dict[str, tuple[float, ...]]
-    n_reference: int
-    quantile: float = NULL_QUANTILE
-    replicates: int = NULL_REPLICATES
-    seed: int = 0
-    grouped_by: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.sizes or any(b <= a for a, b in zip(self.sizes, self.sizes[1:], strict=False)):
-            raise ValueError(f"null sizes must be increasing and not empty, got {self.sizes}")
-        if any(s >= self.n_reference for s in self.sizes):
-            raise ValueError(f"null sizes {self.sizes} must be below the reference's {self.n_reference} rows")
-        for name, bounds in self.bounds.items():
-            if len(bounds) != len(self.sizes):
-                raise ValueError(f"feature {name!r} has {len(bounds)} null bounds for {len(self.sizes)} sizes")
-
-    def _scale(self, n: float, n_reference: float) -> float:
-        return math.sqrt(1 / n + 1 / n_reference)
-
-    def bound(self, feature: str, n: int, n_reference: int | None = None) -> float:
-        """The null bound of ``feature`` for a window of ``n`` answers compared with
-        ``n_reference`` reference rows (default: the reference the null was computed on): the
-        sampling scale ``sqrt(1/n + 1/N)`` times the median, over the computed sizes, of each
-        size's bound over its own scale (one quantile per size is noisy; pooling the sizes on
-        the scale they share steadies it); NaN for a feature without a null."""
-        if feature not in self.bounds or n < 1:
-            return math.nan
-        scales = np.array([self._scale(s, self.n_reference - s) for s in self.sizes])
-        ratios = np.array(self.bounds[feature], dtype=float) / scales
-        return float(np.nanmedian(ratios) * self._scale(n, n_reference or self.n_reference)) \
-            if np.isfinite(ratios).any() else math.nan
-
-    def describe(self) -> str:
-        """One line for the result's notes."""
-        return (f"null: {self.quantile:.0%} quantile of {self.replicates} same-population windows "
-                f"of {', '.join(map(str, self.sizes))} answers split from {self.n_reference} "
-                f"reference answers{' by ' + self.grouped_by if self.grouped_by else ''}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form (NaN as None); :meth:`from_dict` reads it."""
-        return _nan_to_none(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DriftNull:
-        return cls(**{**data, "sizes": tuple(int(s) for s in data["sizes"]),
-                      "bounds": {k: tuple(_none_to_nan(v) for v in vs) for k, vs in data["bounds"].items()}})
 
 
 def _group_codes(reference: pd.DataFrame) -> tuple[np.ndarray, str]:
@@ -747,7 +396,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, *, null: Drift
 
 def _with_embedding_columns(df: pd.DataFrame, column: str) -> tuple[pd.DataFrame, list[str]]:
     """The rows of ``df`` that have an embedding, with it spread into one column per component."""
-    df = df[df[column].map(_has_embedding)].reset_index(drop=True)
+    df = df[df[column].map(has_embedding)].reset_index(drop=True)
     matrix = embedding_matrix(df[column], column)
     columns = [f"{_EMBEDDING_PREFIX}{i}" for i in range(matrix.shape[1])]
     return pd.concat([df, pd.DataFrame(matrix, columns=columns)], axis=1), columns
@@ -773,7 +422,7 @@ def drift_report_html(reference: pd.DataFrame, current: pd.DataFrame, path: Path
     embedding = next((s.name for s in specs if s.kind == "embedding"), None)
     emb_columns: list[str] = []
     if (embeddings and embedding is not None and embedding in ref and embedding in cur
-            and ref[embedding].map(_has_embedding).sum() >= 2 and cur[embedding].map(_has_embedding).sum() >= 2):
+            and ref[embedding].map(has_embedding).sum() >= 2 and cur[embedding].map(has_embedding).sum() >= 2):
         ref, emb_columns = _with_embedding_columns(ref, embedding)
         cur, cur_columns = _with_embedding_columns(cur, embedding)
         if cur_columns != emb_columns:

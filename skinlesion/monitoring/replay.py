@@ -60,7 +60,7 @@ from skinlesion.monitoring.runner import run_once
 from skinlesion.predict import Predictor
 from skinlesion.records import ServingRoute
 from skinlesion.register import embed_images
-from skinlesion.schema import CLASSES, Metadata, malignant_mask
+from skinlesion.schema import CLASSES, Metadata
 from skinlesion.serving import prediction_record
 from skinlesion.store import LabelRecord, Store
 from skinlesion.thresholds import Status

@@ -67,8 +67,11 @@ def embedding_features(embeddings: object, form: str = "direction") -> np.ndarra
 def stats_matrix(stats: pd.DataFrame | Sequence[Mapping[str, float]]) -> np.ndarray:
     """The :data:`GATE_STATS` of each row (a table, or one mapping per image) as an (n, 7) array,
     sharpness as its logarithm."""
-    frame = stats if isinstance(stats, pd.DataFrame) else pd.DataFrame(list(stats))
-    x = frame.loc[:, list(GATE_STATS)].to_numpy(dtype=np.float64).copy()
+    if isinstance(stats, pd.DataFrame):
+        x = stats.loc[:, list(GATE_STATS)].to_numpy(dtype=np.float64).copy()
+    else:  # one answer's mappings on the serving path: no table built (a hundredth of the time)
+        x = np.array([[row[name] for name in GATE_STATS] for row in stats],
+                     dtype=np.float64).reshape(-1, len(GATE_STATS))
     x[:, -1] = np.log(np.maximum(x[:, -1], 1e-6))
     return x
 

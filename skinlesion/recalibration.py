@@ -31,12 +31,13 @@ from skinlesion.calibration import Calibrator, DiagnosisRule
 from skinlesion.data.images import file_sha256
 from skinlesion.errors import DataError
 from skinlesion.evaluate import labelled_report
+from skinlesion.fit_calibration import fold_calibrator, threshold_at, unfold_logits
 from skinlesion.model.neural import NeuralClassifier
 from skinlesion.register import monitoring_embedder, ood_section, shown_summary, with_answers
 from skinlesion.registry import (ModelCard, load_version, read_manifest, read_reference,
                                  resolve_version, save_version)
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, class_index
-from skinlesion.train import cached_logits, fold_calibrator, threshold_at, unfold_logits
+from skinlesion.train import cached_logits
 
 N_FOLDS = 5
 FOLD_SEED = 0

@@ -18,107 +18,46 @@ epoch by validation balanced accuracy is kept (early stopping with ``patience``)
 calibration (:data:`CALIBRATION_MODES`, a :class:`skinlesion.calibration.Calibrator`) is fitted on
 the validation logits and folded into the network's last layer, and the malignant threshold chosen
 on validation for the target sensitivity. Runs are seeded: same data + config + seed -> same model.
+
+The parts live beside it: :mod:`skinlesion.train_config` (the config), :mod:`skinlesion.features`
+(cached inputs and logits), :mod:`skinlesion.soft_targets` (distillation) and
+:mod:`skinlesion.fit_calibration` (the calibration step of a fit).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, field_validator
 from tqdm.auto import tqdm
 
 from skinlesion import calibration, metrics
-from skinlesion.cache import ActivationCache
-from skinlesion.data.images import file_sha256, load_image
 from skinlesion.data.metadata import MetadataEncoder
-from skinlesion.data.transforms import VIEWS, Augmentation, Preprocessing, apply_view, check_views
+from skinlesion.data.transforms import Augmentation, Preprocessing
 from skinlesion.errors import DataError
+from skinlesion.features import (FeatureSource, Inputs, cut_point, forward_logits, gather_inputs,
+                                 metadata_frame, network_logits)
+from skinlesion.fit_calibration import fit_mode, fold_calibrator, threshold_at, unfold_logits
 from skinlesion.model.backbones import Backbone
-from skinlesion.model.fusion import INPUTS, FusionNet
+from skinlesion.model.fusion import FusionNet
 from skinlesion.model.neural import (NeuralClassifier, build_network, freeze_trunk,
                                      parameter_counts, resolve_device)
-from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index
+from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, class_index
+from skinlesion.soft_targets import SoftTargets, distillation_loss
+from skinlesion.train_config import SPLITS, TrainConfig
 
-SPLITS = ("train", "val", "test")
-#: How validation calibrates the probabilities: a temperature alone; the fixed class-prior offset that
-#: undoes the class-weighted loss (see :func:`_prior_shift`), then a temperature; or a calibrator
-#: fitted by NLL with a bias per class (``bcts``) or a scale and a bias per class (``vector``).
-CALIBRATION_MODES = ("temperature", "prior+temperature", "bcts", "vector")
-CalibrationMode = Literal["temperature", "prior+temperature", "bcts", "vector"]
-
-
-class TrainConfig(BaseModel):
-    """Everything that defines a training run (stored in the model card)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backbone: str = "efficientnet_lite0"
-    inputs: str = "image+metadata"
-    mode: Literal["head", "finetune"] = "finetune"
-    pretrained: bool = True
-    weights_path: str | None = None
-    width: int = 256
-    height: int = 192
-    #: leading backbone blocks kept frozen (and cached) in finetune mode; None = the backbone's default
-    cut: int | None = None
-    epochs: int = 8
-    lr: float = 1e-3  # head and metadata branch
-    backbone_lr: float = 3e-4  # trained backbone blocks
-    weight_decay: float = 1e-2
-    batch_size: int = 64
-    warmup: float = 0.1  # share of steps with rising learning rate (one-cycle schedule)
-    dropout: float = 0.3
-    meta_hidden: int = 32
-    head_hidden: int = 0  # hidden layer width of the classification head; 0 = one linear layer
-    drop_connect_rate: float = 0.2
-    class_weight: Literal["balanced", "sqrt", "none"] = "sqrt"
-    label_smoothing: float = 0.0
-    train_views: tuple[str, ...] = VIEWS  # orientation views seen in training
-    tta: tuple[str, ...] = ("identity", "hflip")  # views averaged at validation and serving
-    color_jitter: float = 0.2  # only with cut=0 (online augmentation)
-    patience: int = 3
-    seed: int = 0
-    calibration: CalibrationMode = "temperature"
-    target_sensitivity: float = 0.90
-    device: str = "auto"
-
-    @field_validator("inputs")
-    @classmethod
-    def _inputs(cls, v: str) -> str:
-        if v not in INPUTS:
-            raise ValueError(f"inputs must be one of {', '.join(INPUTS)}")
-        return v
-
-    @field_validator("train_views", "tta")
-    @classmethod
-    def _views(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return check_views(v)
-
-    @field_validator("epochs", "batch_size", "width", "height")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be at least 1")
-        return v
-
-    @field_validator("head_hidden")
-    @classmethod
-    def _head_hidden(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be 0 (a single linear head) or a positive width")
-        return v
+__all__ = ["CalibrationChoice", "FitResult", "SoftTargets", "TrainConfig", "cached_logits",
+           "calibration_choice", "distillation_loss", "fit", "fold_calibrator", "raw_logits",
+           "recalibrate", "threshold_at", "training_summary", "unfold_logits"]
 
 
 @dataclass
@@ -145,144 +84,13 @@ class FitResult:
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities for dataset rows, through the activation cache (same numbers as
         ``classifier.predict_proba`` on the images, up to float16 caching)."""
-        logits = _logits(self.classifier.net, self.features, self.classifier.encoder.transform(
-            _metadata(df)), df, self.config)
+        logits = network_logits(self.classifier.net, self.features, self.classifier.encoder.transform(
+            metadata_frame(df)), df, self.config)
         return calibration.apply_temperature(logits, self.temperature)
 
 
-@dataclass(frozen=True)
-class SoftTargets:
-    """Knowledge distillation: a teacher's temperature-softened class probabilities for the training
-    rows (``probs``: index = the dataset table's index, columns = CLASSES). With them the training
-    loss is ``alpha * T^2 * KL(probs || softmax(student_logits / T)) + (1 - alpha) * CE(labels)``,
-    both terms weighted per image by the class weight of its true label (see
-    :func:`distillation_loss`)."""
-
-    probs: pd.DataFrame
-    alpha: float = 0.5
-    temperature: float = 4.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"distillation alpha must be within 0..1, got {self.alpha}")
-        if not self.temperature > 0:
-            raise ValueError(f"distillation temperature must be positive, got {self.temperature}")
-        if list(self.probs.columns) != list(CLASSES):
-            raise ValueError(f"soft targets need the columns {', '.join(CLASSES)}")
-
-    def for_rows(self, index: pd.Index) -> np.ndarray:
-        """The soft targets of ``index`` rows, (len(index), 8); every row must have one."""
-        missing = index.difference(self.probs.index)
-        if len(missing):
-            raise DataError(f"the teacher gave no soft targets for {len(missing)} training rows "
-                            f"(e.g. row {missing[0]!r})")
-        probs = self.probs.loc[index].to_numpy(dtype=np.float32)
-        if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
-            raise ValueError("soft targets must be probabilities (each row sums to 1)")
-        return probs
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
-                      hard_loss: torch.Tensor, *, alpha: float, temperature: float,
-                      sample_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """``alpha * T^2 * KL(teacher_probs || softmax(student_logits / T)) + (1 - alpha) * hard_loss``
-    (Hinton et al. 2015: T^2 keeps the soft term's gradients on the scale of the hard one's). The
-    KL term is a ``sample_weight``-weighted mean over the batch, as the class-weighted cross-entropy
-    is, so the rare classes keep the emphasis the config's ``class_weight`` gives them."""
-    kl = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), teacher_probs,
-                  reduction="none").sum(dim=1)
-    soft = kl.mean() if sample_weight is None else (kl * sample_weight).sum() / sample_weight.sum()
-    return alpha * temperature ** 2 * soft + (1.0 - alpha) * hard_loss
-
-
-# --- cached features ------------------------------------------------------------------------------
-
-
-def _weights_id(blocks: Sequence[torch.nn.Module]) -> str:
-    """Fingerprint of the frozen blocks' weights (so a cache entry never outlives its weights)."""
-    h = hashlib.sha256()
-    for block in blocks:
-        for name, t in block.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-class FeatureSource:
-    """Frozen-backbone outputs for dataset rows, via the on-disk cache: trunk activations at a cut
-    point (finetune) or pooled embeddings (head), per orientation view."""
-
-    def __init__(self, backbone: Backbone, preprocessing: Preprocessing, cache_dir: Path, *,
-                 device: torch.device, batch_size: int = 32, progress: bool = True):
-        self.backbone, self.preprocessing, self.device = backbone, preprocessing, device
-        self.cache = ActivationCache(cache_dir)
-        self.batch_size, self.progress = batch_size, progress
-        self._folded: dict[int | None, Backbone] = {}
-        self._shas: dict[str, str] = {}
-
-    def shas(self, df: pd.DataFrame) -> list[str]:
-        out = []
-        for path in df["path"].astype(str):
-            if path not in self._shas:
-                self._shas[path] = file_sha256(path)
-            out.append(self._shas[path])
-        return out
-
-    def _trunk(self, stop: int | None) -> Backbone:
-        if stop not in self._folded:
-            self._folded[stop] = self.backbone.folded(stop).to(self.device)
-        return self._folded[stop]
-
-    def _spec(self, what: str, cut: int, view: str) -> dict:
-        return {"what": what, "backbone": self.backbone.name, "cut": cut, "view": view,
-                "weights": _weights_id(self.backbone.blocks[:cut] if what == "trunk"
-                                       else self.backbone.blocks),
-                "backbone_config": self.backbone.config,
-                "preprocessing": self.preprocessing.to_dict()}
-
-    @torch.inference_mode()
-    def trunk(self, df: pd.DataFrame, view: str, cut: int) -> np.ndarray:
-        """Output of backbone blocks [:cut] for each row's image in ``view``: float16 (n, C, h, w)."""
-        paths = df["path"].astype(str).tolist()
-        trunk = self._trunk(cut)
-
-        def compute(idx: list[int]) -> np.ndarray:
-            images = [load_image(paths[i]) for i in idx]
-            x = apply_view(self.preprocessing(images).to(self.device), view)
-            return trunk(x).float().cpu().numpy()
-
-        return self.cache.get(self._spec("trunk", cut, view), self.shas(df), compute,
-                              batch_size=self.batch_size, desc=f"{self.backbone.name} blocks[:{cut}] "
-                              f"{view}", progress=self.progress)
-
-    @torch.inference_mode()
-    def embeddings(self, df: pd.DataFrame, view: str, cut: int) -> np.ndarray:
-        """Pooled frozen-backbone embedding per row and ``view``: float16 (n, num_features),
-        computed from the cached trunk activations at ``cut`` (which are cached too)."""
-        tail = self._trunk(None)
-        n_all = len(self.backbone.blocks)
-
-        def compute(idx: list[int]) -> np.ndarray:
-            if cut == n_all:
-                images = [load_image(p) for p in df["path"].astype(str).iloc[idx]]
-                x = apply_view(self.preprocessing(images).to(self.device), view)
-                return tail.embed(x).float().cpu().numpy()
-            acts = self.trunk(df.iloc[idx], view, cut)
-            x = torch.from_numpy(acts).float().to(self.device).contiguous(
-                memory_format=torch.channels_last)
-            return tail.embed(x, start=cut).float().cpu().numpy()
-
-        return self.cache.get(self._spec("embedding", n_all, view), self.shas(df), compute,
-                              batch_size=256 if cut < n_all else self.batch_size,
-                              desc=f"{self.backbone.name} embeddings {view}",
-                              progress=self.progress and cut == n_all)
-
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def _metadata(df: pd.DataFrame) -> pd.DataFrame:
-    return df.loc[:, list(METADATA_FIELDS)].reset_index(drop=True)
 
 
 def _labels(df: pd.DataFrame, what: str) -> np.ndarray:
@@ -299,18 +107,6 @@ def _class_weights(y: np.ndarray, how: str) -> torch.Tensor:
     return torch.tensor(w / w[np.bincount(y, minlength=len(CLASSES)) > 0].mean(), dtype=torch.float32)
 
 
-def _cut(config: TrainConfig, backbone: Backbone | None) -> int:
-    if backbone is None:
-        return 0
-    if config.mode == "head":
-        return len(backbone.blocks)
-    cut = backbone.default_cut if config.cut is None else config.cut
-    if not 0 <= cut < len(backbone.blocks):
-        raise ValueError(f"cut must be within 0..{len(backbone.blocks) - 1} for {backbone.name} "
-                         f"(blocks to keep frozen), got {cut}")
-    return cut
-
-
 def _scores(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     probs = calibration.apply_temperature(logits, 1.0)
     out = {"val_loss": float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y))),
@@ -318,78 +114,6 @@ def _scores(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     is_mal = np.isin(y, [class_index(c) for c in DEFAULT_MALIGNANT])
     out["val_auroc"] = metrics.auroc(y, probs) if 0 < is_mal.sum() < len(y) else float("nan")
     return out
-
-
-class _Inputs:
-    """Per-view image inputs of some rows: cached arrays (trunk activations or embeddings) or, for
-    cut=0, uint8 images to augment online. ``batch(rows, views)`` -> float tensor."""
-
-    def __init__(self, arrays: dict[str, np.ndarray] | None = None, images: torch.Tensor | None = None):
-        self.arrays, self.images = arrays, images
-
-    def batch(self, rows: np.ndarray, views: np.ndarray, *, names: Sequence[str],
-              device: torch.device, normalize=None, augment=None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.images is not None:
-            x = self.images[torch.from_numpy(rows)]
-            if augment is not None:
-                x = augment(x, generator)
-            else:
-                x = torch.stack([apply_view(img[None], names[v])[0] for img, v in zip(x, views)])
-            return normalize(x.to(device))
-        x = np.stack([self.arrays[names[v]][r] for r, v in zip(rows, views)])
-        t = torch.from_numpy(x).to(device).float()
-        return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
-
-
-def _gather(net: FusionNet, features: FeatureSource | None, df: pd.DataFrame, views: Sequence[str],
-            cut: int, config: TrainConfig) -> _Inputs | None:
-    if not net.uses_image:
-        return None
-    if config.mode == "finetune" and cut == 0:
-        images = [load_image(p) for p in tqdm(df["path"].astype(str), desc="load images",
-                                              file=sys.stderr, disable=not features.progress)]
-        return _Inputs(images=features.preprocessing.to_uint8(images))
-    if config.mode == "head":  # pooled embeddings, derived from the trunk cache at the usual cut
-        source = features.backbone.default_cut if config.cut is None else config.cut
-        return _Inputs({v: features.embeddings(df, v, source) for v in views})
-    return _Inputs({v: features.trunk(df, v, cut) for v in views})
-
-
-def _forward(net: FusionNet, x: torch.Tensor | None, meta: torch.Tensor, config: TrainConfig,
-             cut: int) -> torch.Tensor:
-    if not net.uses_image:
-        return net(None, meta)
-    if config.mode == "head":
-        return net.classify(x, meta)
-    return net(x, meta, start=cut)
-
-
-@torch.inference_mode()
-def _logits(net: FusionNet, features: FeatureSource | None, meta: np.ndarray, df: pd.DataFrame,
-            config: TrainConfig, inputs: _Inputs | None = None) -> np.ndarray:
-    """Logits averaged over the TTA views for ``df`` rows (eval mode)."""
-    net.eval()
-    cut = _cut(config, net.backbone)
-    device = next(net.parameters()).device
-    views = config.tta
-    if inputs is None:
-        inputs = _gather(net, features, df, views, cut, config)
-    m = torch.from_numpy(meta)
-    out = []
-    for s in range(0, len(df), 128):
-        rows = np.arange(s, min(s + 128, len(df)))
-        mb = m[rows].to(device)
-        if inputs is None:
-            out.append(net(None, mb).float().cpu())
-            continue
-        acc = 0
-        for k in range(len(views)):
-            x = inputs.batch(rows, np.full(len(rows), k), names=views, device=device,
-                             normalize=features.preprocessing.normalize if features else None)
-            acc = acc + _forward(net, x, mb, config, cut).float().cpu()
-        out.append(acc / len(views))
-    return torch.cat(out).double().numpy() if out else np.zeros((0, len(CLASSES)))
 
 
 # --- the training loop ----------------------------------------------------------------------------
@@ -429,8 +153,8 @@ class _Run:
     preprocessing: Preprocessing
     features: FeatureSource | None
     train_views: tuple[str, ...]
-    inputs_tr: _Inputs | None
-    inputs_va: _Inputs | None
+    inputs_tr: Inputs | None
+    inputs_va: Inputs | None
     augment: Augmentation | None
     weights: torch.Tensor
     device: torch.device
@@ -464,8 +188,8 @@ def _prepare(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir:
     if device.type == "cpu":
         torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
     encoder = MetadataEncoder().fit(train_df)
-    meta_tr = encoder.transform(_metadata(train_df))
-    meta_va = encoder.transform(_metadata(val_df))
+    meta_tr = encoder.transform(metadata_frame(train_df))
+    meta_va = encoder.transform(metadata_frame(val_df))
 
     backbone_config = {"drop_connect_rate": config.drop_connect_rate} if config.backbone.startswith(
         "efficientnet_lite") else {}
@@ -477,7 +201,7 @@ def _prepare(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir:
                         dropout=config.dropout, weights_path=config.weights_path)
     if init_backbone is not None and net.backbone is not None:
         net.backbone.load_state_dict(init_backbone.state_dict())
-    cut = _cut(config, net.backbone)
+    cut = cut_point(config, net.backbone)
     freeze_trunk(net, cut)
     net.to(device)
     preprocessing = Preprocessing(width=config.width, height=config.height,
@@ -493,8 +217,8 @@ def _prepare(df: pd.DataFrame, split: pd.Series, config: TrainConfig, cache_dir:
                 meta_tr=meta_tr, meta_va=meta_va, encoder=encoder, net=net, cut=cut,
                 backbone_config=backbone_config, preprocessing=preprocessing, features=features,
                 train_views=train_views,
-                inputs_tr=_gather(net, features, train_df, train_views, cut, config),
-                inputs_va=_gather(net, features, val_df, config.tta, cut, config),
+                inputs_tr=gather_inputs(net, features, train_df, train_views, cut, config),
+                inputs_va=gather_inputs(net, features, val_df, config.tta, cut, config),
                 augment=Augmentation(config.train_views, config.color_jitter) if online else None,
                 weights=_class_weights(y_tr, config.class_weight).to(device), device=device,
                 soft_targets=soft_targets, soft_tr=soft_tr)
@@ -518,7 +242,7 @@ def _train_epoch(run: _Run, opt: torch.optim.Optimizer, sched: torch.optim.lr_sc
         meta = torch.from_numpy(run.meta_tr[rows]).to(device)
         target = torch.from_numpy(run.y_tr[rows]).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = _forward(net, x, meta, config, run.cut)
+            logits = forward_logits(net, x, meta, config, run.cut)
         loss = F.cross_entropy(logits.float(), target, weight=run.weights,
                                label_smoothing=config.label_smoothing)
         if run.soft_tr is not None:
@@ -537,7 +261,7 @@ def _train_epoch(run: _Run, opt: torch.optim.Optimizer, sched: torch.optim.lr_sc
 
 
 def _val_logits(run: _Run) -> np.ndarray:
-    return _logits(run.net, run.features, run.meta_va, run.val_df, run.config, run.inputs_va)
+    return network_logits(run.net, run.features, run.meta_va, run.val_df, run.config, run.inputs_va)
 
 
 def _train(run: _Run, *, progress: bool, on_epoch: Callable[[dict], None] | None
@@ -570,62 +294,6 @@ def _train(run: _Run, *, progress: bool, on_epoch: Callable[[dict], None] | None
     run.net.load_state_dict(best[2])
     run.net.eval()
     return history, best[1]
-
-
-def _prior_shift(weights: np.ndarray, calibration_mode: str) -> np.ndarray:
-    """Per-class logit offset of the calibration mode: ``-log(weights)`` for ``prior+temperature``
-    (a loss weighted by ``w_c`` learns ``p(c|x)`` times ``w_c``; the offset undoes that, so the
-    probabilities follow the training prevalence again), zeros for ``temperature``."""
-    if calibration_mode == "prior+temperature":
-        return -np.log(weights / weights.max())
-    return np.zeros_like(weights)
-
-
-def fit_mode(raw_logits: np.ndarray, y: np.ndarray, class_weights: np.ndarray,
-             calibration_mode: str) -> calibration.Calibrator:
-    """The calibrator of ``calibration_mode`` (one of :data:`CALIBRATION_MODES`) fitted on raw
-    logits and labels: ``prior+temperature`` is the fixed prior offset of ``class_weights`` then a
-    temperature; the others are :func:`skinlesion.calibration.fit_calibrator`."""
-    if calibration_mode not in CALIBRATION_MODES:
-        raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_MODES)}, "
-                         f"got {calibration_mode!r}")
-    if calibration_mode != "prior+temperature":
-        return calibration.fit_calibrator(raw_logits, y, calibration_mode)
-    shift = _prior_shift(class_weights, calibration_mode)
-    temperature = calibration.fit_temperature(raw_logits + shift, y)
-    return calibration.Calibrator(calibration_mode, np.full(shift.size, 1.0 / temperature),
-                                  shift / temperature)
-
-
-def threshold_at(y: np.ndarray, probs: np.ndarray, target_sensitivity: float) -> float:
-    """The malignant threshold giving ``target_sensitivity`` on labelled calibrated answers."""
-    is_mal = np.isin(y, [class_index(c) for c in DEFAULT_MALIGNANT])
-    return calibration.threshold_for_sensitivity(is_mal, metrics.p_malignant(probs),
-                                                 target=target_sensitivity)
-
-
-def fold_calibrator(net: FusionNet, new: calibration.Calibrator,
-                    old: calibration.Calibrator | None = None) -> None:
-    """Make the network serve ``new``: its last layer changed so that its logits divided by
-    ``new.temperature`` (the classifier's temperature) are ``new.logits(raw)``, where ``raw`` are the
-    logits before ``old`` (the calibrator folded in so far; None: nothing was). Per class ``c`` the
-    served logit is ``T * (scale_c * raw_c + bias_c)``; a temperature or BCTS leaves the weights
-    as they are (``T * scale_c = 1``) and moves the bias only."""
-    old = old or calibration.Calibrator.identity(new.scale.size)
-    # raw = (served_old / T_old - bias_old) / scale_old; served_new = T_new * (scale_new * raw + bias_new)
-    factor = new.temperature * new.scale / (old.temperature * old.scale)
-    offset = new.temperature * (new.bias - new.scale * old.bias / old.scale)
-    with torch.no_grad():
-        w, b = net.fc.weight, net.fc.bias
-        w.mul_(torch.as_tensor(factor, dtype=w.dtype, device=w.device)[:, None])
-        b.mul_(torch.as_tensor(factor, dtype=b.dtype, device=b.device))
-        b.add_(torch.as_tensor(offset, dtype=b.dtype, device=b.device))
-
-
-def unfold_logits(served: np.ndarray, folded: calibration.Calibrator) -> np.ndarray:
-    """The raw logits behind a network's outputs ``served`` when ``folded`` is folded into it (the
-    inverse of :func:`fold_calibrator`)."""
-    return (served / folded.temperature - folded.bias) / folded.scale
 
 
 def _package(run: _Run, history: list[dict], best_epoch: int, val_logits: np.ndarray,
@@ -701,8 +369,8 @@ class CalibrationChoice:
 def raw_logits(result: FitResult, df: pd.DataFrame) -> np.ndarray:
     """The trained network's logits for dataset rows (TTA-averaged, via the activation cache),
     before the calibration folded into it."""
-    logits = _logits(result.classifier.net, result.features, result.classifier.encoder.transform(
-        _metadata(df)), df, result.config)
+    logits = network_logits(result.classifier.net, result.features, result.classifier.encoder.transform(
+        metadata_frame(df)), df, result.config)
     return unfold_logits(logits, result.calibrator)
 
 
@@ -741,7 +409,7 @@ def cached_logits(classifier: NeuralClassifier, df: pd.DataFrame, cache_dir: Pat
     device = next(net.parameters()).device
     features = None if net.backbone is None else FeatureSource(
         net.backbone, classifier.preprocessing, Path(cache_dir), device=device, progress=progress)
-    return _logits(net, features, classifier.encoder.transform(_metadata(df)), df, config)
+    return network_logits(net, features, classifier.encoder.transform(metadata_frame(df)), df, config)
 
 
 def training_summary(result: FitResult) -> dict:

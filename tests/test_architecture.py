@@ -24,7 +24,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "skinlesion.sessions")),
     ("data and models", ("skinlesion.data.*", "skinlesion.model.*")),
     ("fit, score and store versions", (
-        "skinlesion.train", "skinlesion.evaluate", "skinlesion.registry", "skinlesion.register",
+        "skinlesion.train", "skinlesion.train_config", "skinlesion.features",
+        "skinlesion.soft_targets", "skinlesion.fit_calibration", "skinlesion.evaluate", "skinlesion.registry", "skinlesion.register",
         "skinlesion.reference", "skinlesion.recalibration", "skinlesion.tune", "skinlesion.distill",
         "skinlesion.scoring",
         "skinlesion.explain", "skinlesion.plots", "skinlesion.export")),

@@ -560,8 +560,8 @@ def results_table(results: dict[str, Any]) -> str:
     drift verdicts, detection, features named, estimate error and band coverage; then the OOD
     gate's flag rates."""
     lines = ["| scenario | size | drift red | drift yellow | quality tile red* | delay | features named "
-             "(windows) | recall est. error | band covers recall / precision / AUROC | estimate unreliable "
-             "| OOD share |",
+             "(windows) | recall est. error | band covers acc / prec / rec / spec / AUROC / log loss "
+             "| estimate unreliable | OOD share |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in results["scenarios"]:
         est = s["estimates"]
@@ -569,14 +569,14 @@ def results_table(results: dict[str, Any]) -> str:
         delay = "–" if s["detection_delay_hours"] is None else f"{s['detection_delay_hours']:.0f} h"
         error = est["recall"]["mean_error"]
         ood = "–" if s["ood_share_mean"] is None else f"{100 * s['ood_share_mean']:.1f}%"
+        covers = " / ".join(_pct(est[m]["band_coverage"]) for m in SCORED_METRICS)
         lines.append(
             f"| {s['scenario']} | {s['size']} | {_pct(s['drift_red_rate'])} | {_pct(s['drift_yellow_rate'])} "
             f"| {_pct(s['quality_red_rate'])} | {delay} | {named} "
-            f"| {'–' if error is None else f'{error:+.3f}'} "
-            f"| {_pct(est['recall']['band_coverage'])} / {_pct(est['precision']['band_coverage'])} / "
-            f"{_pct(est['auroc']['band_coverage'])} | {_pct(est['recall']['unreliable_share'])} "
-            f"| {ood} |")
+            f"| {'–' if error is None else f'{error:+.3f}'} | {covers} "
+            f"| {_pct(est['recall']['unreliable_share'])} | {ood} |")
     gate = results["ood_gate"]
-    lines += ["", "| OOD gate: images | flagged |", "|---|---|"]
-    lines += [f"| {name} ({v['images']}) | {_pct(v['flagged'])} |" for name, v in gate.items()]
+    lines += ["", "| OOD gate: images | flagged | by the embedding | by the image statistics |", "|---|---|---|---|"]
+    lines += [f"| {name} ({v['images']}) | {_pct(v['flagged'])} | {_pct(v['by_embedding'])} "
+              f"| {_pct(v['by_statistics'])} |" for name, v in gate.items()]
     return "\n".join(lines)

@@ -8,8 +8,8 @@ Ledoit-Wolf shrunk covariance, scikit-learn):
   — what the network makes of the image — taken as its *direction* (the unit vector) and the
   logarithm of its length (:func:`embedding_features`). The direction is what tells a degraded
   image: on the real data a JPEG re-encoded at quality 3 keeps the embedding's components within
-  their training spread but turns it away from every training image (flagged 93% of the time by
-  the direction, 0% by the raw components; README, monitoring validation);
+  their training spread but turns it away from the training images, which the raw components'
+  distance did not see (README, monitoring validation: the gate's flags by check);
 * the **image statistics** (:data:`GATE_STATS`: brightness, contrast, saturation, channel means,
   log sharpness) taken jointly — an acquisition the network may be blind to (a strong colour cast,
   under-exposure, heavy blur) but a clinician would not trust.

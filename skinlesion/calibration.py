@@ -291,12 +291,16 @@ class DiagnosisRule:
             object.__setattr__(self, "prior", prior / prior.sum())
 
     def scores(self, probs: object) -> np.ndarray:
-        """The scores whose argmax is the diagnosis (``probs`` themselves for ``argmax``)."""
+        """The scores whose argmax is the diagnosis (``probs`` themselves for ``argmax``), of one
+        answer (n_classes,) or of several (n, n_classes)."""
         p = np.asarray(probs, dtype=np.float64)
-        return p if self.prior is None else uniform_prior_probs(p, self.prior)
+        if self.prior is None:
+            return p
+        return uniform_prior_probs(p.reshape(-1, p.shape[-1]), self.prior).reshape(p.shape)
 
     def index(self, probs: object) -> np.ndarray:
-        """The diagnosis (class index) of each row of ``probs`` (n, n_classes)."""
+        """The diagnosis (class index) of one answer (n_classes,) or of each row of ``probs``
+        (n, n_classes)."""
         return self.scores(probs).argmax(axis=-1)
 
     def to_dict(self, classes: tuple[str, ...] | list[str]) -> dict:

@@ -184,6 +184,8 @@ def test_diagnosis_rule_round_trips_and_the_balanced_rule_is_out_of_fold_too() -
     probs = fit_calibrator(logits, y, "bcts").probs(logits)
     np.testing.assert_array_equal(again.index(probs), uniform_prior_probs(probs, prior).argmax(1))
     assert (DiagnosisRule.from_dict(None, classes).index(probs) == probs.argmax(1)).all()
+    # one answer at a time (as the Predictor asks) gives the same diagnosis
+    assert [int(rule.index(row)) for row in probs[:50]] == list(rule.index(probs[:50]))
     oof = out_of_fold_probs(logits, y, np.arange(3000), "bcts", balanced=True)
     plain = out_of_fold_probs(logits, y, np.arange(3000), "bcts")
     assert metrics.balanced_accuracy(y, oof) > metrics.balanced_accuracy(y, plain) + 0.05

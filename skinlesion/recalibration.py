@@ -285,8 +285,7 @@ def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache
     extra |= card_updates or {}
     if "selection" in extra:
         extra["selection"] = {**extra["selection"], "calibration": step.calibrator.method,
-                              "diagnosis_rule": step.diagnosis.rule,
-                              "calibration_rule": SELECTION_RULE}
+                              "diagnosis_rule": step.diagnosis.rule}
     training = {**card.training}
     if "config" in training:
         training["config"] = {**training["config"], "calibration": step.calibrator.method}

@@ -324,6 +324,11 @@ def run(data: Path, models_dir: Path, cache_dir: Path, *, quick: bool = False,
     return results
 
 
+def _shipped_recipe(models_dir: Path) -> str:
+    card = json.loads((models_dir / VERSION_ID / "card.json").read_text())
+    return card["selection"]["recipe"]
+
+
 def recalibrate_shipped(data: Path, models_dir: Path, cache_dir: Path, *,
                         progress: bool = True) -> dict:
     """Step 3's calibration (and what follows from it) applied to the shipped ``reference`` without
@@ -333,7 +338,8 @@ def recalibrate_shipped(data: Path, models_dir: Path, cache_dir: Path, *,
     start = time.perf_counter()
     out = recalibration.recalibrate_version(
         models_dir, VERSION_ID, read_dataset(data), cache_dir, n_boot=BOOTSTRAP, progress=progress,
-        card_updates={"intended_use": INTENDED_USE, "limits": LIMITS})
+        card_updates={"intended_use": INTENDED_USE, "limits": LIMITS,
+                      "selection": {"recipe": _shipped_recipe(models_dir), "rule": SELECTION_RULE}})
     path = models_dir / VERSION_ID / "results.json"
     results = json.loads(path.read_text())
     card = out.card.model_dump(mode="json")

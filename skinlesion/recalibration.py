@@ -28,7 +28,7 @@ import pandas as pd
 
 from skinlesion import calibration, intervals, metrics
 from skinlesion.calibration import Calibrator, DiagnosisRule
-from skinlesion.data.images import file_sha256
+from skinlesion.data.images import file_sha256, load_image
 from skinlesion.errors import DataError
 from skinlesion.evaluate import labelled_report
 from skinlesion.fit_calibration import fold_calibrator, threshold_at, unfold_logits
@@ -36,7 +36,7 @@ from skinlesion.model.neural import NeuralClassifier
 from skinlesion.register import monitoring_embedder, ood_section, shown_summary, with_answers
 from skinlesion.registry import (ModelCard, load_version, read_manifest, read_reference,
                                  resolve_version, save_version)
-from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, class_index
+from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index
 from skinlesion.train import cached_logits
 
 N_FOLDS = 5
@@ -52,6 +52,11 @@ REWRITTEN = ("calibration", "diagnosis_rule", "calibration_ablation", "test_per_
              "image_stats_reference", "ood")
 #: Test recall of the shown diagnosis below which a class is named in the card's ``weak_recall``.
 WEAK_RECALL = 0.6
+#: Validation images whose answers through the serving path (images -> the saved classifier) are
+#: compared with the calibrated cached answers.
+SERVING_CHECK = 16
+#: Largest difference in probability allowed between the two (float16 activation cache).
+SERVING_ATOL = 5e-3
 #: Metrics of the ablation's test intervals (the ones calibration and the diagnosis rule move).
 ABLATION_METRICS = ("ece_15", "log_loss_multiclass", "balanced_accuracy", "balanced_accuracy_shown",
                     "auroc", "sensitivity_at_specificity_80")
@@ -220,12 +225,27 @@ def _labels(df: pd.DataFrame) -> np.ndarray:
 @dataclass(frozen=True)
 class Recalibration:
     """What :func:`recalibrate_version` did: the ``step``, the new ``card``, the test ``report``
-    (``labelled_report``) and the ablation's ``test_rows``."""
+    (``labelled_report``), the ablation's ``test_rows`` and ``serving_diff`` (see
+    :func:`serving_difference`)."""
 
     step: CalibrationStep
     card: ModelCard
     report: dict
     test_rows: list[dict]
+    serving_diff: float
+
+
+def serving_difference(classifier: NeuralClassifier, rows: pd.DataFrame, probs: np.ndarray) -> float:
+    """Largest difference between ``classifier``'s own answers on the images of ``rows`` (what the
+    Predictor serves, the calibration folded into its weights) and ``probs`` (the calibrator on
+    the cached logits); raises when it exceeds :data:`SERVING_ATOL`."""
+    served = classifier.predict_proba([load_image(p) for p in rows["path"]],
+                                      rows.loc[:, list(METADATA_FIELDS)].reset_index(drop=True))
+    diff = float(np.abs(served - probs).max())
+    if diff > SERVING_ATOL:
+        raise RuntimeError(f"the recalibrated weights serve probabilities {diff:.4f} away from the "
+                           f"calibrated cached answers (> {SERVING_ATOL}); the fold is wrong")
+    return diff
 
 
 def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache_dir: Path, *,
@@ -259,6 +279,8 @@ def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache
     fold_calibrator(version.classifier.net, step.calibrator, old)
     version.classifier.temperature = step.calibrator.temperature
     probs = {s: step.calibrator.probs(raw[s]) for s in rows}
+    serving_diff = serving_difference(version.classifier, rows["val"].iloc[:SERVING_CHECK],
+                                      probs["val"][:SERVING_CHECK])
     malignant = tuple(card.malignant)
     report = labelled_report(y["test"], probs["test"], lesions["test"], threshold=step.threshold,
                              malignant=malignant, diagnosis=step.diagnosis, n_boot=n_boot)
@@ -280,7 +302,8 @@ def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache
         "test_intervals": report["intervals"],
         "weak_recall": sorted(c for c, v in report["per_class_recall"].items() if v < WEAK_RECALL),
         "recalibrated": {"at": datetime.now(UTC).isoformat(timespec="seconds"),
-                         "previous": old.to_dict(), "previous_threshold": card.threshold},
+                         "previous": old.to_dict(), "previous_threshold": card.threshold,
+                         "serving_path_max_abs_diff": serving_diff},
     }
     extra |= card_updates or {}
     if "selection" in extra:
@@ -295,7 +318,8 @@ def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache
     new_card = _rewrite(models_dir, vid, version.classifier, card, threshold=step.threshold,
                         metrics=scores, training=training, extra=extra, reference=reference,
                         manifest=manifest)
-    return Recalibration(step=step, card=new_card, report=report, test_rows=ablation)
+    return Recalibration(step=step, card=new_card, report=report, test_rows=ablation,
+                         serving_diff=serving_diff)
 
 
 def _rewrite(models_dir: Path, vid: str, classifier: NeuralClassifier, card: ModelCard, *,

@@ -72,7 +72,7 @@ INTENDED_USE = (
     "Second-reader triage of dermoscopic images of a single skin lesion with the patient's age, sex "
     "and anatomical site: refer when p_malignant >= the card's threshold (chosen for 90 % "
     "sensitivity on validation). p_malignant and the class probabilities are calibrated to the "
-    "population of the training data (about 21 % malignant); the shown diagnosis follows the "
+    "population of the training data (about 19 % malignant); the shown diagnosis follows the "
     "card's diagnosis_rule. Not a diagnosis; a clinician decides.")
 #: Test recall (of the shown diagnosis) below which a class is named in the card's ``weak_recall``.
 WEAK_RECALL = recalibration.WEAK_RECALL
@@ -352,6 +352,7 @@ def recalibrate_shipped(data: Path, models_dir: Path, cache_dir: Path, *,
         "val": card["metrics"]["val"], "calibration": card["calibration"],
         "diagnosis_rule": card["diagnosis_rule"],
         "calibration_ablation": card["calibration_ablation"], "recalibrated": card["recalibrated"],
+        "serving_path_max_abs_diff": out.serving_diff,
     })
     results["timings"] = {**results.get("timings", {}),
                           "recalibrate_s": time.perf_counter() - start}

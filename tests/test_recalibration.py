@@ -80,6 +80,7 @@ def test_recalibrating_a_version_rewrites_it_consistently(version, synthetic_df,
     assert card.model_extra["calibration"]["method"] == "bcts"
     assert card.model_extra["diagnosis_rule"]["rule"] == "balanced"
     assert card.threshold == pytest.approx(out.step.threshold)
+    assert 0 <= out.serving_diff <= recalibration.SERVING_ATOL
     assert (models / "v1" / "results.json").is_file()  # carried over
     assert not list(models.glob(".v1-old-*"))
     # the saved weights serve exactly what the reference answers say (p columns, diagnosis)

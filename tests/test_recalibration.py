@@ -118,3 +118,22 @@ def test_recalibration_refuses_data_unlike_the_manifest(version, synthetic_df):
     with pytest.raises(DataError, match="not in the data"):
         recalibration.recalibrate_version(models, "v1", synthetic_df.iloc[:10], cache,
                                           progress=False)
+
+
+def test_the_cli_recalibrates_a_version_and_rejects_unknown_options(version, synthetic_dir,
+                                                                    monkeypatch):
+    from typer.testing import CliRunner
+
+    from skinlesion.cli import app
+
+    models, cache, _ = version
+    monkeypatch.setenv("SKINLESION_CACHE_DIR", str(cache))
+    bad = CliRunner().invoke(app, ["models", "recalibrate", "v1", "--data", str(synthetic_dir),
+                                   "--method", "platt", "--models-dir", str(models)])
+    assert bad.exit_code == 2 and "temperature, bcts, vector" in bad.output
+    ok = CliRunner().invoke(app, ["models", "recalibrate", "v1", "--data", str(synthetic_dir),
+                                  "--method", "temperature", "--rule", "argmax",
+                                  "--models-dir", str(models)])
+    assert ok.exit_code == 0, ok.output
+    assert "temperature calibration" in ok.stdout and "shown diagnosis argmax" in ok.stdout
+    assert registry.read_card(models / "v1").model_extra["calibration"]["method"] == "temperature"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from streamlit.testing.v1 import AppTest
 
+from skinlesion.monitoring.estimate import BAND_LEVEL
 from skinlesion.store import ServingRoute, Store
 from tests.dashboard.conftest import _seed, _use
 
@@ -24,7 +25,7 @@ def test_without_labels_the_headline_is_the_estimate_with_its_band(
     assert headlines["AUROC"].startswith("≈ ")
     captions = _texts(at.caption)
     assert "**estimated** (too few labels)" in captions
-    assert "90 % band" in captions
+    assert f"{BAND_LEVEL:.0%} band" in captions
 
 
 def test_a_bad_window_with_the_fallback_serving_reads_mitigated(

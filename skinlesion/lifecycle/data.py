@@ -189,9 +189,9 @@ def with_groups(rows: pd.DataFrame, known: pd.Series | None = None) -> pd.DataFr
     rows sharing a ``known`` lesion id, aligned with ``rows``): the name of its oldest image."""
     if rows.empty:
         return rows
-    ordered = rows.sort_values(["ts", "image"], kind="stable").reset_index(drop=True)
-    names = None if known is None else known.reindex(rows.sort_values(
-        ["ts", "image"], kind="stable").index).tolist()
+    ordered = rows.sort_values(["ts", "image"], kind="stable")
+    names = None if known is None else known.reindex(ordered.index).tolist()
+    ordered = ordered.reset_index(drop=True)
     group = groups(signatures(ordered["path"].tolist()), names)
     first = pd.Series(ordered["image"].to_numpy()).groupby(group).transform("first")
     return ordered.assign(lesion_id=first.to_numpy())

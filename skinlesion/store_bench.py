@@ -93,8 +93,8 @@ def health_over(store: Store, n: int) -> dict[str, float]:
     start_load = time.perf_counter()
     store.bulk_load(frame, labels)
     load_s = time.perf_counter() - start_load
-    start = frame["ts"].min().to_pydatetime()
-    end = frame["ts"].max().to_pydatetime() + timedelta(seconds=1)
+    start = frame["ts"].min().floor("us").to_pydatetime()
+    end = frame["ts"].max().ceil("us").to_pydatetime() + timedelta(seconds=1)
     begin = time.perf_counter()
     compute_health(store, start, end, policy=load_policy(None), resources=False)
     return {"rows": n, "bulk_load_s": load_s, "health_30d_s": time.perf_counter() - begin}

@@ -317,13 +317,22 @@ def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache
               "test": report["summary"]}
     new_card = _rewrite(models_dir, vid, version.classifier, card, threshold=step.threshold,
                         metrics=scores, training=training, extra=extra, reference=reference,
-                        manifest=manifest)
+                        manifest=manifest, notes=recalibrated_note(card.notes, step))
     return Recalibration(step=step, card=new_card, report=report, test_rows=ablation,
                          serving_diff=serving_diff)
 
 
+def recalibrated_note(notes: str | None, step: CalibrationStep) -> str:
+    """The card's notes with a sentence saying the calibration step ran after training."""
+    sentence = (f"Recalibrated after training by the calibration step (skinlesion.recalibration): "
+                f"{step.calibrator.method} calibration, the {step.diagnosis.rule} diagnosis rule "
+                f"and the threshold refitted on the validation split; the network was not "
+                f"trained again.")
+    return f"{notes} {sentence}" if notes else sentence
+
+
 def _rewrite(models_dir: Path, vid: str, classifier: NeuralClassifier, card: ModelCard, *,
-             threshold: float, metrics: dict, training: dict, extra: dict,
+             threshold: float, metrics: dict, training: dict, extra: dict, notes: str,
              reference: pd.DataFrame, manifest: pd.DataFrame) -> ModelCard:
     """Save the version again under its id; the old folder is kept aside until the new one is
     complete (restored if saving fails). Files other than the version's own (e.g. results.json)
@@ -337,7 +346,7 @@ def _rewrite(models_dir: Path, vid: str, classifier: NeuralClassifier, card: Mod
                            manifest=manifest, metrics=metrics, history=card.history,
                            training=training, parent=card.parent,
                            target_sensitivity=card.target_sensitivity,
-                           malignant=tuple(card.malignant), notes=card.notes, version_id=vid,
+                           malignant=tuple(card.malignant), notes=notes, version_id=vid,
                            extra=extra, reference=reference)
     except BaseException:
         if folder.exists():

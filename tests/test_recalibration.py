@@ -137,3 +137,11 @@ def test_the_cli_recalibrates_a_version_and_rejects_unknown_options(version, syn
     assert ok.exit_code == 0, ok.output
     assert "temperature calibration" in ok.stdout and "shown diagnosis argmax" in ok.stdout
     assert registry.read_card(models / "v1").model_extra["calibration"]["method"] == "temperature"
+
+
+def test_the_notes_say_the_calibration_step_ran():
+    step = recalibration.CalibrationStep(
+        calibrator=recalibration.Calibrator("bcts", np.ones(8), np.zeros(8)),
+        diagnosis=recalibration.DiagnosisRule(), threshold=0.1, rows=[])
+    note = recalibration.recalibrated_note("Trained by the recipe.", step)
+    assert note.startswith("Trained by the recipe. Recalibrated") and "bcts calibration" in note

@@ -182,6 +182,14 @@ def write_export(classifier: NeuralClassifier, runtime: str, folder: Path,
 # --- running an export -----------------------------------------------------------------------------
 
 
+def as_array(tensor: torch.Tensor) -> np.ndarray:
+    """A C-contiguous (NCHW) numpy array of a CPU tensor, what the runtimes take. Preprocessed
+    images come in channels-last memory (for eager torch's convolutions); numpy reorders them about
+    25 times faster than ``tensor.contiguous()`` (0.16 against 4.2 ms for one 256x192 image on the
+    2-core development machine)."""
+    return np.ascontiguousarray(tensor.numpy())
+
+
 class OnnxRuntimeEngine:
     """An ONNX Runtime CPU session on ``model.onnx`` (thread-safe: concurrent runs share it)."""
 
@@ -201,7 +209,7 @@ class OnnxRuntimeEngine:
     def __call__(self, images: torch.Tensor, metadata: torch.Tensor
                  ) -> tuple[np.ndarray, np.ndarray]:
         logits, pooled = self.session.run(list(OUTPUT_NAMES), {
-            "images": images.contiguous().numpy(), "metadata": metadata.contiguous().numpy()})
+            "images": as_array(images), "metadata": as_array(metadata)})
         return logits.astype(np.float64), pooled
 
 
@@ -220,8 +228,7 @@ class OpenVinoEngine:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        out = request.infer({"images": images.contiguous().numpy(),
-                             "metadata": metadata.contiguous().numpy()})
+        out = request.infer({"images": as_array(images), "metadata": as_array(metadata)})
         return (np.asarray(out["logits"], dtype=np.float64),
                 np.array(out["pooled"], dtype=np.float32))
 
@@ -291,8 +298,11 @@ class BatchingEngine:
 
     def _run(self, batch: list[_Call]) -> None:
         try:
-            logits, pooled = self.engine(torch.cat([c.images for c in batch]),
-                                         torch.cat([c.metadata for c in batch]))
+            if len(batch) == 1:  # a lone call: its own tensors, no copy
+                logits, pooled = self.engine(batch[0].images, batch[0].metadata)
+            else:
+                logits, pooled = self.engine(torch.cat([c.images for c in batch]),
+                                             torch.cat([c.metadata for c in batch]))
             start = 0
             for c in batch:
                 c.result = (logits[start:start + len(c.images)],

@@ -42,7 +42,8 @@ def evaluate(version: VersionRef, data: DataDir, fmt: Format = "auto",
     except SkinLesionError as err:
         raise fail(err) from err
     s = report.metrics["summary"]
-    typer.echo(f"AUROC {s['auroc']:.3f}  balanced accuracy {s['balanced_accuracy']:.3f}  "
+    typer.echo(f"AUROC {s['auroc']:.3f}  balanced accuracy {s['balanced_accuracy_shown']:.3f} "
+               f"(shown diagnosis; {s['balanced_accuracy']:.3f} argmax of the probabilities)  "
                f"sensitivity {s['recall']:.3f}  specificity {s['specificity']:.3f}  (n={s['n']})")
     typer.echo(str(report.out_dir))
 

@@ -197,18 +197,17 @@ def _metadata(row: pd.Series) -> Metadata:
     return Metadata.from_raw(None if pd.isna(age) else age, row["sex"], row["anatom_site_general"])
 
 
-#: Card keys a working copy adds or may differ in (:func:`prepare_version`): not part of what the
-#: version answers.
-_COPY_KEYS = ("ood", "notes")
+#: Card keys that decide what a version answers: the network and its preprocessing, the
+#: calibration, the threshold and the diagnosis rule (documentation keys may be edited freely).
+_ANSWER_KEYS = ("model", "classes", "malignant", "threshold", "calibration", "diagnosis_rule")
 
 
 def version_fingerprint(folder: Path) -> str:
-    """What a version answers with, as 12 hex digits: its weights and its card without the keys a
-    working copy adds (a recalibration, a new threshold or retrained weights change it; the
-    working copy of a version shares its fingerprint)."""
+    """What a version answers with, as 12 hex digits: its weights and the card keys that decide
+    its answers (:data:`_ANSWER_KEYS`): a recalibration, a new threshold or retrained weights
+    change it, an edited note does not; the working copy of a version shares its fingerprint."""
     card = json.loads((folder / registry.CARD_FILE).read_text())
-    digest = hashlib.sha256(json.dumps({k: v for k, v in card.items() if k not in _COPY_KEYS},
-                                       sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps({k: card.get(k) for k in _ANSWER_KEYS}, sort_keys=True).encode())
     for weights in sorted(folder.glob("*.pt")):
         digest.update(weights.read_bytes())
     return digest.hexdigest()[:12]

@@ -1,6 +1,10 @@
-"""The replay harness's pieces: shifts of the stated size, seeded traffic, the per-scenario summary."""
+"""The replay harness's pieces: shifts of the stated size, seeded traffic, the per-scenario summary,
+the version fingerprint its answer cache is keyed by."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +14,7 @@ from PIL import Image
 from skinlesion.data.images import image_stats
 from skinlesion.monitoring.replay import (
     Scenario, WindowOutcome, blur, colour_cast, default_scenarios, jpeg, malignant_prevalence, older_patients,
-    summarise, traffic_days, upsample)
+    summarise, traffic_days, upsample, version_fingerprint)
 from skinlesion.schema import DEFAULT_MALIGNANT
 
 
@@ -77,3 +81,18 @@ def test_summary_counts_false_alarms_detection_and_coverage(pool: pd.DataFrame) 
     recall = summary["estimates"]["recall"]
     assert recall["band_coverage"] == 0.75 and recall["unreliable_share"] == 0.5
     assert recall["mean_abs_error"] == pytest.approx((0.05 * 3 + 0.3) / 4)
+
+
+def test_the_answer_cache_follows_what_the_version_answers_with(tmp_path: Path) -> None:
+    card = {"id": "v", "model": {"temperature": 1.2}, "threshold": 0.3, "notes": "first", "ood": {}}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    (tmp_path / "weights.pt").write_bytes(b"weights")
+    before = version_fingerprint(tmp_path)
+    (tmp_path / "card.json").write_text(json.dumps({**card, "notes": "edited", "ood": {"fitted": True}}))
+    assert version_fingerprint(tmp_path) == before  # documentation and the gate: same answers
+    for changed in ({**card, "threshold": 0.2}, {**card, "model": {"temperature": 1.0}}):
+        (tmp_path / "card.json").write_text(json.dumps(changed))
+        assert version_fingerprint(tmp_path) != before
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    (tmp_path / "weights.pt").write_bytes(b"retrained")
+    assert version_fingerprint(tmp_path) != before

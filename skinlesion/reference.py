@@ -300,7 +300,7 @@ def run(data: Path, models_dir: Path, cache_dir: Path, *, quick: bool = False,
                    f"non-commercial; the licence carries over to the weights)."),
             version_id=None if quick else VERSION_ID, diagnosis=step.diagnosis,
             extra={"intended_use": INTENDED_USE, "limits": LIMITS,
-                   "calibration": step.card_section()["calibration"],
+                   **step.card_section(),
                    "calibration_ablation": calibration_ablation,
                    "weak_recall": sorted(c for c, v in report["per_class_recall"].items()
                                          if v < WEAK_RECALL),

@@ -186,8 +186,8 @@ def register(models_dir: Path, classifier: Classifier, df: pd.DataFrame, split: 
     embed = monitoring_embedder(classifier)
     reference = reference_frame(val, val_probs, threshold=threshold, malignant=malignant, embed=embed,
                                 diagnosis=diagnosis, progress=progress)
-    extra = {**(extra or {}), "reference": describe_reference(reference),
-             **({"diagnosis_rule": diagnosis.to_dict(CLASSES)} if diagnosis is not None else {}),
+    extra = {**({"diagnosis_rule": diagnosis.to_dict(CLASSES)} if diagnosis is not None else {}),
+             **(extra or {}), "reference": describe_reference(reference),
              **ood_section(df[split == "train"], reference, embed, progress=progress)}
     return save_version(
         models_dir, classifier, threshold=threshold,

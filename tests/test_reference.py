@@ -50,6 +50,7 @@ def test_the_card_says_what_the_splits_hold_how_the_recipe_was_chosen_and_its_li
     assert card["selection"]["recipe"] in reference.CANDIDATES
     assert card["selection"]["calibration"] == card["calibration"]["method"] in METHODS
     assert card["diagnosis_rule"]["rule"] == card["selection"]["diagnosis_rule"]
+    assert "shown_diagnosis" in card["diagnosis_rule"]
     assert "dermoscop" in card["intended_use"] and "not covered" in card["limits"]
     assert {r["recipe"] for r in card["recipe_ablation"]} == set(reference.CANDIDATES)
     compared = card["calibration_ablation"]["validation_out_of_fold"]

@@ -173,7 +173,7 @@ def test_answers_log_the_same_embedding_as_the_reference_and_drift_tests_it(pred
 def test_an_image_unlike_the_training_images_is_uncertain_with_the_gate_as_reason(predictor,
                                                                                   synthetic_df):
     """The version's OOD gate (fitted and bound here on 30 answers: a tiny version's validation
-    split is too small) passes the images it was fitted on (all but the farthest of each check) and
+    split is too small) passes the images it was fitted on (all but the farthest of each of its three checks) and
     flags a planted outlier: noise, nothing like a dermoscopy image."""
     images, meta = rows(synthetic_df, 30)
     answers = predictor.predict_batch(images, meta)
@@ -182,7 +182,7 @@ def test_an_image_unlike_the_training_images_is_uncertain_with_the_gate_as_reaso
     gate = fit_ood_gate(embeddings, stats, embeddings, stats)
     card = registry.ModelCard.model_validate({**predictor.version.card.model_dump(), "ood": gate.as_dict()})
     gated = Predictor(registry.ModelVersion(card, predictor.version.path, predictor.version.classifier))
-    assert sum("out of distribution" in a.decision_reason for a in gated.predict_batch(images, meta)) <= 2
+    assert sum("out of distribution" in a.decision_reason for a in gated.predict_batch(images, meta)) <= 3
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (72, 96, 3), dtype=np.uint8))
     answer = gated.predict(noise, meta[0])
     assert answer.decision == UNCERTAIN

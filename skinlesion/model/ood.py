@@ -11,12 +11,15 @@ Ledoit-Wolf shrunk covariance, scikit-learn):
   their training spread but turns it away from the training images, which the raw components'
   distance did not see (README, monitoring validation: the gate's flags by check);
 * the **image statistics** (:data:`GATE_STATS`: brightness, contrast, saturation, channel means,
-  log sharpness) taken jointly — an acquisition the network may be blind to (a strong colour cast,
-  under-exposure, heavy blur) but a clinician would not trust.
+  log sharpness) — an acquisition the network may be blind to (a strong colour cast, under-exposure,
+  heavy blur) but a clinician would not trust — taken jointly (a Mahalanobis distance) and one by
+  one (:class:`Extremes`: the largest number of training standard deviations any one statistic
+  lies from the training mean; a heavily blurred image is far off in sharpness alone, which the
+  joint distance, spread over seven dimensions, lets through about half the time).
 
-An image beyond either bound is out of distribution. Both bounds sit at one quantile of the
-distances of the version's *validation* answers (images it never trained on), the quantile chosen
-so that the two checks together flag :data:`OOD_VALIDATION_SHARE` of them (:func:`union_quantile`).
+An image beyond any bound is out of distribution. The bounds sit at one quantile of the distances
+of the version's *validation* answers (images it never trained on), the quantile chosen so that
+the checks together flag :data:`OOD_VALIDATION_SHARE` of them (:func:`union_quantile`).
 The gate is fitted once when a version is registered and stored in its card (``ood``);
 :func:`card_gate` rebuilds it (a card of the earlier form, raw embedding components, still reads).
 The Predictor answers ``uncertain`` with the reason; monitoring reuses it for the share of a
@@ -132,10 +135,44 @@ def union_quantile(distances: Sequence[np.ndarray], share: float) -> float:
 
 
 @dataclass(frozen=True)
+class Extremes:
+    """The one-by-one statistics check: training ``mean`` and standard deviation ``scale`` of each
+    of :data:`GATE_STATS`, and the ``bound`` on the largest ``|x - mean| / scale`` of a row."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    bound: float
+
+    def __post_init__(self) -> None:
+        if self.mean.shape != (len(GATE_STATS),) or self.scale.shape != self.mean.shape or (self.scale <= 0).any():
+            raise ValueError(f"the extremes check needs a mean and a positive scale for each of {len(GATE_STATS)} "
+                             f"statistics, got {self.mean.shape} and {self.scale.shape}")
+        if not (math.isfinite(self.bound) and self.bound > 0):
+            raise ValueError(f"the OOD bound must be a positive number, got {self.bound}")
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """``|x - mean| / scale`` of each statistic of each row of a :func:`stats_matrix`."""
+        return np.abs((np.atleast_2d(rows) - self.mean) / self.scale)
+
+    def distance(self, rows: np.ndarray) -> np.ndarray:
+        """The largest score of each row."""
+        return self.scores(rows).max(axis=1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "bound": self.bound}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Extremes:
+        return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["scale"], dtype=np.float64),
+                   float(data["bound"]))
+
+
+@dataclass(frozen=True)
 class OODGate:
     """The ``embedding`` and image-``stats`` checks (see the module docstring), each bound at
     ``quantile`` of ``n_validation`` validation images, fitted on ``n_train`` training images;
-    ``embedding_form`` says how the embedding check reads an embedding (:data:`EMBEDDING_FORMS`)."""
+    ``embedding_form`` says how the embedding check reads an embedding (:data:`EMBEDDING_FORMS`);
+    ``extremes`` is the one-by-one statistics check (None in cards written before it)."""
 
     embedding: Check
     stats: Check
@@ -143,6 +180,7 @@ class OODGate:
     n_train: int
     n_validation: int
     embedding_form: str = "direction"
+    extremes: Extremes | None = None
 
     def __post_init__(self) -> None:
         if self.embedding_form not in EMBEDDING_FORMS:
@@ -167,9 +205,13 @@ class OODGate:
 
     def flags_by_check(self, embeddings: object, stats: pd.DataFrame | Sequence[Mapping[str, float]]
                        ) -> tuple[np.ndarray, np.ndarray]:
-        """Which images each check (embedding, image statistics) finds out of distribution."""
-        return (self.embedding_distance(embeddings) > self.embedding.bound,
-                self.stats.distance(stats_matrix(stats)) > self.stats.bound)
+        """Which images each check (embedding, image statistics jointly or one by one) finds out of
+        distribution."""
+        x = stats_matrix(stats)
+        by_stats = self.stats.distance(x) > self.stats.bound
+        if self.extremes is not None:
+            by_stats |= self.extremes.distance(x) > self.extremes.bound
+        return self.embedding_distance(embeddings) > self.embedding.bound, by_stats
 
     def flags(self, embeddings: object, stats: pd.DataFrame | Sequence[Mapping[str, float]]) -> np.ndarray:
         """Which images (rows of ``embeddings`` and of ``stats``) are out of distribution."""
@@ -184,17 +226,24 @@ class OODGate:
             out.append(f"out of distribution: the image is unlike the training images (embedding distance "
                        f"{distance:.1f} > {self.embedding.bound:.1f}, the {self.quantile:.2%} quantile of "
                        "validation images)")
-        distance = float(self.stats.distance(stats_matrix([stats]))[0])
+        x = stats_matrix([stats])
+        distance = float(self.stats.distance(x)[0])
         if distance > self.stats.bound:
             out.append(f"out of distribution: colour, exposure or sharpness unlike the training images "
                        f"(statistics distance {distance:.1f} > {self.stats.bound:.1f})")
+        if self.extremes is not None and float(self.extremes.distance(x)[0]) > self.extremes.bound:
+            scores = self.extremes.scores(x)[0]
+            worst = int(scores.argmax())
+            out.append(f"out of distribution: {GATE_STATS[worst]} unlike the training images ({scores[worst]:.1f} "
+                       f"standard deviations from their mean > {self.extremes.bound:.1f})")
         return out
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form for the model card; :meth:`from_dict` reads it."""
         return {"method": "mahalanobis", "embedding": self.embedding.as_dict(), "stats": self.stats.as_dict(),
                 "stats_names": list(GATE_STATS), "quantile": self.quantile, "n_train": self.n_train,
-                "n_validation": self.n_validation, "embedding_form": self.embedding_form}
+                "n_validation": self.n_validation, "embedding_form": self.embedding_form,
+                "extremes": None if self.extremes is None else self.extremes.as_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OODGate:
@@ -202,7 +251,8 @@ class OODGate:
             raise ValueError("unknown OOD gate in the card; re-register the version (known: mahalanobis "
                              "over the embedding and the image statistics)")
         return cls(Check.from_dict(data["embedding"]), Check.from_dict(data["stats"]), float(data["quantile"]),
-                   int(data["n_train"]), int(data["n_validation"]), str(data.get("embedding_form", "raw")))
+                   int(data["n_train"]), int(data["n_validation"]), str(data.get("embedding_form", "raw")),
+                   Extremes.from_dict(data["extremes"]) if data.get("extremes") else None)
 
 
 def card_gate(card_extra: Mapping[str, Any] | None) -> OODGate | None:
@@ -231,8 +281,12 @@ def fit_ood_gate(train_embeddings: object, train_stats: pd.DataFrame, validation
     checks = [(embedding_features(x_train), embedding_features(x_val)),
               (stats_matrix(train_stats), stats_matrix(validation_stats))]
     fitted = [fit_check(train, validation, 0.5) for train, validation in checks]
+    stats_train, stats_val = checks[1]
+    extremes = Extremes(stats_train.mean(axis=0), np.maximum(stats_train.std(axis=0), 1e-12), 1.0)
     distances = [check.distance(validation) for check, (_, validation) in zip(fitted, checks, strict=True)]
+    distances.append(extremes.distance(stats_val))
     quantile = union_quantile(distances, share)
-    embedding, stats = (Check(check.mean, check.precision, float(np.quantile(d, quantile)))
-                        for check, d in zip(fitted, distances, strict=True))
-    return OODGate(embedding, stats, quantile, len(x_train), len(x_val), "direction")
+    bounds = [float(np.quantile(d, quantile)) for d in distances]
+    embedding, stats = (Check(check.mean, check.precision, bound) for check, bound in zip(fitted, bounds, strict=False))
+    return OODGate(embedding, stats, quantile, len(x_train), len(x_val), "direction",
+                   Extremes(extremes.mean, extremes.scale, bounds[2]))

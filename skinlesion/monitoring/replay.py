@@ -59,7 +59,7 @@ from skinlesion.monitoring.policy import Policy
 from skinlesion.monitoring.runner import run_once
 from skinlesion.predict import Predictor
 from skinlesion.records import ServingRoute
-from skinlesion.register import embed_images
+from skinlesion.register import OOD_TRAIN_IMAGES, embed_images
 from skinlesion.schema import CLASSES, Metadata
 from skinlesion.serving import prediction_record
 from skinlesion.store import LabelRecord, Store
@@ -78,8 +78,9 @@ TEST_IMAGES: int | None = None
 ACQUISITION_IMAGES = 200
 #: Images per strongly shifted transform and synthetic images, for the OOD gate's check.
 OOD_CHECK_IMAGES = 100
-#: Training images whose embeddings fit the gate of a version registered without one.
-GATE_TRAIN_IMAGES = 400
+#: Training images whose embeddings fit the gate of a version registered without one (of the
+#: current form), as many as registration takes.
+GATE_TRAIN_IMAGES = OOD_TRAIN_IMAGES
 START = datetime(2026, 1, 5, tzinfo=UTC)
 
 
@@ -265,8 +266,10 @@ def _split_rows(data: pd.DataFrame, manifest: pd.DataFrame, split: str) -> pd.Da
 
 
 def _has_gate(card: registry.ModelCard) -> bool:
-    """Whether the card holds an OOD gate of the current form (embedding and image statistics)."""
-    return "stats" in ((card.model_extra or {}).get("ood") or {})
+    """Whether the card holds an OOD gate of the current form (the embedding's direction, the image
+    statistics jointly and one by one)."""
+    gate = (card.model_extra or {}).get("ood") or {}
+    return gate.get("embedding_form") == "direction" and bool(gate.get("extremes"))
 
 
 def prepare_version(models_dir: Path, version: str, data: pd.DataFrame, work_dir: Path, *,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinlesion.model.ood import GATE_STATS, OODGate, fit_ood_gate
+from skinlesion.model.ood import GATE_STATS, OODGate, fit_ood_gate, stats_matrix
 
 
 def embeddings(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
@@ -49,8 +49,9 @@ def test_a_planted_outlier_is_flagged_by_the_check_that_sees_it(gate: OODGate) -
     (reason,) = gate.reasons(outlier, typical_stats)
     assert reason.startswith("out of distribution: the image is unlike the training images (embedding")
     dark = {**typical_stats, "brightness": typical_stats["brightness"] - 0.4}
-    (reason,) = gate.reasons(typical, dark)
-    assert "colour, exposure or sharpness" in reason
+    joint, alone = gate.reasons(typical, dark)
+    assert "colour, exposure or sharpness" in joint
+    assert alone.startswith("out of distribution: brightness unlike the training images")
     assert gate.flags(embeddings(500, seed=5, shift=6.0), stats(500, seed=5)).mean() > 0.9
     assert gate.flags(embeddings(500, seed=5), stats(500, seed=5, brightness=-0.3)).mean() > 0.9
 
@@ -86,3 +87,14 @@ def test_round_trip_and_bad_inputs(gate: OODGate) -> None:
         fit_ood_gate(embeddings(100, seed=1), stats(100, seed=1), embeddings(100, seed=2)[:, :4], stats(100, seed=2))
     with pytest.raises(ValueError, match="re-register"):
         OODGate.from_dict({"method": "mahalanobis", "mean": [0.0]})
+
+
+def test_one_statistic_far_off_is_flagged_by_the_one_by_one_check(gate: OODGate) -> None:
+    """Sharpness alone 4 standard deviations low (a heavy blur): within the joint distance's bound,
+    beyond the one-by-one check's."""
+    typical, typical_stats = embeddings(1, seed=4)[0], stats(1, seed=4).iloc[0].to_dict()
+    blurred = {**typical_stats, "sharpness": typical_stats["sharpness"] * np.exp(-0.3 * 4)}  # log sd 0.3
+    assert gate.stats.distance(stats_matrix([blurred]))[0] < gate.stats.bound
+    (reason,) = gate.reasons(typical, blurred)
+    assert reason.startswith("out of distribution: sharpness unlike the training images")
+    assert gate.extremes is not None and OODGate.from_dict(gate.as_dict()).extremes is not None

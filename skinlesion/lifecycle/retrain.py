@@ -229,6 +229,12 @@ def retrain(store: Store, spec: RetrainSpec, reporter: Reporter) -> RetrainResul
     config = retrain_config(card, spec)
     base = load_version(card.id, models_dir, device=spec.device)
     fitted = _fit(data, config, base, spec, reporter)
+    summary = training_summary(fitted)
+    reporter.log(f"trained: {summary['epochs_run']} of {config.epochs} epochs run, epoch "
+                 f"{summary['best_epoch']} kept (best validation balanced accuracy)")
+    # a log line as well as progress: the job writes progress at most once a second, lines all
+    reporter.log(f"gate: scoring the candidate and {card.id} on the {len(data.holdout)} held-out "
+                 "cases" + (" and the original test split" if data.kind != PRODUCTION_ONLY else ""))
     reporter.progress(0.75, f"gate: candidate vs {card.id} on the recent hold-out"
                             + (" and the original test split" if data.kind != PRODUCTION_ONLY else ""))
     registered, registered_split = _registered(data)

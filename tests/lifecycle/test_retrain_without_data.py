@@ -120,7 +120,7 @@ def test_a_retrain_without_the_original_data_trains_on_the_kept_cases(demo_like)
     reporter = Lines()
     result = retrain(home["store"], _spec(home), reporter)
     log = "\n".join(reporter.lines)
-    assert "is not on this machine" in log and "alone" in log
+    assert "is not on this machine" in log and "alone" in log and "epochs run, epoch" in log
     assert f"{home['n_test']} of these cases are images of base's own test split" in log
     data = result.data
     assert data["original"] == 0 and data["base_test"] == home["n_test"]

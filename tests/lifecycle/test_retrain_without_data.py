@@ -169,3 +169,20 @@ def test_check_reports_how_grouping_does_on_shifted_copies(synthetic_df):
     other = load_image(synthetic_df["path"].iloc[-1])
     assert check(rows["path"].tolist(), rows["lesion_id"].tolist(),
                  lambda img, severity: other)["copies_with_original"] < 0.5
+
+
+@pytest.mark.slow
+def test_a_monitor_trigger_in_a_demo_like_home_retrains_on_the_kept_cases(demo_like):
+    """The monitor's launch (an active-learning trigger) over the demo's kind of home runs a job
+    that trains on the kept cases and ends with a candidate."""
+    home, store = demo_like, demo_like["store"]
+    store.add_labels([LabelRecord(image_sha256=f"{1:064x}", diagnosis="MEL", source="review",
+                                  labelled_by="derm")])
+    policy = Policy(retraining=RetrainingPolicy(schedule="never", review_labels=1, epochs=2))
+    [fired] = run_once(store, home["models_dir"], policy,
+                       retrain_cache_dir=home["cache_dir"]).retraining
+    assert fired.job_id is not None, fired.outcome
+    job = jobs.wait(store, fired.job_id, timeout_s=600)
+    assert job.status == "succeeded", job.error
+    assert job.result["data"]["original"] == 0
+    assert "is not on this machine" in "\n".join(store.job_log(job.id)["line"])

@@ -121,6 +121,9 @@ def validate_monitoring(
         per_window: Annotated[int, typer.Option(min=10, help="Answers per day.")] = 300,
         test_images: Annotated[int | None, typer.Option(min=10, help="Test images replayed (a seeded "
                                                         "subset; default: the whole test split).")] = None,
+        acquisition_images: Annotated[int | None, typer.Option(min=10, help="Test images replayed under "
+                                                               "each acquisition shift (a seeded subset; "
+                                                               "default: all replayed ones).")] = None,
         scenario: Annotated[list[str] | None, typer.Option(help="Only these scenarios (repeat).")] = None,
         seed: int = 0, models_dir: ModelsDir = None, policy_file: PolicyFile = None) -> None:
     """Replay a labelled image folder through the real Predictor and store as daily traffic, healthy
@@ -135,7 +138,7 @@ def validate_monitoring(
         results = replay(data, models_folder(models_dir), settings().cache_dir / "monitoring-validation",
                          version=version, policy=load_policy(policy_file), windows=windows,
                          per_window=per_window, seed=seed, scenarios=scenario,
-                         test_images=test_images)
+                         test_images=test_images, acquisition_images=acquisition_images)
     except (SkinLesionError, ValueError) as err:
         raise fail(err) from err
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,9 @@ WEEKDAY = np.array([1.0, 1.0, 0.95, 1.0, 0.9, 0.3, 0.1])
 @dataclass(frozen=True)
 class TrafficConfig:
     days: int = 30
-    requests_per_weekday: int = 70
+    #: about 100 answers on a weekday: enough that a 24 h window ending in the afternoon holds the
+    #: 50 answers drift needs before it is judged (70 left the incident's last day unjudged)
+    requests_per_weekday: int = 100
     incident_days: int = 7
     label_share: float = 0.6
     label_delay_days: tuple[float, float] = (1.0, 5.0)

@@ -8,7 +8,7 @@ import streamlit as st
 
 import components
 from models_page.view import ModelsView
-from skinlesion.display import metric_name
+from skinlesion.display import MISSING, metric_name
 from skinlesion.lifecycle import operations
 from skinlesion.lifecycle.gate import gate_table
 from skinlesion.monitoring.cockpit import is_synthetic
@@ -23,10 +23,13 @@ def versions_table(view: ModelsView) -> None:
                       if c.startswith(("val_", "test_")) and table[c].notna().any()]
     table = table.drop(columns=[c for c in table.columns
                                 if c.startswith(("val_", "test_")) and c not in metric_columns])
+    table = table.assign(parent=table["parent"].fillna(MISSING),
+                         created=pd.to_datetime(table["created"], utc=True))
     st.dataframe(
         table, hide_index=True, width="stretch",
         column_config={
             "id": st.column_config.TextColumn("version", pinned=True),
+            "created": components.TIME_COLUMN,
             "fingerprint": st.column_config.TextColumn("data fingerprint", help="sha256 of the "
                                                        "sorted (image content hash, label, split) "
                                                        "triples"),

@@ -86,7 +86,7 @@ else:
     open_frame = pd.DataFrame([a.model_dump() for a in open_alerts])
     st.dataframe(alert_table(open_frame, states), hide_index=True, width="stretch",
                  column_config=COLUMNS, key="alerts_open")
-    names = {a.id: f"{a.status} · {metric_name(a.metric)} ({a.scope}) · {a.message}"
+    names = {a.id: f"{a.status} · {metric_name(a.metric)} ({a.scope}) · {in_words(a.message)}"
              for a in open_alerts}
     if not can(user.role, "manage_alerts"):
         allowed = " or ".join(r for r in ROLES if can(r, "manage_alerts"))

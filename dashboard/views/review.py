@@ -12,6 +12,7 @@ import streamlit as st
 
 import components
 import queries
+from skinlesion.display import MISSING
 from skinlesion.errors import SkinLesionError
 from skinlesion.monitoring.review import (RankingWeights, image_hashes, import_ground_truth,
                                           record_label, review_queue, version_references)
@@ -22,10 +23,18 @@ CASE_COLUMNS = ["ts", "p_malignant", "threshold", "decision", "predicted_class",
                 "model_version", "source", "age_approx", "sex", "anatom_site_general", "request_id"]
 TABLE_CONFIG = {
     "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm"),
-    "p_malignant": st.column_config.ProgressColumn("p_malignant", min_value=0.0, max_value=1.0,
-                                                   format="%.2f"),
+    "p_malignant": st.column_config.ProgressColumn("probability of malignancy", min_value=0.0,
+                                                   max_value=1.0, format="%.2f"),
     "threshold": st.column_config.NumberColumn("threshold", format="%.2f"),
+    "decision": st.column_config.TextColumn("decision"),
+    "predicted_class": st.column_config.TextColumn("most likely class"),
     "diagnosis": st.column_config.TextColumn("label", help="Latest ground truth, if any"),
+    "model_version": st.column_config.TextColumn("model version"),
+    "source": st.column_config.TextColumn("source"),
+    "age_approx": st.column_config.TextColumn("age (years)"),
+    "sex": st.column_config.TextColumn("sex"),
+    "anatom_site_general": st.column_config.TextColumn("anatomical site"),
+    "request_id": st.column_config.TextColumn("request id"),
     "uncertainty": st.column_config.ProgressColumn("uncertainty", min_value=0.0, max_value=1.0,
                                                    format="%.2f"),
     "entropy": st.column_config.NumberColumn("entropy", format="%.2f"),
@@ -34,6 +43,12 @@ TABLE_CONFIG = {
     "ood": st.column_config.NumberColumn("OOD", format="%.2f",
                                          help="How unlike the training images (1 = flagged)"),
 }
+
+def shown(cases: pd.DataFrame) -> pd.DataFrame:
+    """The cases' table as people read it: no label yet and a missing age read "—"."""
+    return cases.assign(diagnosis=cases["diagnosis"].fillna(MISSING), age_approx=[
+        MISSING if pd.isna(age) else f"{age:.0f}" for age in cases["age_approx"]])
+
 
 user, filters = components.page_setup(
     "Review & labels", action="label", filters=True,
@@ -50,11 +65,12 @@ unlabelled = queries.review_cases(filters.start, filters.end, labelled=False, or
 tab_triage, tab_queue, tab_import = st.tabs(["Triage", "Review queue", "Import labels"])
 
 with tab_triage:
-    st.caption(f"Answers of the {filters.label}, riskiest first (p_malignant); the 500 highest.")
+    st.caption(f"Answers of the {filters.label}, riskiest first (probability of malignancy); the "
+               "500 highest.")
     if triage.empty:
         st.info("No answers in this window.")
     else:
-        st.dataframe(triage[CASE_COLUMNS], hide_index=True, width="stretch",
+        st.dataframe(shown(triage[CASE_COLUMNS]), hide_index=True, width="stretch",
                      column_config=TABLE_CONFIG, key="review_triage")
 
 with tab_queue:
@@ -89,7 +105,7 @@ with tab_queue:
     elif queue.empty:
         st.info("No unlabelled answers in this window.")
     else:
-        st.dataframe(queue[["uncertainty", "why", "entropy", "margin", "ood", *CASE_COLUMNS]],
+        st.dataframe(shown(queue[["uncertainty", "why", "entropy", "margin", "ood", *CASE_COLUMNS]]),
                      hide_index=True,
                      width="stretch", column_config=TABLE_CONFIG, key="review_queue_table")
 

@@ -116,7 +116,7 @@ candidates = pd.concat([queue, triage]).drop_duplicates("request_id") if len(tri
 if candidates.empty:
     st.info("No case to label in this window.")
 else:
-    describe = {row.request_id: f"{row.ts:%d %b %H:%M} · p_malignant {row.p_malignant:.2f} · "
+    describe = {row.request_id: f"{row.ts:%d %b %H:%M} · P(malignant) {row.p_malignant:.2f} · "
                                 f"{row.decision} · {row.request_id[:8]}"
                                 + (f" · labelled {row.diagnosis}" if isinstance(row.diagnosis, str)
                                    else "")

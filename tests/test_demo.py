@@ -86,11 +86,11 @@ def test_build_demo_end_to_end_small(tmp_path):
     assert not alerts.empty and all(d["simulated"] for d in alerts["details"])
     assert alerts["message"].str.startswith("[simulated] ").all()
     assert (result.home / "users.toml").is_file()
-    from skinlesion.lifecycle.data import original_data_dir
+    from skinlesion.lifecycle.data import find_original_dir
     from skinlesion.registry import read_card
 
     card = read_card(result.home / "models" / "demo-model")  # names its data: retraining finds it
-    assert original_data_dir(card) == (result.home / "dataset").resolve()
+    assert find_original_dir(card) == (result.home / "dataset").resolve()
 
 
 def test_severity_moves_in_steps():

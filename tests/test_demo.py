@@ -17,13 +17,16 @@ NOW = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
 
 
 def test_schedule_follows_clinic_hours_and_weekdays():
-    times = schedule(NOW, TrafficConfig(days=28), np.random.default_rng(0))
+    config = TrafficConfig(days=28)
+    times = schedule(NOW, config, np.random.default_rng(0))
     assert times == sorted(times) and all(t < NOW for t in times)
     hours = np.array([t.hour for t in times])
     assert ((hours >= 7) & (hours <= 19)).all()
     weekdays = np.array([t.weekday() for t in times])
     assert (weekdays < 5).sum() > 5 * (weekdays >= 5).sum()
-    assert 28 * 35 < len(times) < 28 * 70
+    weekday_dates = {t.date() for t in times if t.weekday() < 5}
+    per_weekday = (weekdays < 5).sum() / len(weekday_dates)
+    assert 0.85 * config.requests_per_weekday < per_weekday < 1.15 * config.requests_per_weekday
 
 
 def test_incident_ramps_up_in_the_last_week_only():

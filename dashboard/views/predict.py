@@ -156,10 +156,16 @@ st.subheader("Answer")
 DECISION_STYLE[record.decision](f"**{record.decision.upper()}** — {record.decision_reason}")
 top = record.predicted_class
 top_share = record.probabilities[top]
-st.markdown(f"#### Most likely: {CLASS_NAMES[top]} ({top}) — {top_share:.0%}"
+st.markdown(f"#### Diagnosis: {CLASS_NAMES[top]} ({top}) — {top_share:.0%}"
             + (" · malignant class" if top in card.malignant else ""))
+likeliest = max(record.probabilities, key=record.probabilities.__getitem__)
+if likeliest != top:
+    st.caption(f"The most probable class is {CLASS_NAMES[likeliest]} "
+               f"({record.probabilities[likeliest]:.0%}). This model names its diagnosis with each "
+               "class's probability weighed against how common the class was in training (the "
+               "card's balanced diagnosis rule), so a rarer class can be named.")
 if top in card.malignant and record.p_malignant < record.threshold:
-    st.warning(f"**The most likely class is {CLASS_NAMES[top].lower()}, a malignant class**, although "
+    st.warning(f"**The diagnosis is {CLASS_NAMES[top].lower()}, a malignant class**, although "
                f"the probability of malignancy ({record.p_malignant:.0%}) is below the referral "
                f"threshold ({record.threshold:.0%}). Look at this lesion yourself before deciding "
                "not to refer.", icon=":material/priority_high:")
@@ -183,8 +189,7 @@ with left:
                 f"{record.threshold:.1%} ({', '.join(card.malignant)})")
     st.plotly_chart(malignancy_gauge(record.p_malignant, record.threshold), width="stretch",
                     key="predict_gauge")
-    st.markdown(f"**Class probabilities** — top: {record.predicted_class} "
-                f"({CLASS_NAMES[record.predicted_class]})")
+    st.markdown("**Class probabilities**")
     st.plotly_chart(probability_chart(record, list(card.malignant)), width="stretch",
                     key="predict_probabilities")
 with right:

@@ -3,6 +3,8 @@ with the probabilities, p_malignant against the threshold, the decision and wher
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import torch
 from torch import nn
@@ -13,6 +15,7 @@ from skinlesion.data.transforms import LITE_MEAN, LITE_STD, Preprocessing
 from skinlesion.model import available_models, register_backbone
 from skinlesion.model.backbones import Backbone
 from skinlesion.model.neural import NeuralClassifier, build_network
+from skinlesion.schema import CLASSES
 from skinlesion.store import ServingRoute
 from tests.dashboard.clinic import QUEUE_LABEL, assert_clean, clinic, page  # noqa: F401 (fixture)
 from tests.standins import BrightnessClassifier
@@ -46,7 +49,7 @@ def test_a_queued_case_is_answered_and_logged_from_the_dashboard(clinic):
     assert any(logged["decision"].iloc[0].upper() in box.value
                for box in [*at.error, *at.warning, *at.success])
     assert len(at.get("plotly_chart")) == 2  # the gauge and the class probabilities
-    assert any(m.value.startswith("#### Most likely: ") for m in at.markdown)  # the top class
+    assert any(m.value.startswith("#### Diagnosis: ") for m in at.markdown)  # the class named
     assert any("standin" in i.value for i in at.info)  # no saliency for the stand-in kind
 
 
@@ -99,3 +102,17 @@ def test_an_answer_from_a_demo_model_says_it_was_trained_on_synthetic_data(clini
     at = predict_queued_case()
     assert not at.exception
     assert any("demo model trained on synthetic data" in e.value for e in at.error)
+
+
+def test_a_diagnosis_other_than_the_largest_bar_says_why(clinic):
+    card_file = clinic["home"] / "models" / "v2" / "card.json"
+    card = json.loads(card_file.read_text())
+    prior = {c: 0.9 if c == "NV" else 0.1 / (len(CLASSES) - 1) for c in CLASSES}
+    card["diagnosis_rule"] = {"rule": "balanced", "class_prior": prior}
+    card_file.write_text(json.dumps(card))
+    at = predict_queued_case()  # grey 128: NV 50.2 %, MEL 49.8 %; weighed by the prior, MEL is named
+    assert_clean(at)
+    assert any(m.value.startswith("#### Diagnosis: melanoma (MEL)") for m in at.markdown), \
+        [m.value for m in at.markdown]
+    assert any("most probable class is melanocytic nevus (50%)" in c.value for c in at.caption), \
+        [c.value for c in at.caption]

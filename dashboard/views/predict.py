@@ -189,7 +189,6 @@ with left:
                 f"{record.threshold:.1%} ({', '.join(card.malignant)})")
     st.plotly_chart(malignancy_gauge(record.p_malignant, record.threshold), width="stretch",
                     key="predict_gauge")
-    st.markdown("**Class probabilities**")
     st.plotly_chart(probability_chart(record, list(card.malignant)), width="stretch",
                     key="predict_probabilities")
 with right:

@@ -147,6 +147,10 @@ class Prediction:
     embedding: list[float] | None = field(default=None, repr=False)
     #: what ran the network: torch (eager) or an exported runtime (skinlesion.model.runtime)
     runtime: str = "torch"
+    #: the OOD gate's texture check: Mahalanobis distance of this image's early-block activation
+    #: statistics to the training images' (skinlesion.model.ood); None when the version's gate has
+    #: no texture check
+    texture_distance: float | None = None
 
 
 class Predictor:

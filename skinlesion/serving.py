@@ -79,7 +79,8 @@ def prediction_record(answer: Prediction, *, source: str, metadata: Metadata,
         predicted_class=answer.predicted_class, decision=answer.decision,
         decision_reason=answer.decision_reason, threshold=answer.threshold,
         latency_ms=answer.latency_ms, device=answer.device, embedding=answer.embedding,
-        image_path=image_path, simulated=simulated, returned=returned, **extra)
+        texture_distance=answer.texture_distance, image_path=image_path, simulated=simulated,
+        returned=returned, **extra)
 
 
 def _choice(route: ServingRoute, version: str, role: str) -> Choice:

@@ -50,7 +50,8 @@ def record(n: int, *, tag: str = "r", **overrides: object) -> PredictionRecord:
         mean_r=0.6, mean_g=0.4, mean_b=0.3, sharpness=12.5, probabilities=probs, p_malignant=0.58,
         predicted_class="MEL", decision="refer", decision_reason="p_malignant >= threshold",
         threshold=0.3, latency_ms=35.0, device="cpu",
-        embedding=[0.1 * n, -0.2, 0.3] if n % 2 else None)
+        embedding=[0.1 * n, -0.2, 0.3] if n % 2 else None,
+        texture_distance=None if n % 4 == 0 else 1.5 + n)
     fields.update(overrides)
     return PredictionRecord(**fields)
 
@@ -121,6 +122,27 @@ def test_snapshots_stored_before_the_simulated_flag_read_as_not_simulated(tmp_pa
     assert store.list_snapshots()["simulated"].tolist() == [False]
 
 
+def test_predictions_stored_before_the_texture_column_migrate_with_it_null(tmp_path: Path) -> None:
+    """A store at the schema version before ``texture_distance`` opens, migrates, keeps its
+    answers (the new column NULL) and takes answers with a texture distance."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb_store_before(path, "texture distance")
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION - 1,)
+    old = record(1)
+    row = {k: v for k, v in old.to_row().items() if k != "texture_distance"}
+    names = ", ".join(f'"{k}"' for k in row)
+    con.execute(f"INSERT INTO predictions ({names}) VALUES ({', '.join('?' for _ in row)})",
+                list(row.values()))
+    con.close()
+
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.get_prediction(old.request_id) == old.model_copy(update={"texture_distance": None})
+    store.log_predictions([record(2)])
+    assert store.query_predictions()["texture_distance"].tolist()[1] == pytest.approx(3.5)
+    assert store.query_predictions()["texture_distance"].isna().tolist() == [True, False]
+
+
 @duckdb_only
 def test_a_store_newer_than_the_code_is_refused(store: Store) -> None:
     store.release()
@@ -154,6 +176,9 @@ def test_log_get_query_round_trip(store: Store) -> None:
     newest = store.query_predictions(limit=2, newest_first=True, include_embedding=True)
     assert list(newest["request_id"]) == [rows[6].request_id, rows[5].request_id]
     assert list(newest["embedding"].iloc[1]) == pytest.approx([0.5, -0.2, 0.3])
+    assert window["texture_distance"].tolist() == pytest.approx([3.5, 4.5, float("nan")], nan_ok=True)
+    assert store.query_predictions()["texture_distance"].isna().tolist() == [r.texture_distance is None
+                                                                              for r in rows]
 
 
 def test_same_request_id_logged_twice_stays_one_row(store: Store) -> None:
@@ -174,6 +199,9 @@ def test_invalid_records_are_rejected_naming_the_field() -> None:
         record(1, model_role="shadow")  # shadow answers are not returned
     with pytest.raises(ValidationError, match="request_id"):
         LabelRecord(diagnosis="MEL", source="review", labelled_by="dr")
+    for bad in (-0.5, float("inf"), float("nan")):
+        with pytest.raises(ValidationError, match="texture_distance"):
+            record(1, texture_distance=bad)
 
 
 # --- labels ---------------------------------------------------------------------------------------------

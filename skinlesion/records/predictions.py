@@ -48,7 +48,7 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "request_id", "ts", "source", "model_version", "model_role", "age_approx", "sex",
     "anatom_site_general", "image_sha256", *IMAGE_STAT_COLUMNS, *PROBABILITY_COLUMNS, "p_malignant",
     "predicted_class", "decision", "decision_reason", "threshold", "latency_ms", "device", "embedding",
-    "image_path", "simulated", "returned", "api_client")
+    "image_path", "simulated", "returned", "api_client", "texture_distance")
 LABEL_COLUMNS: tuple[str, ...] = (
     "id", "request_id", "image_sha256", "diagnosis", "source", "labelled_by", "ts", "simulated")
 
@@ -97,6 +97,9 @@ class PredictionRecord(Record):
     returned: bool = True
     #: the name of the API key that asked (None for answers not asked through the API)
     api_client: str | None = None
+    #: the OOD gate's texture check (``Prediction.texture_distance``); None when the version's gate
+    #: has no texture check
+    texture_distance: float | None = Field(default=None, ge=0.0)
 
     @field_validator("probabilities")
     @classmethod

@@ -282,6 +282,11 @@ ALTER TABLE jobs ADD COLUMN host TEXT;
 ALTER TABLE jobs ADD COLUMN heartbeat_at TIMESTAMPTZ;
 """
 
+#: The OOD gate's texture check of each answer (a Mahalanobis distance of the image's early-block
+#: activation statistics, ``Prediction.texture_distance``); NULL for answers of a version whose
+#: gate has no texture check, and for every answer logged before this column.
+_TEXTURE = "ALTER TABLE predictions ADD COLUMN texture_distance $DOUBLE"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("initial schema: predictions, labels, audit_log, serving_route, api_keys", _INITIAL),
     Migration("monitoring: health_snapshots, health_metrics, alerts", _MONITORING,
@@ -299,6 +304,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               "hash chain", _CLIENTS_AND_AUDIT_CHAIN),
     Migration("alert actions: acknowledge, silence, assign (audited)", _ALERT_ACTIONS),
     Migration("job hosts: the machine running each job and its heartbeat", _JOB_HOSTS),
+    Migration("texture distance: the OOD gate's texture check of each answer", _TEXTURE),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

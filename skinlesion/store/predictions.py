@@ -35,6 +35,9 @@ from skinlesion.store.query import cols, limit, where
 #: the predictions columns but the embedding (what the row-returning queries give by default)
 _PLAIN_COLUMNS = tuple(c for c in PREDICTION_COLUMNS if c != "embedding")
 _LABEL_READ_COLUMNS = (*LABEL_COLUMNS, "seq")
+#: predictions columns a bulk load may leave out: ``api_client`` (answers not asked through the
+#: API) and ``texture_distance`` (answers of a version whose OOD gate has no texture check)
+OPTIONAL_BULK_COLUMNS = ("api_client", "texture_distance")
 
 
 def _columns(include_embedding: bool, alias: str | None = None) -> str:
@@ -65,15 +68,15 @@ def log(con: Connection, rows: Iterable[PredictionRecord]) -> int:
         return 0
     frame = pd.DataFrame([r.to_row() for r in unique.values()], columns=list(PREDICTION_COLUMNS))
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    frame["age_approx"] = frame["age_approx"].astype(float)
+    for column in ("age_approx", "texture_distance"):
+        frame[column] = frame[column].astype(float)
     return con.insert("predictions", frame)
 
 
 def bulk_load(con: Connection, predictions: pd.DataFrame, labels: pd.DataFrame | None) -> int:
     """Already-validated rows in bulk (see :meth:`Store.bulk_load`); returns predictions inserted.
-    ``api_client`` may be left out (answers not asked through the API)."""
-    if "api_client" not in predictions.columns:
-        predictions = predictions.assign(api_client=None)
+    The :data:`OPTIONAL_BULK_COLUMNS` may be left out (stored as NULL)."""
+    predictions = predictions.assign(**{c: None for c in OPTIONAL_BULK_COLUMNS if c not in predictions.columns})
     missing = set(PREDICTION_COLUMNS) - set(predictions.columns)
     if missing:
         raise DataError(f"bulk load needs the predictions columns; missing: {sorted(missing)}")

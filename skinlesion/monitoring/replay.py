@@ -7,7 +7,7 @@ version, and for each :class:`Scenario`:
 1. answers every image of the version's own **test split** (from its manifest: images it neither
    trained nor was calibrated on) through :class:`~skinlesion.predict.Predictor`, after the
    scenario's image transform (an acquisition shift), once: the answers are cached per version,
-   transform and image list (:func:`answer_images`), so a rerun costs no model time;
+   transform, logged columns and OOD gate (:func:`answer_images`), so a rerun costs no model time;
 2. replays them as traffic: ``windows`` days of ``per_window`` answers each (seeded; images drawn
    with the scenario's weights: a population or prevalence shift), logged in a fresh store;
 3. runs the monitor (:func:`~skinlesion.monitoring.runner.run_once`, the 24 h window) at the end of
@@ -58,7 +58,7 @@ from skinlesion.monitoring.health import DRIFT_METRIC, OOD_METRIC, label_metrics
 from skinlesion.monitoring.policy import Policy
 from skinlesion.monitoring.runner import run_once
 from skinlesion.predict import Predictor
-from skinlesion.records import ServingRoute
+from skinlesion.records import PREDICTION_COLUMNS, ServingRoute
 from skinlesion.register import OOD_TRAIN_IMAGES, embed_images
 from skinlesion.schema import CLASSES, Metadata
 from skinlesion.serving import prediction_record
@@ -215,8 +215,18 @@ def version_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def answers_tag(folder: Path) -> str:
+    """What a cached answer row holds beyond the version's answers, as 8 hex digits: the logged
+    columns (:data:`~skinlesion.records.PREDICTION_COLUMNS`: a cache written before a column
+    existed is not reused without it) and the version's OOD gate (``ood`` in its card: the
+    texture distance each answer carries is measured by it)."""
+    card = json.loads((folder / registry.CARD_FILE).read_text())
+    what = {"columns": list(PREDICTION_COLUMNS), "ood": card.get("ood")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def _cache_file(cache_dir: Path, version: registry.ModelVersion, transform_key: str) -> Path:
-    return cache_dir / f"{transform_key}-{version_fingerprint(version.path)}.parquet"
+    return cache_dir / f"{transform_key}-{version_fingerprint(version.path)}-{answers_tag(version.path)}.parquet"
 
 
 def answer_images(predictor: Predictor, rows: pd.DataFrame, transform_key: str,
@@ -224,8 +234,9 @@ def answer_images(predictor: Predictor, rows: pd.DataFrame, transform_key: str,
                   progress: bool = True) -> pd.DataFrame:
     """The Predictor's answer to each image of ``rows`` (dataset rows: path, metadata, diagnosis)
     after ``transform``, as predictions-table rows plus ``image``, ``lesion_id`` and
-    ``diagnosis``, in the order of ``rows``. Answers are cached per version and transform in
-    ``cache_dir``: only images not answered before cost model time."""
+    ``diagnosis``, in the order of ``rows``. Answers are cached per version, transform, logged
+    columns and OOD gate (:func:`answers_tag`) in ``cache_dir``: only images not answered before
+    cost model time."""
     path = _cache_file(cache_dir, predictor.version, transform_key)
     cached = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=["image"])
     todo = rows[~rows["image"].isin(set(cached["image"]))]

@@ -1,5 +1,5 @@
 """The replay harness's pieces: shifts of the stated size, seeded traffic, the per-scenario summary,
-the version fingerprint its answer cache is keyed by."""
+the version fingerprint, logged columns and OOD gate its answer cache is keyed by."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from skinlesion import registry
 from skinlesion.data.images import image_stats
+from skinlesion.monitoring import replay
 from skinlesion.monitoring.replay import (
-    Scenario, WindowOutcome, blur, colour_cast, default_scenarios, jpeg, malignant_prevalence, older_patients,
-    summarise, traffic_days, upsample, version_fingerprint)
+    Scenario, WindowOutcome, answer_images, answers_tag, blur, colour_cast, default_scenarios, jpeg,
+    malignant_prevalence, older_patients, summarise, traffic_days, upsample, version_fingerprint)
+from skinlesion.predict import Predictor
+from skinlesion.records import PREDICTION_COLUMNS
 from skinlesion.schema import DEFAULT_MALIGNANT
+from tests.standins import STANDIN_KIND, STANDIN_PATH, save_standin
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +101,38 @@ def test_the_answer_cache_follows_what_the_version_answers_with(tmp_path: Path) 
     (tmp_path / "card.json").write_text(json.dumps(card))
     (tmp_path / "weights.pt").write_bytes(b"retrained")
     assert version_fingerprint(tmp_path) != before
+
+
+def test_the_answer_cache_follows_the_logged_columns_and_the_gate(tmp_path: Path, monkeypatch) -> None:
+    """A cache written before a logged column existed (or against another OOD gate, which measures
+    the texture distance) is not reused: its answers would lack the column or carry stale values."""
+    monkeypatch.setitem(registry.CLASSIFIER_KINDS, STANDIN_KIND, STANDIN_PATH)
+    save_standin(tmp_path / "models", "v1")
+    folder = tmp_path / "models" / "v1"
+    predictor = Predictor.from_registry("v1", tmp_path / "models", device="cpu")
+    rows = pd.DataFrame({"image": ["a", "b"], "lesion_id": ["la", "lb"], "diagnosis": ["MEL", "NV"],
+                         "age_approx": [50.0, None], "sex": ["male", "female"],
+                         "anatom_site_general": ["head/neck", "missing"]})
+    rows["path"] = [str(tmp_path / f"{name}.png") for name in rows["image"]]
+    for path, grey in zip(rows["path"], (40, 200), strict=True):
+        Image.new("RGB", (40, 30), (grey, grey, grey)).save(path)
+    cache_dir = tmp_path / "answers"
+
+    with monkeypatch.context() as old:  # the code before texture_distance was logged
+        old.setattr(replay, "PREDICTION_COLUMNS", tuple(c for c in PREDICTION_COLUMNS if c != "texture_distance"))
+        stale = answer_images(predictor, rows, "identity", None, cache_dir, progress=False)
+        stale_tag = answers_tag(folder)
+    stale.drop(columns="texture_distance").assign(p_malignant=-1.0).to_parquet(
+        next(cache_dir.glob(f"*-{stale_tag}.parquet")), index=False)
+
+    assert answers_tag(folder) != stale_tag
+    fresh = answer_images(predictor, rows, "identity", None, cache_dir, progress=False)
+    assert "texture_distance" in fresh.columns and (fresh["p_malignant"] > 0).all()
+    assert fresh["p_malignant"].tolist() == pytest.approx([1 - 40 / 255, 1 - 200 / 255], abs=0.02)
+
+    before = answers_tag(folder)
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, "notes": "edited"}))
+    assert answers_tag(folder) == before  # documentation: the same answers
+    (folder / "card.json").write_text(json.dumps({**card, "ood": {"refitted": True}}))
+    assert answers_tag(folder) != before

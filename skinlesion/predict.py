@@ -97,13 +97,14 @@ def quality_issues(stats: dict[str, float], policy: DecisionPolicy,
     return issues
 
 
-def ood_issues(embedding: Sequence[float] | None, stats: dict[str, float], gate: OODGate | None) -> list[str]:
-    """The gate's reasons when an answer's monitoring embedding or image statistics lie beyond the
-    version's OOD gate (an image unlike the training images); empty without a gate or an
-    embedding."""
+def ood_issues(embedding: Sequence[float] | None, stats: dict[str, float], gate: OODGate | None,
+               texture_distance: float | None = None) -> list[str]:
+    """The gate's reasons when an answer's monitoring embedding, image statistics or texture
+    distance lie beyond the version's OOD gate (an image unlike the training images); empty
+    without a gate or an embedding."""
     if gate is None or embedding is None:
         return []
-    return gate.reasons(embedding, stats)
+    return gate.reasons(embedding, stats, texture_distance)
 
 
 def decide(probs: np.ndarray, p_malignant: float, threshold: float, issues: Sequence[str],
@@ -168,7 +169,7 @@ class Predictor:
         self.policy = policy or DecisionPolicy()
         self._mask = np.array(malignant_mask(version.card.malignant))
         self._reference = getattr(version.card, "image_stats_reference", None)
-        self._ood = card_gate(version.card.model_extra)
+        self._ood = card_gate(version.card.model_extra, version.path)
         self._diagnosis = DiagnosisRule.from_dict(version.card.model_extra.get("diagnosis_rule"),
                                                   CLASSES)
 
@@ -218,21 +219,26 @@ class Predictor:
         decoded = [load_image(image, name="uploaded image") if isinstance(image, bytes)
                    else image.convert("RGB") for image in images]
         meta = pd.DataFrame([m.as_dict() for m in metadata]).astype({"age_approx": float})
-        probs, embeddings = answer_with_embeddings(self.version.classifier, decoded, meta)
+        probs, embeddings, texture = answer_with_features(self.version.classifier, decoded, meta)
+        distances = (self._ood.texture_distance(texture)
+                     if texture is not None and self._ood is not None and self._ood.texture is not None
+                     else None)
         latency_ms = (time.perf_counter() - start) * 1000 / max(len(images), 1)
         at = self.threshold if threshold is None else threshold
         return [self._answer(p, img, sha, latency_ms, restricted, at,
-                             None if embeddings is None else embeddings[i].tolist())
+                             None if embeddings is None else embeddings[i].tolist(),
+                             None if distances is None else float(distances[i]))
                 for i, (p, img, sha) in enumerate(zip(probs, decoded, hashes, strict=True))]
 
     def _answer(self, probs: np.ndarray, image: Image.Image, sha: str, latency_ms: float,
-                restricted: bool, threshold: float, embedding: list[float] | None) -> Prediction:
+                restricted: bool, threshold: float, embedding: list[float] | None,
+                texture_distance: float | None) -> Prediction:
         stats = image_stats(image)
         p_mal = float(probs[self._mask].sum())
         decision, reason = decide(probs, p_mal, threshold,
                                   image_caveats(image)
                                   + quality_issues(stats, self.policy, self._reference)
-                                  + ood_issues(embedding, stats, self._ood),
+                                  + ood_issues(embedding, stats, self._ood, texture_distance),
                                   self.policy, restricted=restricted)
         return Prediction(
             probabilities={c: float(p) for c, p in zip(CLASSES, probs, strict=True)},
@@ -241,14 +247,15 @@ class Predictor:
             decision=decision, decision_reason=reason, threshold=threshold,
             model_version=self.version.id, model_role=self.role, latency_ms=latency_ms,
             device=self.device, image_sha256=sha, image_stats={k: float(v) for k, v in stats.items()},
-            embedding=embedding, runtime=self.runtime)
+            embedding=embedding, runtime=self.runtime, texture_distance=texture_distance)
 
 
-def answer_with_embeddings(classifier: Classifier, images: Sequence[Image.Image],
-                           metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+def answer_with_features(classifier: Classifier, images: Sequence[Image.Image], metadata: pd.DataFrame
+                         ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Calibrated probabilities and, where the classifier has an image network, the monitoring
-    embeddings logged for drift (``NeuralClassifier.monitoring_embed``); None for the
-    rule-based fallback and metadata-only models."""
+    embeddings logged for drift (``NeuralClassifier.monitoring_embed``) and the texture statistics
+    the OOD gate reads, from the same forward; None for the rule-based fallback and metadata-only
+    models."""
     if has_monitoring_embedding(classifier):
-        return classifier.predict_proba_and_embeddings(images, metadata)
-    return classifier.predict_proba(images, metadata), None
+        return classifier.predict_with_features(images, metadata)
+    return classifier.predict_proba(images, metadata), None, None

@@ -3,7 +3,7 @@
 An export is a folder ``<version>/exports/<runtime>-<key>/`` beside the version's weights: the
 exported network and ``gate.json``, the :class:`GateReport` of the accuracy gate it went through
 (refused exports keep their report too, so a failing runtime is not exported again at every start).
-``key`` is a hash of the weights, the views, the preprocessing, the export settings and the library
+``key`` is a hash of the graph's outputs, the weights, the views, the preprocessing, the export settings and the library
 versions (skinlesion.model.runtime.export_key): new weights or settings mean a new export.
 """
 
@@ -35,6 +35,8 @@ class GateReport(BaseModel):
     changed_classes: int | None = None
     #: largest |difference| of the logged monitoring embedding
     max_abs_embedding: float | None = None
+    #: largest relative difference of the texture statistics (the OOD gate's texture check)
+    max_rel_texture: float | None = None
     settings: dict = {}
     versions: dict[str, str] = {}
     created: str = ""
@@ -43,7 +45,7 @@ class GateReport(BaseModel):
         """The card's line for this export."""
         return self.model_dump(include={"runtime", "key", "passed", "reason", "n_images",
                                         "max_abs_dp", "changed_decisions", "changed_classes",
-                                        "max_abs_embedding", "created"})
+                                        "max_abs_embedding", "max_rel_texture", "created"})
 
 
 def export_folder(version_dir: Path, runtime: str, key: str) -> Path:

@@ -5,7 +5,9 @@ images and a metadata table into calibrated class probabilities, saves itself as
 state_dict) plus the card's ``model`` section, and is rebuilt from those two alone.
 
 The test-time views run as one batched forward (:class:`ViewsNet`: the views of ``n`` images are
-stacked into one batch of ``views x n``). The network itself runs in an :class:`InferenceEngine`:
+stacked into one batch of ``views x n``); the same forward gives the upright view's texture
+statistics (:func:`texture_statistics` after each of the first :data:`TEXTURE_BLOCKS` backbone
+blocks), which the OOD gate's texture check reads (skinlesion.model.ood). The network itself runs in an :class:`InferenceEngine`:
 eager torch (:class:`TorchEngine`, the default) or an exported runtime (skinlesion.model.runtime)
 that the classifier is handed with :meth:`NeuralClassifier.use_engine`.
 """
@@ -33,6 +35,34 @@ WEIGHTS_FILE = "weights.pt"
 #: Length of the image embedding logged with every answer for drift monitoring (128 bytes a row,
 #: where the pooled features would take kilobytes).
 MONITORING_DIM = 32
+#: Backbone blocks after which the upright view's texture statistics are taken (the OOD gate's
+#: texture check): EfficientNet-Lite0's stem and first five blocks (32, 16, 24, 24, 40 and 40
+#: channels: 352 statistics). A backbone with fewer blocks gives the statistics of all it has.
+TEXTURE_BLOCKS = 6
+
+
+def texture_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean and standard deviation over the positions of feature maps (n, C, H, W):
+    (n, 2C), the means first (population standard deviation, as plain reductions so that every
+    runtime's export computes the same)."""
+    mean = x.mean(dim=(2, 3))
+    spread = (x - mean[:, :, None, None]).square().mean(dim=(2, 3))
+    return torch.cat([mean, spread.sqrt()], dim=1)
+
+
+def backbone_outputs(backbone: torch.nn.Module, images: torch.Tensor, upright: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pooled features of every image of ``images`` (a batch through ``backbone``'s blocks)
+    and the :func:`texture_statistics` of its first ``upright`` images after each of the first
+    :data:`TEXTURE_BLOCKS` blocks (n_upright, sum of 2 x their channels): one pass, a few
+    reductions over activations the forward computes anyway."""
+    texture = []
+    x = images
+    for i, block in enumerate(backbone.blocks):
+        x = block(x)
+        if i < TEXTURE_BLOCKS:
+            texture.append(texture_statistics(x[:upright]))
+    return x.mean(dim=(2, 3)), torch.cat(texture, dim=1)
 
 
 def monitoring_projection(num_features: int, dim: int = MONITORING_DIM) -> GaussianRandomProjection:
@@ -101,10 +131,11 @@ def batch_views(views: Sequence[str]) -> tuple[str, ...]:
 class ViewsNet(torch.nn.Module):
     """A FusionNet with an image branch over its test-time views, in one batched forward.
 
-    ``forward(images (n, 3, H, W), metadata (n, m)) -> (logits (n, 8), upright pooled (n, F))``:
-    the logits averaged over ``views``, and the pooled features of the upright view. The views of
-    the batch are stacked (``k x n`` images, view-major) and run through the backbone once; the same
-    module is what the runtimes export, so every engine computes the same graph."""
+    ``forward(images (n, 3, H, W), metadata (n, m)) -> (logits (n, 8), upright pooled (n, F),
+    upright texture (n, T))``: the logits averaged over ``views``, the pooled features of the
+    upright view and its texture statistics (:func:`backbone_outputs`). The views of the batch are
+    stacked (``k x n`` images, view-major, the upright view first) and run through the backbone
+    once; the same module is what the runtimes export, so every engine computes the same graph."""
 
     def __init__(self, net: FusionNet, views: Sequence[str]):
         super().__init__()
@@ -122,24 +153,26 @@ class ViewsNet(torch.nn.Module):
         return super().train(False)
 
     def forward(self, images: torch.Tensor, metadata: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k = len(self.stacked)
-        pooled = self.net.embed(torch.cat([apply_view(images, v) for v in self.stacked]))
+        pooled, texture = backbone_outputs(
+            self.net.backbone, torch.cat([apply_view(images, v) for v in self.stacked]), images.shape[0])
         logits = self.net.classify(pooled, metadata.repeat(k, 1))
         per_view = logits.reshape(k, -1, logits.shape[-1])[self.first:]
-        return per_view.mean(dim=0), pooled.reshape(k, -1, pooled.shape[-1])[0]
+        return per_view.mean(dim=0), pooled.reshape(k, -1, pooled.shape[-1])[0], texture
 
 
 class InferenceEngine(Protocol):
     """What runs the network of a classifier with an image branch: normalised images (n, 3, H, W)
     and encoded metadata (n, m), float32 CPU tensors, to the logits averaged over the test-time
-    views (n, 8) and the upright view's pooled features (n, F), as numpy arrays (a
-    :class:`ViewsNet` forward). ``name`` is the runtime recorded with every answer."""
+    views (n, 8), the upright view's pooled features (n, F) and its texture statistics (n, T), as
+    numpy arrays (a :class:`ViewsNet` forward). ``name`` is the runtime recorded with every
+    answer."""
 
     name: str
 
     def __call__(self, images: torch.Tensor, metadata: torch.Tensor
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ...
 
 
@@ -154,9 +187,9 @@ class TorchEngine:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, metadata: torch.Tensor
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        logits, pooled = self.views_net(images.to(self.device), metadata.to(self.device))
-        return logits.double().cpu().numpy(), pooled.float().cpu().numpy()
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits, pooled, texture = self.views_net(images.to(self.device), metadata.to(self.device))
+        return logits.double().cpu().numpy(), pooled.float().cpu().numpy(), texture.float().cpu().numpy()
 
 
 class NeuralClassifier:
@@ -222,34 +255,36 @@ class NeuralClassifier:
         return torch.from_numpy(self.encoder.transform(metadata.reset_index(drop=True)))
 
     @torch.inference_mode()
-    def logits_and_embeddings(self, images: Sequence[Image.Image],
-                              metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-        """Uncalibrated logits (n, 8), averaged over the test-time views, and the monitoring
-        embeddings of the upright view (:meth:`monitoring_embed`; None without an image branch),
-        from one batched forward per ``batch_size`` view images (the views of ``batch_size /
-        views`` images together, :class:`ViewsNet`): the upright view's pooled features are
-        reused, so monitoring costs no extra pass."""
+    def network_outputs(self, images: Sequence[Image.Image], metadata: pd.DataFrame
+                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Uncalibrated logits (n, 8), averaged over the test-time views, the monitoring
+        embeddings of the upright view (:meth:`monitoring_embed`) and its texture statistics
+        (:func:`backbone_outputs`; both None without an image branch), from one batched forward
+        per ``batch_size`` view images (the views of ``batch_size / views`` images together,
+        :class:`ViewsNet`): the upright view's activations are reused, so monitoring and the OOD
+        gate cost no extra pass."""
         meta = self._metadata(metadata, len(images))
         if not self.net.uses_image:
             net = self._network()
             return np.concatenate([net(None, meta[s:s + self.batch_size].to(self.device))
                                    .double().cpu().numpy()
                                    for s in range(0, len(images), self.batch_size)]
-                                  or [np.zeros((0, len(CLASSES)))]), None
+                                  or [np.zeros((0, len(CLASSES)))]), None, None
         engine = self.engine()
         step = max(1, self.batch_size // len(batch_views(self.tta)))  # views count in the batch
-        logits, pooled = [], []
+        logits, pooled, texture = [], [], []
         for start in range(0, len(images), step):
             out = engine(self.preprocessing(images[start:start + step]), meta[start:start + step])
             logits.append(np.asarray(out[0], dtype=np.float64))
             pooled.append(np.asarray(out[1], dtype=np.float32))
+            texture.append(np.asarray(out[2], dtype=np.float32))
         if not logits:
-            return np.zeros((0, len(CLASSES))), self._project([])
-        return np.concatenate(logits), self._project(pooled)
+            return np.zeros((0, len(CLASSES))), self._project([]), np.zeros((0, 0), np.float32)
+        return np.concatenate(logits), self._project(pooled), np.concatenate(texture)
 
     def predict_logits(self, images: Sequence[Image.Image], metadata: pd.DataFrame) -> np.ndarray:
         """Uncalibrated logits (n, 8), averaged over the test-time views."""
-        return self.logits_and_embeddings(images, metadata)[0]
+        return self.network_outputs(images, metadata)[0]
 
     def _calibrated(self, logits: np.ndarray) -> np.ndarray:
         z = logits / self.temperature
@@ -264,20 +299,37 @@ class NeuralClassifier:
     def predict_proba_and_embeddings(self, images: Sequence[Image.Image], metadata: pd.DataFrame
                                      ) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`predict_proba` and the monitoring embeddings, in one set of forward passes."""
-        logits, embeddings = self.logits_and_embeddings(images, metadata)
-        return self._calibrated(logits), embeddings
+        probs, embeddings, _ = self.predict_with_features(images, metadata)
+        return probs, embeddings
 
-    @torch.inference_mode()
+    def predict_with_features(self, images: Sequence[Image.Image], metadata: pd.DataFrame
+                              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """:meth:`predict_proba`, the monitoring embeddings and the texture statistics, in one set
+        of forward passes (:meth:`network_outputs`)."""
+        logits, embeddings, texture = self.network_outputs(images, metadata)
+        return self._calibrated(logits), embeddings, texture
+
     def monitoring_embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The image embeddings logged with each answer for drift monitoring (n,
         ``min(MONITORING_DIM, num_features)``): the upright view's pooled backbone features through
         a fixed Gaussian random projection (:func:`monitoring_projection`)."""
+        return self.upright_features(images)[0]
+
+    @torch.inference_mode()
+    def upright_features(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """The monitoring embeddings (:meth:`monitoring_embed`) and the texture statistics
+        (:func:`backbone_outputs`) of the upright view of ``images``, in one eager pass of that
+        view alone (what registration fits the OOD gate on)."""
         net = self._network()
         if not net.uses_image:
             raise ValueError("a metadata-only model has no image embedding")
-        return self._project([net.embed(self.preprocessing(images[s:s + self.batch_size])
-                                        .to(self.device)).float().cpu().numpy()
-                              for s in range(0, len(images), self.batch_size)])
+        pooled, texture = [], []
+        for s in range(0, len(images), self.batch_size):
+            batch = self.preprocessing(images[s:s + self.batch_size]).to(self.device)
+            p, t = backbone_outputs(net.backbone, batch, len(batch))
+            pooled.append(p.float().cpu().numpy())
+            texture.append(t.float().cpu().numpy())
+        return self._project(pooled), (np.concatenate(texture) if texture else np.zeros((0, 0), np.float32))
 
     def _project(self, pooled: list[np.ndarray]) -> np.ndarray:
         """Batches of pooled upright-view features (num_features wide; none for no image) as one

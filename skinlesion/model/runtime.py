@@ -2,8 +2,8 @@
 
 Eager torch stays the reference (and the runtime for training, CUDA and the fallback). For CPU
 serving, the network over its test-time views (:class:`~skinlesion.model.neural.ViewsNet`: all views
-in one batched forward, the upright view's pooled features beside the averaged logits) is exported
-in fp32 only:
+in one batched forward, the upright view's pooled features and texture statistics beside the
+averaged logits) is exported in fp32 only:
 
 - ``onnxruntime``: traced to ONNX (``model.onnx``), run by an ONNX Runtime CPU session;
 - ``openvino``: the same ONNX graph converted to OpenVINO IR (``model.xml``/``model.bin``, fp32
@@ -12,7 +12,10 @@ in fp32 only:
 :func:`export` writes an export into the version's folder (skinlesion.model.exports: cached under a
 hash of the weights and the export settings, so it is done once) and runs the **accuracy gate** on
 the version's reference images against eager: largest |Δp| at most 1e-4, no changed referral
-decision or predicted class, monitoring embedding within 1e-4. An export that fails is kept as a
+decision or predicted class, monitoring embedding within 1e-4, texture statistics (the OOD gate's
+texture check) within a relative 1e-3 (:meth:`Agreement.of`: fp32 runtimes differ from eager by about
+1e-6 of the statistics' size; the check standardises each statistic by its training spread, so a
+relative error of 1e-3 moves its distance by well under 1 %). An export that fails is kept as a
 refusal with its reason. :func:`select_runtime` hands a classifier the runtime the ``runtime`` setting
 asks for (``auto``: the fastest of the gated ones and eager torch, timed on this machine at load);
 a runtime that is refused or missing leaves the version on eager torch with a
@@ -45,7 +48,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from skinlesion.model.exports import REPORT_FILE, GateReport, export_folder
-from skinlesion.model.neural import InferenceEngine, NeuralClassifier, TorchEngine, batch_views
+from skinlesion.model.neural import (TEXTURE_BLOCKS, InferenceEngine, NeuralClassifier, TorchEngine,
+                                     batch_views)
 from skinlesion.model.threads import ThreadPolicy
 
 RUNTIMES: tuple[str, ...] = ("auto", "openvino", "onnxruntime", "torch")
@@ -54,7 +58,7 @@ EXPORTED_RUNTIMES: tuple[str, ...] = ("openvino", "onnxruntime")
 ONNX_FILE = "model.onnx"
 OPENVINO_FILE = "model.xml"
 INPUT_NAMES = ("images", "metadata")
-OUTPUT_NAMES = ("logits", "pooled")
+OUTPUT_NAMES = ("logits", "pooled", "texture")
 #: Most view images (images x test-time views) concurrent calls are coalesced into: on the 2-core
 #: development machine (measured under load from other jobs) the reference network at 256x192 cost
 #: about the same per image with 2 to 8 stacked view images and 1.5 to 4 times as much per image
@@ -84,6 +88,8 @@ class ExportSettings(BaseModel):
     precision: Literal["fp32"] = "fp32"
     max_abs_dp: float = Field(1e-4, gt=0)
     max_abs_embedding: float = Field(1e-4, gt=0)
+    #: largest |Δ| / (|eager| + 1e-3) of the texture statistics
+    max_rel_texture: float = Field(1e-3, gt=0)
 
 
 @dataclass(frozen=True)
@@ -129,9 +135,11 @@ def library_versions(runtime: str) -> dict[str, str]:
 
 
 def export_key(classifier: NeuralClassifier, runtime: str, settings: ExportSettings) -> str:
-    """The hash an export is cached under: weights, views, preprocessing, metadata width, export
-    settings, runtime and library versions."""
-    payload = {"weights": weights_digest(classifier.net), "views": list(classifier.tta),
+    """The hash an export is cached under: the graph's outputs (an export of an older graph, e.g.
+    without the texture statistics, is made again, not loaded), weights, views, preprocessing,
+    metadata width, export settings, runtime and library versions."""
+    payload = {"outputs": list(OUTPUT_NAMES), "texture_blocks": TEXTURE_BLOCKS,
+               "weights": weights_digest(classifier.net), "views": list(classifier.tta),
                "preprocessing": classifier.preprocessing.to_dict(),
                "n_metadata": len(classifier.encoder.feature_names_),
                "settings": settings.model_dump(), "runtime": runtime,
@@ -207,10 +215,10 @@ class OnnxRuntimeEngine:
                                             providers=["CPUExecutionProvider"])
 
     def __call__(self, images: torch.Tensor, metadata: torch.Tensor
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        logits, pooled = self.session.run(list(OUTPUT_NAMES), {
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits, pooled, texture = self.session.run(list(OUTPUT_NAMES), {
             "images": as_array(images), "metadata": as_array(metadata)})
-        return logits.astype(np.float64), pooled
+        return logits.astype(np.float64), pooled, texture
 
 
 class OpenVinoEngine:
@@ -224,13 +232,13 @@ class OpenVinoEngine:
         self._local = threading.local()
 
     def __call__(self, images: torch.Tensor, metadata: torch.Tensor
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
         out = request.infer({"images": as_array(images), "metadata": as_array(metadata)})
         return (np.asarray(out["logits"], dtype=np.float64),
-                np.array(out["pooled"], dtype=np.float32))
+                np.array(out["pooled"], dtype=np.float32), np.array(out["texture"], dtype=np.float32))
 
 
 class _Call:
@@ -238,7 +246,7 @@ class _Call:
 
     def __init__(self, images: torch.Tensor, metadata: torch.Tensor):
         self.images, self.metadata = images, metadata
-        self.result: tuple[np.ndarray, np.ndarray] | None = None
+        self.result: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.error: BaseException | None = None
 
 
@@ -270,7 +278,7 @@ class BatchingEngine:
             return len(self._queue)
 
     def __call__(self, images: torch.Tensor, metadata: torch.Tensor
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         call = _Call(images, metadata)
         with self._cond:
             self._queue.append(call)
@@ -299,14 +307,14 @@ class BatchingEngine:
     def _run(self, batch: list[_Call]) -> None:
         try:
             if len(batch) == 1:  # a lone call: its own tensors, no copy
-                logits, pooled = self.engine(batch[0].images, batch[0].metadata)
+                outputs = self.engine(batch[0].images, batch[0].metadata)
             else:
-                logits, pooled = self.engine(torch.cat([c.images for c in batch]),
-                                             torch.cat([c.metadata for c in batch]))
+                outputs = self.engine(torch.cat([c.images for c in batch]),
+                                      torch.cat([c.metadata for c in batch]))
             start = 0
             for c in batch:
-                c.result = (logits[start:start + len(c.images)],
-                            pooled[start:start + len(c.images)])
+                logits, pooled, texture = (out[start:start + len(c.images)] for out in outputs)
+                c.result = (logits, pooled, texture)
                 start += len(c.images)
         except Exception as err:  # not swallowed: every caller of this forward re-raises it
             for c in batch:
@@ -338,11 +346,24 @@ def answers(classifier: NeuralClassifier, engine: InferenceEngine | None, images
             metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated probabilities and monitoring embeddings of ``classifier`` run in ``engine`` (None:
     eager torch), leaving the classifier's own engine as it was."""
+    probs, embeddings, _ = answers_with_texture(classifier, engine, images, metadata)
+    return probs, embeddings
+
+
+def answers_with_texture(classifier: NeuralClassifier, engine: InferenceEngine | None,
+                         images: Sequence[Image.Image], metadata: pd.DataFrame
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`answers` and the texture statistics of the upright views."""
     runner = copy.copy(classifier)
     runner.use_engine(engine if engine is not None else TorchEngine(classifier.views_net(),
                                                                     classifier.device))
-    probs, embeddings = runner.predict_proba_and_embeddings(images, metadata)
-    return probs, embeddings
+    return runner.predict_with_features(images, metadata)
+
+
+def relative_error(reference: np.ndarray, values: np.ndarray) -> float:
+    """Largest |values - reference| / (|reference| + 1e-3): relative where the statistics are
+    large, absolute (to 1e-3) where they are near zero."""
+    return float((np.abs(values - reference) / (np.abs(reference) + 1e-3)).max(initial=0.0))
 
 
 @dataclass(frozen=True)
@@ -354,20 +375,25 @@ class Agreement:
     changed_decisions: int
     changed_classes: int
     max_abs_embedding: float | None = None
+    max_rel_texture: float | None = None
 
     @classmethod
     def of(cls, reference: np.ndarray, probs: np.ndarray, *, threshold: float,
            malignant: np.ndarray, reference_embedding: np.ndarray | None = None,
-           embedding: np.ndarray | None = None) -> Agreement:
-        """Compare ``probs`` (n, 8) with the ``reference`` answers (and their embeddings)."""
+           embedding: np.ndarray | None = None, reference_texture: np.ndarray | None = None,
+           texture: np.ndarray | None = None) -> Agreement:
+        """Compare ``probs`` (n, 8) with the ``reference`` answers (and their embeddings and
+        texture statistics, :func:`relative_error`)."""
         refer = reference[:, malignant].sum(1) >= threshold
         emb = (float(np.abs(embedding - reference_embedding).max(initial=0.0))
                if embedding is not None and reference_embedding is not None else None)
+        tex = (relative_error(reference_texture, texture)
+               if texture is not None and reference_texture is not None else None)
         return cls(n_images=len(probs),
                    max_abs_dp=float(np.abs(probs - reference).max(initial=0.0)),
                    changed_decisions=int((refer != (probs[:, malignant].sum(1) >= threshold)).sum()),
                    changed_classes=int((reference.argmax(1) != probs.argmax(1)).sum()),
-                   max_abs_embedding=emb)
+                   max_abs_embedding=emb, max_rel_texture=tex)
 
     def failures(self, settings: ExportSettings) -> list[str]:
         """What breaks the gate (empty: passed)."""
@@ -381,6 +407,9 @@ class Agreement:
         if self.max_abs_embedding is not None and self.max_abs_embedding > settings.max_abs_embedding:
             out.append(f"monitoring embedding off by {self.max_abs_embedding:.2g} > "
                        f"{settings.max_abs_embedding:g}")
+        if self.max_rel_texture is not None and self.max_rel_texture > settings.max_rel_texture:
+            out.append(f"texture statistics off by a relative {self.max_rel_texture:.2g} > "
+                       f"{settings.max_rel_texture:g}")
         return out
 
 
@@ -389,11 +418,11 @@ def run_gate(target: ExportTarget, engine: InferenceEngine, images: Sequence[Ima
     """The gate of ``engine`` against eager torch on ``images`` (the version's reference images)."""
     if not len(images):
         raise ValueError("the accuracy gate needs the version's reference images; got none")
-    eager_p, eager_e = answers(target.classifier, None, images, metadata)
-    probs, emb = answers(target.classifier, engine, images, metadata)
+    eager_p, eager_e, eager_t = answers_with_texture(target.classifier, None, images, metadata)
+    probs, emb, texture = answers_with_texture(target.classifier, engine, images, metadata)
     agreement = Agreement.of(eager_p, probs, threshold=target.threshold,
                              malignant=target.malignant, reference_embedding=eager_e,
-                             embedding=emb)
+                             embedding=emb, reference_texture=eager_t, texture=texture)
     failures = agreement.failures(settings)
     return GateReport(runtime=engine.name, key=key, passed=not failures,
                       reason="; ".join(failures), n_images=agreement.n_images,
@@ -401,6 +430,7 @@ def run_gate(target: ExportTarget, engine: InferenceEngine, images: Sequence[Ima
                       changed_decisions=agreement.changed_decisions,
                       changed_classes=agreement.changed_classes,
                       max_abs_embedding=agreement.max_abs_embedding,
+                      max_rel_texture=agreement.max_rel_texture,
                       settings=settings.model_dump(), versions=library_versions(engine.name),
                       created=datetime.now(UTC).isoformat(timespec="seconds"))
 

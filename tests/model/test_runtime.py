@@ -294,7 +294,7 @@ class _GatedEngine:
         if images.shape[0] and images[0, 0, 0, 0] < -1e6:
             raise ValueError("poisoned input")
         total = images.flatten(1).sum(1, keepdim=True) + metadata.sum(1, keepdim=True)
-        return total.double().repeat(1, 8).numpy(), total.float().numpy()
+        return total.double().repeat(1, 8).numpy(), total.float().numpy(), (2 * total).float().numpy()
 
 
 def test_concurrent_calls_share_one_forward_and_get_their_own_answers():
@@ -321,6 +321,7 @@ def test_concurrent_calls_share_one_forward_and_get_their_own_answers():
     assert (engine.forwards, engine.images) == (2, 4)  # what /metrics reports as batching
     for i, (images, metadata) in enumerate(inputs):
         assert results[i][0].shape == (1, 8) and results[i][0][0, 0] == 12 * i + 4 * i
+        assert results[i][2][0, 0] == 2 * (12 * i + 4 * i)  # the texture output split back too
     poisoned = torch.full((1, 3, 2, 2), -1e7)
     with pytest.raises(ValueError, match="poisoned"):
         engine(poisoned, torch.zeros(1, 4))

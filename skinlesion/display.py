@@ -65,6 +65,7 @@ FEATURES: dict[str, str] = {
     "mean_g": "Mean green level",
     "mean_b": "Mean blue level",
     "sharpness": "Sharpness",
+    "texture_distance": "Image texture (distance to the training images)",
     "predicted_class": "Predicted class",
     "p_malignant": "Probability of malignancy",
     "embedding": "Image content (model embedding)",

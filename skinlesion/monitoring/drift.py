@@ -9,7 +9,9 @@ current data is a window of the predictions table (``Store.sample_predictions(..
 include_embedding=True)``); both carry the predictions-table columns. Monitored features:
 
 * ``metadata`` — ``age_approx`` (numeric, NaN = missing), ``sex``, ``anatom_site_general``;
-* ``image`` — the image statistics of ``data.images.image_stats``;
+* ``image`` — the image statistics of ``data.images.image_stats`` and the OOD gate's
+  ``texture_distance`` (tested only where both the reference and the window carry values: a
+  version whose gate has no texture check has it untested, its score over the other features);
 * ``output`` — ``predicted_class`` (the class mix) and ``p_malignant``; the per-class probabilities
   (:data:`CLASS_PROBABILITY_FEATURES`) can be added through ``features=``;
 * ``embedding`` — the projected image embedding, one feature for the whole vector.
@@ -287,13 +289,16 @@ def compute_null(reference: pd.DataFrame, *, features: Iterable[FeatureSpec | st
 def version_null(models_dir: Path, version: str, reference: pd.DataFrame) -> DriftNull | None:
     """The null distribution of ``version``'s ``reference``: the one stored in its folder, else
     computed now (:func:`compute_null`, seconds to a minute) and stored for every later run. A
-    stored null of another reference size (the reference was replaced) is computed again. None for
+    stored null of another reference size (the reference was replaced), or without a feature the
+    reference now carries (e.g. ``texture_distance`` added by a refit), is computed again. None for
     a reference too small to split (fewer than :data:`MIN_NULL_ROWS` rows): drift is then judged
     by the effect size alone, and says so."""
     if len(reference) < MIN_NULL_ROWS:
         return None
     stored = registry.read_drift_null(models_dir, version)
-    if stored is not None and stored.get("n_reference") == len(reference):
+    carried = {s.name for s in DEFAULT_FEATURES if s.name in reference.columns}
+    if (stored is not None and stored.get("n_reference") == len(reference)
+            and carried <= set(stored.get("bounds", {}))):
         return DriftNull.from_dict(stored)
     null = compute_null(reference)
     registry.write_drift_null(models_dir, version, null.as_dict())

@@ -47,15 +47,19 @@ def _specs(names: Iterable[str], group: Group, kind: Kind) -> tuple[FeatureSpec,
 
 METADATA_FEATURES = (FeatureSpec("age_approx", "metadata", "numeric"),
                      *_specs(("sex", "anatom_site_general"), "metadata", "categorical"))
+#: The image statistics, and the OOD gate's texture distance (``predictions.texture_distance``: what
+#: compression and resampling move, which the statistics barely see). A version whose gate has no
+#: texture check logs none; the feature is then untested and the score rests on the other 15.
 IMAGE_FEATURES = _specs(("width", "height", "brightness", "contrast", "saturation", "mean_r", "mean_g",
-                         "mean_b", "sharpness"), "image", "numeric")
+                         "mean_b", "sharpness", "texture_distance"), "image", "numeric")
 OUTPUT_FEATURES = (FeatureSpec("predicted_class", "output", "categorical"),
                    FeatureSpec("p_malignant", "output", "numeric"))
 #: Per-class probabilities: not in :data:`DEFAULT_FEATURES` (eight strongly related columns would
 #: outweigh the inputs in the share of drifted features); add them through ``features=``.
 CLASS_PROBABILITY_FEATURES = _specs((f"p_{c}" for c in CLASSES), "output", "numeric")
 EMBEDDING_FEATURES = (FeatureSpec("embedding", "embedding", "embedding"),)
-#: What :func:`compute_drift` compares unless told otherwise (15 features).
+#: What :func:`compute_drift` compares unless told otherwise (16 features; 15 tested for a version
+#: without the texture check).
 DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
     *METADATA_FEATURES, *IMAGE_FEATURES, *OUTPUT_FEATURES, *EMBEDDING_FEATURES)
 _KNOWN_FEATURES = {f.name: f for f in (*DEFAULT_FEATURES, *CLASS_PROBABILITY_FEATURES)}

@@ -27,8 +27,9 @@ HEAD_HEAVY_MIX = (0.05, 0.05, 0.05, 0.1, 0.1, 0.5, 0.05, 0.05, 0.05)
 
 
 def window(n: int, seed: int, *, brightness: float = 0.0, embedding_shift: float = 0.0,
-           site_mix: tuple[float, ...] = SITE_MIX) -> pd.DataFrame:
-    """Predictions-table rows drawn from one fixed distribution, with optional planted shifts."""
+           site_mix: tuple[float, ...] = SITE_MIX, texture: float | None = 0.0) -> pd.DataFrame:
+    """Predictions-table rows drawn from one fixed distribution, with optional planted shifts;
+    ``texture=None``: no ``texture_distance`` column (a version whose gate has no texture check)."""
     rng = np.random.default_rng(seed)
     age = np.clip(np.round(rng.normal(55, 15, n) / 5) * 5, 0, 85)
     age[rng.random(n) < 0.1] = np.nan
@@ -48,6 +49,8 @@ def window(n: int, seed: int, *, brightness: float = 0.0, embedding_shift: float
     df["p_malignant"] = probs[:, [CLASSES.index(c) for c in DEFAULT_MALIGNANT]].sum(axis=1)
     df["predicted_class"] = np.array(CLASSES)[probs.argmax(axis=1)]
     df["embedding"] = list(rng.normal(embedding_shift, 1.0, (n, 16)).astype(np.float32))
+    if texture is not None:  # drawn last: the other columns are the same with or without it
+        df["texture_distance"] = rng.gamma(16.0, 0.5, n) + texture
     return df
 
 
@@ -114,7 +117,8 @@ def test_a_null_replay_stays_green(small_reference: pd.DataFrame, null: DriftNul
 
 
 @pytest.mark.parametrize(("shift", "flagged"), [({"brightness": 0.05}, "brightness"),
-                                                ({"embedding_shift": 0.3}, "embedding")])
+                                                ({"embedding_shift": 0.3}, "embedding"),
+                                                ({"texture": 0.8}, "texture_distance")])
 def test_a_planted_shift_beyond_the_null_goes_red_naming_its_feature(
         small_reference: pd.DataFrame, null: DriftNull, shift: dict, flagged: str) -> None:
     result = compute_drift(small_reference, window(300, seed=40, **shift), null=null)
@@ -148,6 +152,26 @@ def test_a_planted_shift_flags_that_feature_only(reference: pd.DataFrame, shift:
     assert result.drifted_features() == (flagged,)
     assert result.share_drifted == pytest.approx(1 / len(DEFAULT_FEATURES))
     assert result.feature(flagged).severity > 2 and not result.feature(flagged).is_p_value
+
+
+def test_without_texture_distances_the_feature_is_untested_and_the_score_as_before(
+        reference: pd.DataFrame) -> None:
+    """A version whose gate has no texture check: its reference has no ``texture_distance`` column
+    and its logged answers hold NULLs. The feature is untested, saying why, and the score is the
+    share over the other 15 features, as before the feature existed."""
+    others = [f for f in DEFAULT_FEATURES if f.name != "texture_distance"]
+    old_reference = reference.drop(columns="texture_distance")
+    logged = window(N, seed=1, brightness=0.15).assign(texture_distance=np.nan)
+    for ref, current, why in ((old_reference, logged, "no column 'texture_distance' in the reference data"),
+                              (reference, logged, "no values in the current data"),
+                              (old_reference, logged.drop(columns="texture_distance"),
+                               "no column 'texture_distance' in the reference and current data")):
+        result = compute_drift(ref, current)
+        texture = result.feature("texture_distance")
+        assert not texture.tested and not texture.drifted and why in texture.note
+        assert f"texture_distance: not tested: {why}" in result.notes
+        assert result.drifted_features() == ("brightness",)
+        assert result.share_drifted == 1 / 15 == compute_drift(ref, current, features=others).share_drifted
 
 
 def test_summaries_show_the_shift(reference: pd.DataFrame) -> None:
@@ -208,7 +232,7 @@ def test_all_missing_columns_and_absent_embeddings_are_untested(reference: pd.Da
     age = result.feature("age_approx")
     assert age.current_summary.missing == 1.0 and age.current_summary.n == 0
     assert age.reference_summary.n > 0 and age.reference_summary.edges == age.current_summary.edges
-    assert result.share_drifted == 0.0 and len([f for f in result.features if f.tested]) == 13
+    assert result.share_drifted == 0.0 and len([f for f in result.features if f.tested]) == len(DEFAULT_FEATURES) - 2
     no_column = compute_drift(reference.drop(columns=["embedding"]), current.drop(columns=["embedding"]),
                               features=["embedding", "brightness"])
     assert "no column 'embedding'" in no_column.feature("embedding").note
@@ -287,5 +311,9 @@ def test_the_version_null_is_computed_once_and_stored(tmp_path, small_reference:
     assert version_null(tmp_path, "v1", reference) == first  # read back, not recomputed
     assert version_null(tmp_path, "v1", reference.iloc[:300]).n_reference == 300  # another reference
     assert version_null(tmp_path, "v1", reference.iloc[:16]) is None  # too small to split
+    before_texture = reference.drop(columns="texture_distance")
+    assert "texture_distance" not in version_null(tmp_path, "v1", before_texture).bounds
+    refitted = version_null(tmp_path, "v1", reference)  # the reference gained texture distances
+    assert refitted.bound("texture_distance", 100) > 0
     with pytest.raises(DataError, match="at least 20"):
         compute_null(reference.iloc[:16])

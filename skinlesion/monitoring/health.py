@@ -28,7 +28,8 @@ monitoring run): each estimated metric carries a band (``estimated_low``/``estim
 :func:`~skinlesion.monitoring.estimate.estimate_band`) where its realised value should fall once
 labels arrive, and colours its tile only as far as its whole band does (:func:`band_status`);
 the share of the window's answers out of distribution (``ood_share``, by the
-version's OOD gate) is shown as a metric. While drift or the OOD share is red, CBPE's assumption
+version's OOD gate: its embedding and image-statistics checks, and the texture distance each answer
+logged against the gate's texture bound) is shown as a metric. While drift or the OOD share is red, CBPE's assumption
 (calibration holds on these cases) is in doubt: every estimate is flagged "estimate unreliable" and
 gives no colour (its estimated status is unknown).
 
@@ -352,9 +353,11 @@ def ood_status(share: float | None) -> Status:
 
 
 def version_gate(models_dir: Path, version: str) -> OODGate | None:
-    """The OOD gate stored in ``version``'s card; None for a version without one or not found."""
+    """The OOD gate stored in ``version``'s card (with its texture check, read from the version
+    folder); None for a version without one or not found."""
     try:
-        return card_gate(read_card(Path(models_dir) / resolve_version(models_dir, version)).model_extra)
+        folder = Path(models_dir) / resolve_version(models_dir, version)
+        return card_gate(read_card(folder).model_extra, folder)
     except ModelNotFoundError:
         return None
 
@@ -364,7 +367,10 @@ def estimate_checks(current: pd.DataFrame, reference: pd.DataFrame | None, gate:
     """The estimate bands of a window (from ``current``, a sample of its answers with
     ``p_malignant`` and ``threshold``; recalibration uncertainty from the labelled ``reference``
     answers when they carry ``diagnosis``), the share of its answers beyond ``gate`` (None without
-    a gate or embeddings) and a note on what was left out."""
+    a gate or embeddings) and a note on what was checked and what was left out. An answer is out of
+    distribution when the embedding or image-statistics checks flag it, or its logged
+    ``texture_distance`` lies beyond the gate's texture bound; answers without one (a version
+    whose gate has no texture check, answers logged before the column) by the other checks only."""
     if current.empty:
         return None, None, "no predictions in the window"
     labelled = reference is not None and "diagnosis" in reference.columns and len(reference) >= 20
@@ -379,8 +385,18 @@ def estimate_checks(current: pd.DataFrame, reference: pd.DataFrame | None, gate:
     embedded = current[current["embedding"].map(lambda e: e is not None and np.size(e) == gate.dim)]
     if embedded.empty:
         return bands, None, "the answers carry no embedding"
-    share = float(gate.flags(np.stack(embedded["embedding"].to_list()), embedded).mean())
-    return bands, share, f"{len(embedded):,} answers checked against the version's OOD gate"
+    texture = embedded["texture_distance"] if "texture_distance" in embedded.columns else None
+    share = float(gate.flags(np.stack(embedded["embedding"].to_list()), embedded, texture).mean())
+    return bands, share, (f"{len(embedded):,} answers checked against the version's OOD gate; "
+                          f"{_texture_note(gate, texture)}")
+
+
+def _texture_note(gate: OODGate, texture: pd.Series | None) -> str:
+    """How many of the checked answers the gate's texture check saw."""
+    if gate.texture_bound is None:
+        return "the gate has no texture check"
+    measured = 0 if texture is None else int(pd.to_numeric(texture).notna().sum())
+    return f"{measured:,} of them with a texture distance (bound {gate.texture_bound:.1f})"
 
 
 def error_rate(failures: int, answers: int) -> float | None:

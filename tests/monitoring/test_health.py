@@ -4,14 +4,17 @@ estimated vs realised performance, latency percentiles, volume spikes and dips."
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from skinlesion import metrics
 from skinlesion.errors import DataError
+from skinlesion.model.ood import GATE_STATS, OODGate, fit_ood_gate
 from skinlesion.monitoring.estimate import estimate_performance
 from skinlesion.monitoring.health import (
     HealthReport,
@@ -20,6 +23,7 @@ from skinlesion.monitoring.health import (
     estimate_checks,
     compute_window_health,
     flag_volume,
+    ood_status,
     window_bounds,
 )
 from skinlesion.monitoring.policy import Policy, VolumePolicy
@@ -206,6 +210,41 @@ def test_estimates_carry_a_band_and_are_unreliable_while_drift_or_ood_is_red(tmp
         assert recall.estimate_unreliable and recall.estimated_status is Status.UNKNOWN
         assert f"estimate unreliable: {why}" in recall.note and recall.estimated_low is not None
         assert not any(h.startswith("estimated") for h in flagged.hints.breaches)  # no colour from it
+
+
+def _gate_inputs(n: int, seed: int) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """Embeddings (n, 6), image statistics and texture statistics (n, 10) of one population."""
+    rng = np.random.default_rng(seed)
+    stats = pd.DataFrame({name: rng.normal(0.5, 0.05, n) for name in GATE_STATS})
+    stats["sharpness"] = rng.lognormal(-4, 0.3, n)
+    return rng.normal(3.0, 1.0, (n, 6)), stats, rng.normal(1.0, 0.2, (n, 10))
+
+
+@pytest.fixture(scope="module")
+def texture_gate() -> OODGate:
+    train, validation = _gate_inputs(600, seed=1), _gate_inputs(400, seed=2)
+    return fit_ood_gate(train[0], train[1], validation[0], validation[1], share=0.01,
+                        train_texture=train[2], validation_texture=validation[2])
+
+
+def test_texture_distances_beyond_the_gates_bound_turn_the_ood_share_red(texture_gate: OODGate):
+    """The window's OOD share counts the texture distance each answer logged: 10% of answers
+    planted far beyond the texture bound turn it red; answers without a distance, or a gate
+    without a texture check, leave it to the other checks (green on this same-population window)."""
+    embeddings, stats, texture = _gate_inputs(1000, seed=3)
+    window = stats.assign(embedding=list(embeddings), p_malignant=0.2, threshold=0.3,
+                          texture_distance=texture_gate.texture_distance(texture))
+    _, share, note = estimate_checks(window, None, texture_gate, POLICY.malignant)
+    assert ood_status(share) is Status.GREEN and "1,000 of them with a texture distance" in note
+    planted = window.copy()
+    planted.loc[planted.index[::10], "texture_distance"] = 10 * texture_gate.texture_bound
+    _, share, _ = estimate_checks(planted, None, texture_gate, POLICY.malignant)
+    assert share >= 0.1 and ood_status(share) is Status.RED
+    unmeasured = planted.assign(texture_distance=None)
+    _, share, note = estimate_checks(unmeasured, None, texture_gate, POLICY.malignant)
+    assert ood_status(share) is Status.GREEN and "0 of them with a texture distance" in note
+    _, share, note = estimate_checks(planted, None, replace(texture_gate, texture=None), POLICY.malignant)
+    assert ood_status(share) is Status.GREEN and "the gate has no texture check" in note
 
 
 def test_report_round_trips_through_json(bad_report: HealthReport):

@@ -15,10 +15,11 @@ answers; the OOD gate, embeddings and image statistics do not depend on them and
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +34,9 @@ from skinlesion.errors import DataError
 from skinlesion.evaluate import labelled_report
 from skinlesion.fit_calibration import fold_calibrator, threshold_at, unfold_logits
 from skinlesion.model.neural import NeuralClassifier
-from skinlesion.register import monitoring_embedder, ood_section, shown_summary, with_answers
-from skinlesion.registry import (ModelCard, load_version, read_manifest, read_reference,
-                                 resolve_version, save_version)
+from skinlesion.register import OODFit, gate_features, ood_section, shown_summary, with_answers
+from skinlesion.registry import (CARD_FILE, DRIFT_NULL_FILE, REFERENCE_FILE, ModelCard, load_version,
+                                 read_manifest, read_reference, resolve_version, save_version)
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index
 from skinlesion.train import cached_logits
 
@@ -291,11 +292,12 @@ def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache
         raise DataError(f"version {vid!r} has no reference answers for its validation images")
     reference = with_answers(reference, probs["val"], threshold=step.threshold,
                              malignant=malignant, diagnosis=step.diagnosis)
-    train = data_df[data_df["image"].astype(str).isin(
-        manifest.loc[manifest["split"] == "train", "image"])]
+    ood = ood_section(training_rows(data_df, manifest), reference, rows["val"]["path"],
+                      gate_features(version.classifier), progress=progress)
+    if ood is not None:
+        reference = ood.with_distances(reference)
     extra = {k: v for k, v in card.model_extra.items() if k not in REWRITTEN}
-    extra |= ood_section(train, reference, monitoring_embedder(version.classifier),
-                         progress=progress)
+    extra |= ood.card_section() if ood is not None else {}
     extra |= step.card_section() | {
         "calibration_ablation": {"validation_out_of_fold": step.rows, "test": ablation},
         "test_per_class_recall": report["per_class_recall"], "test_official": report["official"],
@@ -318,8 +320,54 @@ def recalibrate_version(models_dir: Path, ref: str, data_df: pd.DataFrame, cache
     new_card = _rewrite(models_dir, vid, version.classifier, card, threshold=step.threshold,
                         metrics=scores, training=training, extra=extra, reference=reference,
                         manifest=manifest, notes=recalibrated_note(card.notes, step))
+    if ood is not None:
+        ood.save(Path(models_dir) / vid)
     return Recalibration(step=step, card=new_card, report=report, test_rows=ablation,
                          serving_diff=serving_diff)
+
+
+def training_rows(data_df: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """The version's training rows of a dataset table, in the table's order (the OOD gate's seeded
+    training sample is drawn from them)."""
+    return data_df[data_df["image"].astype(str).isin(manifest.loc[manifest["split"] == "train", "image"])]
+
+
+def refit_ood_gate(models_dir: Path, ref: str, data_df: pd.DataFrame, *, progress: bool = True) -> OODFit:
+    """Refit the OOD gate of the neural version ``ref`` in place, through the registration's code
+    path (:func:`skinlesion.register.ood_section`), and nothing else: the card's ``ood``, the
+    texture check's sidecar and the reference answers' ``texture_distance`` column are rewritten;
+    weights, probabilities and every other card key stay as they are (a forward pass over the
+    training sample and the validation images, no calibration step). Files are replaced
+    atomically one by one; the drift null, which compares reference columns, is removed (monitoring
+    recomputes it on first use, then with ``texture_distance``)."""
+    vid = resolve_version(models_dir, ref)
+    version = load_version(vid, models_dir, device="cpu")
+    manifest = read_manifest(models_dir, vid)
+    rows = version_rows(data_df, manifest)
+    reference = read_reference(models_dir, vid)
+    if reference is None or list(reference["image"]) != list(rows["val"]["image"]):
+        raise DataError(f"version {vid!r} has no reference answers for its validation images")
+    ood = ood_section(training_rows(data_df, manifest), reference, rows["val"]["path"],
+                      gate_features(version.classifier), progress=progress)
+    if ood is None:
+        raise DataError(f"version {vid!r} has no image network or too few images for an OOD gate")
+    folder = Path(models_dir) / vid
+    ood.save(folder)
+    _replace(folder / REFERENCE_FILE, lambda path: ood.with_distances(reference).to_parquet(path, index=False))
+    card = json.loads((folder / CARD_FILE).read_text()) | ood.card_section()
+    _replace(folder / CARD_FILE, lambda path: path.write_text(json.dumps(card, indent=2) + "\n"))
+    (folder / DRIFT_NULL_FILE).unlink(missing_ok=True)
+    return ood
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary file beside it, renamed over it when complete."""
+    tmp = path.with_name(f".{path.name}-{secrets.token_hex(3)}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def recalibrated_note(notes: str | None, step: CalibrationStep) -> str:

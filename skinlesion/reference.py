@@ -18,7 +18,9 @@ Trains the shipped ``reference`` version end to end on the ISIC 2019 / HAM10000 
    print the headline numbers and the run time.
 
 ``--quick`` runs the same code on a small subset with one short epoch (a smoke test, saved under a
-fresh version id, never as ``reference``).
+fresh version id, never as ``reference``). ``--recalibrate`` reruns step 3 on the shipped version
+without training it; ``--refit-ood`` refits only its out-of-distribution gate
+(:func:`skinlesion.recalibration.refit_ood_gate`).
 """
 
 from __future__ import annotations
@@ -425,6 +427,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="only run the calibration step on the shipped reference (no "
                         "training): calibration, diagnosis rule, threshold, card, reference "
                         "answers and results.json redone")
+    parser.add_argument("--refit-ood", action="store_true",
+                        help="only refit the shipped reference's OOD gate (card 'ood', its texture "
+                        "sidecar and the reference answers' texture_distance); probabilities unchanged")
     parser.add_argument("--measure", type=json.loads, default=None, metavar="JSON",
                         help="only measure RECIPE with these changes (e.g. '{\"label_smoothing\": "
                         "0.1}') on the reference split: print its validation/test rows as JSON, "
@@ -434,6 +439,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.recalibrate:
         _print_summary(recalibrate_shipped(args.data, args.models_dir or settings.models_dir,
                                            args.cache_dir or settings.cache_dir))
+        return
+    if args.refit_ood:
+        ood = recalibration.refit_ood_gate(args.models_dir or settings.models_dir, VERSION_ID,
+                                           read_dataset(args.data))
+        print(json.dumps(ood.card_section()["ood"]["texture"], indent=2))
         return
     if args.measure is not None:
         rows = measure(args.data, args.cache_dir or settings.cache_dir, args.measure)

@@ -4,10 +4,12 @@
 It computes what the version folder must say about its data (content-hash manifest, fingerprint,
 class and split counts) and the reference answers monitoring compares production with (the
 validation split's answers in the predictions-table columns, with image statistics, the image and
-lesion ids and, for a neural version, the monitoring embedding of each image). The card says what
-that reference is (``reference``: :func:`describe_reference`) and, for a neural version, holds its
-out-of-distribution gate (``ood``: :func:`skinlesion.model.ood.fit_ood_gate` on the monitoring
-embeddings of the training images, bound on the validation answers'). Monitoring computes the
+lesion ids and, for a neural version, the monitoring embedding of each image and its OOD texture
+distance). The card says what that reference is (``reference``: :func:`describe_reference`) and, for
+a neural version, holds its out-of-distribution gate (``ood``: :func:`skinlesion.model.ood.fit_ood_gate`
+on the monitoring embeddings, image statistics and texture statistics of the training images, bound
+on the validation answers'; the texture check's arrays are a sidecar file of the folder,
+``ood_texture.npz``). Monitoring computes the
 reference's null distribution of drift on first use and stores it beside it
 (``registry.write_drift_null``).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +32,7 @@ from skinlesion.data.images import file_sha256, image_stats, load_image
 from skinlesion.model.base import Classifier
 from skinlesion.model.fallback import extract_features, fit_fallback
 from skinlesion.model.neural import has_monitoring_embedding
-from skinlesion.model.ood import MIN_EMBEDDINGS, fit_ood_gate
+from skinlesion.model.ood import MIN_EMBEDDINGS, OODGate, fit_ood_gate
 from skinlesion.registry import ModelCard, build_manifest, data_info, save_version
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index, malignant_mask
 
@@ -91,6 +94,16 @@ def monitoring_embedder(classifier: Classifier) -> Callable[[list[Image.Image]],
     return classifier.monitoring_embed if has_monitoring_embedding(classifier) else None
 
 
+#: What computes the monitoring embeddings and the texture statistics of images (one forward).
+Features = Callable[[list[Image.Image]], tuple[np.ndarray, np.ndarray]]
+
+
+def gate_features(classifier: Classifier) -> Features | None:
+    """What computes the monitoring embeddings and texture statistics the OOD gate is fitted on
+    (``NeuralClassifier.upright_features``; None for a classifier without an image network)."""
+    return classifier.upright_features if has_monitoring_embedding(classifier) else None
+
+
 #: Training images the OOD gate is fitted on (a seeded sample: 32 embedding components and 7
 #: statistics need no more, and each costs a forward pass at registration).
 OOD_TRAIN_IMAGES = 2000
@@ -117,29 +130,75 @@ def embed_images(paths: pd.Series, embed: Callable[[list[Image.Image]], np.ndarr
                  progress: bool = True, batch_size: int = 64) -> tuple[np.ndarray, pd.DataFrame]:
     """The monitoring embeddings and the image statistics of the images at ``paths`` (read
     ``batch_size`` at a time)."""
-    out, stats = [], []
-    with tqdm(total=len(paths), desc="training embeddings (OOD gate)", unit="img", file=sys.stderr,
-              disable=not progress) as bar:
+    embeddings, _, stats = image_features(paths, lambda images: (embed(images), None), progress=progress,
+                                          batch_size=batch_size)
+    return embeddings, stats
+
+
+def image_features(paths: pd.Series,
+                   features: Callable[[list[Image.Image]], tuple[np.ndarray, np.ndarray | None]], *,
+                   progress: bool = True, batch_size: int = 64, desc: str = "training images (OOD gate)"
+                   ) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame]:
+    """The monitoring embeddings, the texture statistics (None where ``features`` gives none) and
+    the image statistics of the images at ``paths`` (read ``batch_size`` at a time)."""
+    embeddings, textures, stats = [], [], []
+    with tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
             images = [load_image(p) for p in paths.iloc[start:start + batch_size]]
-            out.append(embed(images))
+            embedding, texture = features(images)
+            embeddings.append(embedding)
+            if texture is not None:
+                textures.append(texture)
             stats += [image_stats(image) for image in images]
             bar.update(len(images))
-    return (np.concatenate(out) if out else np.zeros((0, 0))), pd.DataFrame(stats)
+    return ((np.concatenate(embeddings) if embeddings else np.zeros((0, 0))),
+            (np.concatenate(textures) if textures else None), pd.DataFrame(stats))
 
 
-def ood_section(train: pd.DataFrame, reference: pd.DataFrame,
-                embed: Callable[[list[Image.Image]], np.ndarray] | None, *, progress: bool = True) -> dict:
-    """The card's ``ood`` gate fitted on the monitoring embeddings and image statistics of (a seeded
-    sample of at most :data:`OOD_TRAIN_IMAGES`) training images and bound on the reference
-    (validation) answers'; empty for a version without embeddings or with fewer
-    than ``MIN_EMBEDDINGS`` images on either side (nothing to fit a gate on)."""
-    if embed is None or "embedding" not in reference.columns or min(len(train), len(reference)) < MIN_EMBEDDINGS:
-        return {}
+@dataclass(frozen=True)
+class OODFit:
+    """A version's OOD gate (:func:`ood_section`) and the texture distance of each of its reference
+    answers (what the reference table's ``texture_distance`` column holds)."""
+
+    gate: OODGate
+    reference_texture_distance: np.ndarray
+
+    def card_section(self) -> dict:
+        """The card's ``ood`` key."""
+        return {"ood": self.gate.as_dict()}
+
+    def with_distances(self, reference: pd.DataFrame) -> pd.DataFrame:
+        """``reference`` with its ``texture_distance`` column."""
+        if len(reference) != len(self.reference_texture_distance):
+            raise ValueError(f"{len(self.reference_texture_distance)} texture distances for "
+                             f"{len(reference)} reference answers")
+        return reference.assign(texture_distance=self.reference_texture_distance.astype(np.float64))
+
+    def save(self, version_dir: Path) -> None:
+        """Write the gate's arrays (the texture check's sidecar) into the saved version's folder."""
+        self.gate.save_arrays(version_dir)
+
+
+def ood_section(train: pd.DataFrame, reference: pd.DataFrame, reference_paths: pd.Series,
+                features: Features | None, *, progress: bool = True) -> OODFit | None:
+    """The version's OOD gate fitted on the monitoring embeddings, image statistics and texture
+    statistics of (a seeded sample of at most :data:`OOD_TRAIN_IMAGES`) training images and bound on
+    the reference (validation) answers' — their logged embeddings and statistics, and the texture
+    statistics of their images (``reference_paths``, in the reference's order: one more upright
+    forward each); None for a version without embeddings or with fewer than ``MIN_EMBEDDINGS``
+    images on either side (nothing to fit a gate on)."""
+    if (features is None or "embedding" not in reference.columns
+            or min(len(train), len(reference)) < MIN_EMBEDDINGS):
+        return None
+    if len(reference_paths) != len(reference):
+        raise ValueError(f"{len(reference_paths)} image paths for {len(reference)} reference answers")
     train = train.sample(n=min(OOD_TRAIN_IMAGES, len(train)), random_state=0)
-    embeddings, stats = embed_images(train["path"], embed, progress=progress)
-    return {"ood": fit_ood_gate(embeddings, stats, np.stack(reference["embedding"].to_list()),
-                                reference).as_dict()}
+    embeddings, texture, stats = image_features(train["path"], features, progress=progress)
+    _, reference_texture, _ = image_features(reference_paths, features, progress=progress,
+                                             desc="reference images (OOD gate)")
+    gate = fit_ood_gate(embeddings, stats, np.stack(reference["embedding"].to_list()), reference,
+                        train_texture=texture, validation_texture=reference_texture)
+    return OODFit(gate, gate.texture_distance(reference_texture))
 
 
 def split_metrics(df: pd.DataFrame, probs: np.ndarray, *, threshold: float,
@@ -183,18 +242,24 @@ def register(models_dir: Path, classifier: Classifier, df: pd.DataFrame, split: 
     if test_probs is not None:
         scores["test"] = split_metrics(df[split == "test"], test_probs, threshold=threshold,
                                        malignant=malignant, diagnosis=diagnosis)
-    embed = monitoring_embedder(classifier)
-    reference = reference_frame(val, val_probs, threshold=threshold, malignant=malignant, embed=embed,
-                                diagnosis=diagnosis, progress=progress)
+    reference = reference_frame(val, val_probs, threshold=threshold, malignant=malignant,
+                                embed=monitoring_embedder(classifier), diagnosis=diagnosis, progress=progress)
+    ood = ood_section(df[split == "train"], reference, val["path"], gate_features(classifier),
+                      progress=progress)
+    if ood is not None:
+        reference = ood.with_distances(reference)
     extra = {**({"diagnosis_rule": diagnosis.to_dict(CLASSES)} if diagnosis is not None else {}),
              **(extra or {}), "reference": describe_reference(reference),
-             **ood_section(df[split == "train"], reference, embed, progress=progress)}
-    return save_version(
+             **(ood.card_section() if ood is not None else {})}
+    card = save_version(
         models_dir, classifier, threshold=threshold,
         data=data_info(manifest, name=data_name, licence=licence), manifest=manifest,
         metrics=scores, history=history, training=training, parent=parent,
         target_sensitivity=target_sensitivity, malignant=malignant, notes=notes,
         version_id=version_id, extra=extra, reference=reference)
+    if ood is not None:
+        ood.save(Path(models_dir) / card.id)
+    return card
 
 
 def register_fallback(models_dir: Path, df: pd.DataFrame, split: pd.Series, *, data_name: str,

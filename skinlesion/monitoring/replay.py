@@ -48,13 +48,13 @@ from PIL import Image, ImageEnhance, ImageFilter
 from tqdm.auto import tqdm
 
 from skinlesion import registry
-from skinlesion.data.images import image_stats, load_image
+from skinlesion.data.images import load_image
 from skinlesion.data.readers import read_dataset
 from skinlesion.data.synthetic import render_lesion
 from skinlesion.errors import DataError
 from skinlesion.model.ood import OODGate, fit_ood_gate
 from skinlesion.monitoring.estimate import ESTIMATED_METRICS
-from skinlesion.monitoring.health import DRIFT_METRIC, OOD_METRIC, label_metrics
+from skinlesion.monitoring.health import DRIFT_METRIC, OOD_METRIC, label_metrics, version_gate
 from skinlesion.monitoring.policy import Policy
 from skinlesion.monitoring.runner import run_once
 from skinlesion.predict import Predictor
@@ -474,8 +474,9 @@ def summarise(scenario: Scenario, outcomes: Sequence[WindowOutcome], pool: pd.Da
 def gate_check(predictor: Predictor, gate: OODGate, test: pd.DataFrame, cache_dir: Path, *,
                seed: int, progress: bool = True) -> dict[str, Any]:
     """Share of images the gate flags: the replayed test images (answered already), synthetic
-    lesions (:mod:`skinlesion.data.synthetic`) and :data:`STRONG_SHIFTS` of the first
-    :data:`OOD_CHECK_IMAGES` of them (``test`` comes shuffled)."""
+    lesions (:mod:`skinlesion.data.synthetic`, answered by the Predictor without metadata) and
+    :data:`STRONG_SHIFTS` of the first :data:`OOD_CHECK_IMAGES` of them (``test`` comes
+    shuffled)."""
     answered = answer_images(predictor, test, "identity", None, cache_dir, progress=progress)
     out: dict[str, Any] = {"test_split": _flagged(gate, answered)}
     subset = test.iloc[:OOD_CHECK_IMAGES]
@@ -483,17 +484,20 @@ def gate_check(predictor: Predictor, gate: OODGate, test: pd.DataFrame, cache_di
         out[key] = _flagged(gate, answer_images(predictor, subset, key, transform, cache_dir, progress=progress))
     rng = np.random.default_rng(seed)
     images = [render_lesion(str(c), rng) for c in rng.choice(CLASSES, size=OOD_CHECK_IMAGES)]
-    synthetic = pd.DataFrame([image_stats(image) for image in images])
-    synthetic["embedding"] = list(predictor.version.classifier.monitoring_embed(images))
-    out["synthetic"] = _flagged(gate, synthetic)
+    answers = predictor.predict_batch(images, [Metadata() for _ in images])
+    out["synthetic"] = _flagged(gate, pd.DataFrame([{**a.image_stats, "embedding": a.embedding,
+                                                     "texture_distance": a.texture_distance} for a in answers]))
     return out
 
 
 def _flagged(gate: OODGate, answers: pd.DataFrame) -> dict[str, Any]:
-    """How many of ``answers`` (embedding and image statistics) the gate flags, in all and by check."""
+    """How many of ``answers`` (embedding, image statistics and logged texture distance) the gate
+    flags, in all and by check (the texture check: none without one)."""
     by_embedding, by_stats = gate.flags_by_check(np.stack(answers["embedding"].to_list()), answers)
-    return {"images": len(answers), "flagged": float((by_embedding | by_stats).mean()),
-            "by_embedding": float(by_embedding.mean()), "by_statistics": float(by_stats.mean())}
+    by_texture = gate.texture_flags(answers["texture_distance"])
+    return {"images": len(answers), "flagged": float((by_embedding | by_stats | by_texture).mean()),
+            "by_embedding": float(by_embedding.mean()), "by_statistics": float(by_stats.mean()),
+            "by_texture": float(by_texture.mean()) if gate.texture_bound is not None else None}
 
 
 # --- everything ---------------------------------------------------------------------------------------
@@ -546,7 +550,7 @@ def validate_monitoring(data_dir: Path, models_dir: Path, work_dir: Path, *, ver
         summary = summarise(scenario, outcomes, pool)
         summary["traffic"] = _traffic_summary(pool, scenario, malignant)
         results.append(summary)
-    gate = OODGate.from_dict((registry.read_card(models / vid).model_extra or {})["ood"])
+    gate = version_gate(models, vid)
     return {"version": vid, "created": card.created, "data": str(data_dir), "windows": windows,
             "per_window": per_window, "seed": seed, "test_images": len(test),
             "acquisition_images": len(acquisition_rows),
@@ -591,7 +595,8 @@ def results_table(results: dict[str, Any]) -> str:
             f"| {'–' if error is None else f'{error:+.3f}'} | {covers} "
             f"| {_pct(est['recall']['unreliable_share'])} | {ood} |")
     gate = results["ood_gate"]
-    lines += ["", "| OOD gate: images | flagged | by the embedding | by the image statistics |", "|---|---|---|---|"]
+    lines += ["", "| OOD gate: images | flagged | by the embedding | by the image statistics | by the texture |",
+              "|---|---|---|---|---|"]
     lines += [f"| {name} ({v['images']}) | {_pct(v['flagged'])} | {_pct(v['by_embedding'])} "
-              f"| {_pct(v['by_statistics'])} |" for name, v in gate.items()]
+              f"| {_pct(v['by_statistics'])} | {_pct(v.get('by_texture'))} |" for name, v in gate.items()]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ the version fingerprint, logged columns and OOD gate its answer cache is keyed b
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,11 @@ from PIL import Image
 from skinlesion import registry
 from skinlesion.data.images import image_stats
 from skinlesion.monitoring import replay
+from skinlesion.model.ood import GATE_STATS, fit_ood_gate
 from skinlesion.monitoring.replay import (
-    Scenario, WindowOutcome, answer_images, answers_tag, blur, colour_cast, default_scenarios, jpeg,
-    malignant_prevalence, older_patients, summarise, traffic_days, upsample, version_fingerprint)
+    Scenario, WindowOutcome, _flagged, answer_images, answers_tag, blur, colour_cast, default_scenarios,
+    jpeg, malignant_prevalence, older_patients, results_table, summarise, traffic_days, upsample,
+    version_fingerprint)
 from skinlesion.predict import Predictor
 from skinlesion.records import PREDICTION_COLUMNS
 from skinlesion.schema import DEFAULT_MALIGNANT
@@ -136,3 +139,31 @@ def test_the_answer_cache_follows_the_logged_columns_and_the_gate(tmp_path: Path
     assert answers_tag(folder) == before  # documentation: the same answers
     (folder / "card.json").write_text(json.dumps({**card, "ood": {"refitted": True}}))
     assert answers_tag(folder) != before
+
+
+def test_the_gate_check_counts_the_texture_check_and_the_table_shows_it() -> None:
+    """Images flagged by each check, the texture check's from the texture distance each answer
+    logged; the README table gets a column for it ("–" in results written before it)."""
+    rng = np.random.default_rng(0)
+
+    def inputs(n: int) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+        stats = pd.DataFrame({name: rng.normal(0.5, 0.05, n) for name in GATE_STATS})
+        stats["sharpness"] = rng.lognormal(-4, 0.3, n)
+        return rng.normal(3.0, 1.0, (n, 6)), stats, rng.normal(1.0, 0.2, (n, 10))
+
+    (train, validation, current) = (inputs(600), inputs(400), inputs(200))
+    gate = fit_ood_gate(train[0], train[1], validation[0], validation[1], share=0.01,
+                        train_texture=train[2], validation_texture=validation[2])
+    answers = current[1].assign(embedding=list(current[0]), texture_distance=gate.texture_distance(current[2]))
+    answers.loc[answers.index[:50], "texture_distance"] = 5 * gate.texture_bound
+    flagged = _flagged(gate, answers)
+    assert flagged["by_texture"] >= 0.25 and flagged["flagged"] >= flagged["by_texture"]
+    assert flagged["by_embedding"] < 0.05 and flagged["by_statistics"] < 0.05
+    assert _flagged(replace(gate, texture=None), answers)["by_texture"] is None
+
+    results = {"scenarios": [], "ood_gate": {"planted": flagged,
+                                             "written before": {k: v for k, v in flagged.items() if k != "by_texture"}}}
+    table = results_table(results)
+    assert "| by the texture |" in table
+    assert f"| planted (200) | {100 * flagged['flagged']:.0f}% |" in table
+    assert table.splitlines()[-1].startswith("| written before (200) |") and table.endswith("| – |")

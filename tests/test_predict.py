@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -189,3 +190,34 @@ def test_an_image_unlike_the_training_images_is_uncertain_with_the_gate_as_reaso
     assert "out of distribution: the image is unlike the training images (embedding" in answer.decision_reason
     assert "statistics distance" in answer.decision_reason
     assert "distance" not in predictor.predict(noise, meta[0]).decision_reason  # no gate, no such reason
+
+
+def test_answers_carry_the_texture_distance_and_its_reason_and_old_gates_answer_none(predictor, synthetic_df,
+                                                                                     tmp_path):
+    """A gate with the texture check (fitted here on 30 images' own texture statistics, its arrays in
+    a copy of the version folder) fills every answer's texture_distance and flags a flat grey image,
+    whose activations have no texture at all; a gate of the earlier form (no texture check) answers
+    with texture_distance None."""
+    images, meta = rows(synthetic_df, 30)
+    answers = predictor.predict_batch(images, meta)
+    assert all(a.texture_distance is None for a in answers)  # this version has no gate
+    decoded = [Image.open(io.BytesIO(image)).convert("RGB") for image in images]
+    embeddings, texture = predictor.version.classifier.upright_features(decoded)
+    stats = pd.DataFrame([a.image_stats for a in answers])
+    gate = fit_ood_gate(embeddings, stats, embeddings, stats, train_texture=texture, validation_texture=texture)
+    folder = tmp_path / "version"
+    shutil.copytree(predictor.version.path, folder)
+    gate.save_arrays(folder)
+    card = registry.ModelCard.model_validate({**predictor.version.card.model_dump(), "ood": gate.as_dict()})
+    gated = Predictor(registry.ModelVersion(card, folder, predictor.version.classifier))
+    answered = gated.predict_batch(images, meta)
+    np.testing.assert_allclose([a.texture_distance for a in answered], gate.texture_distance(texture),
+                               rtol=1e-4)
+    assert sum("texture unlike" in a.decision_reason for a in answered) <= 3
+    grey = Image.new("RGB", (96, 72), (150, 110, 100))
+    flat = gated.predict(grey, meta[0])
+    assert flat.texture_distance > gate.texture_bound and flat.decision == UNCERTAIN
+    assert "colour, grain and texture unlike the training images (texture distance" in flat.decision_reason
+    old = registry.ModelCard.model_validate({**card.model_dump(), "ood": {**gate.as_dict(), "texture": None}})
+    answer = Predictor(registry.ModelVersion(old, folder, predictor.version.classifier)).predict(grey, meta[0])
+    assert answer.texture_distance is None and "texture" not in answer.decision_reason

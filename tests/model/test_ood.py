@@ -1,6 +1,7 @@
 """The OOD gate: about its share of same-distribution images flagged, a planted outlier flagged by
-the check that sees it (a turned embedding of ordinary size too), and cards of the earlier form
-(raw embedding components) still read."""
+the check that sees it (a turned embedding of ordinary size too; a smoother texture by the texture
+check), the texture check's sidecar, and cards of the earlier forms (raw embedding components, no
+texture check) still read."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinlesion.model.ood import GATE_STATS, OODGate, fit_ood_gate, stats_matrix
+from skinlesion.model.ood import GATE_STATS, OODGate, card_gate, fit_ood_gate, stats_matrix
 
 
 def embeddings(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
@@ -98,3 +99,62 @@ def test_one_statistic_far_off_is_flagged_by_the_one_by_one_check(gate: OODGate)
     (reason,) = gate.reasons(typical, blurred)
     assert reason.startswith("out of distribution: sharpness unlike the training images")
     assert gate.extremes is not None and OODGate.from_dict(gate.as_dict()).extremes is not None
+
+
+# --- the texture check --------------------------------------------------------------------------------
+
+
+def texture(n: int, seed: int, smooth: float = 1.0) -> np.ndarray:
+    """40 texture statistics (20 channel means, then their 20 standard deviations) driven by 6
+    correlated factors (a fixed mixing) around fixed positive levels; ``smooth`` scales the
+    standard deviations (a blurred or drawn image has less grain)."""
+    rng = np.random.default_rng(10)
+    mixing, level = rng.normal(size=(6, 40)), rng.uniform(1.0, 2.0, size=40)
+    rows = level * np.exp(0.1 * np.random.default_rng(seed).normal(size=(n, 6)) @ mixing / 2.5)
+    rows[:, 20:] *= smooth
+    return rows
+
+
+@pytest.fixture(scope="module")
+def textured() -> OODGate:
+    return fit_ood_gate(embeddings(600, seed=1), stats(600, seed=1), embeddings(400, seed=2), stats(400, seed=2),
+                        train_texture=texture(600, seed=1), validation_texture=texture(400, seed=2))
+
+
+def test_the_texture_check_flags_a_different_texture_and_not_the_training_one(textured: OODGate) -> None:
+    assert textured.texture is not None and textured.texture.width == 40
+    assert textured.texture_bound == textured.texture.bound > 0
+    x, s = embeddings(500, seed=3), stats(500, seed=3)
+    same = textured.texture_distance(texture(500, seed=3))
+    smooth = textured.texture_distance(texture(500, seed=3, smooth=0.7))
+    assert textured.texture_flags(same).mean() < 0.03
+    assert textured.texture_flags(smooth).mean() > 0.95
+    assert textured.flags(x, s).mean() < 0.03  # embedding and statistics ordinary: the texture decides
+    assert textured.flags(x, s, smooth).mean() > 0.95
+    (reason,) = textured.reasons(x[0], s.iloc[0].to_dict(), float(smooth[0]))
+    assert reason.startswith("out of distribution: colour, grain and texture unlike the training images "
+                             f"(texture distance {smooth[0]:.0f} > {textured.texture_bound:.0f})")
+    assert textured.reasons(x[0], s.iloc[0].to_dict(), float(same[0])) == []
+    assert textured.reasons(x[0], s.iloc[0].to_dict(), None) == []  # not measured: no texture reason
+    # answers logged without a distance (None / NaN) are not flagged by it
+    assert textured.texture_flags([None, np.nan, float(smooth[0])]).tolist() == [False, False, True]
+
+
+def test_the_texture_check_reads_from_its_sidecar_and_old_gates_have_none(textured: OODGate, tmp_path) -> None:
+    card = json.loads(json.dumps({"ood": textured.as_dict()}))
+    assert card["ood"]["texture"]["file"] == "ood_texture.npz" and len(json.dumps(card)) < 20_000
+    with pytest.raises(ValueError, match="ood_texture.npz is missing"):
+        card_gate(card, tmp_path)
+    textured.save_arrays(tmp_path)
+    back = card_gate(card, tmp_path)
+    rows = texture(20, seed=5, smooth=0.8)
+    np.testing.assert_allclose(back.texture_distance(rows), textured.texture_distance(rows))
+    assert card_gate(card).texture is None  # without the version folder: no texture check
+    old = fit_ood_gate(embeddings(300, seed=1), stats(300, seed=1), embeddings(300, seed=2), stats(300, seed=2))
+    assert old.texture is None and old.texture_bound is None and old.as_dict()["texture"] is None
+    assert old.texture_flags([3.0, None]).tolist() == [False, False]
+    with pytest.raises(ValueError, match="no texture check"):
+        old.texture_distance(rows)
+    with pytest.raises(ValueError, match="texture statistics must be one row"):
+        fit_ood_gate(embeddings(100, seed=1), stats(100, seed=1), embeddings(100, seed=2), stats(100, seed=2),
+                     train_texture=texture(100, seed=1), validation_texture=texture(100, seed=2)[:, :30])

@@ -26,7 +26,7 @@ from skinlesion.data.splits import split_dataset
 from skinlesion.data.transforms import VIEWS, Preprocessing, apply_view
 from skinlesion.export import export_target, export_version, reference_rows
 from skinlesion.model import runtime
-from skinlesion.model.neural import NeuralClassifier, ViewsNet, build_network
+from skinlesion.model.neural import NeuralClassifier, ViewsNet, backbone_outputs, build_network
 from skinlesion.model.runtime import (ExportSettings, RuntimeFallbackWarning, export, export_key,
                                       select_runtime)
 from skinlesion.model.threads import ThreadPolicy
@@ -77,22 +77,41 @@ def batch(synthetic_df):
     return [load_image(p) for p in rows["path"]], rows.loc[:, list(METADATA_FIELDS)]
 
 
-def sequential_logits(clf: NeuralClassifier, images, metadata) -> tuple[np.ndarray, np.ndarray]:
-    """The views one forward each (the way answers were computed before they were batched)."""
+def sequential_logits(clf: NeuralClassifier, images, metadata) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The views one forward each (the way answers were computed before they were batched), and
+    the texture statistics of the upright view alone."""
     net = clf._network()
     x, m = clf.preprocessing(images), clf._metadata(metadata, len(images))
     with torch.inference_mode():
         logits = sum(net.classify(net.embed(apply_view(x, v)), m) for v in clf.tta) / len(clf.tta)
-        return logits.double().numpy(), net.embed(x).numpy()
+        texture = backbone_outputs(net.backbone, x, len(x))[1]
+        return logits.double().numpy(), net.embed(x).numpy(), texture.numpy()
+
+
+def test_texture_statistics_are_channel_means_and_spreads_of_the_first_blocks(synthetic_df, batch):
+    """After each of the first six blocks (EfficientNet-Lite0: 32, 16, 24, 24, 40, 40 channels),
+    the per-channel mean and population standard deviation of the upright view."""
+    clf = tiny_classifier(synthetic_df)
+    net = clf._network()
+    x = clf.preprocessing(batch[0])
+    with torch.inference_mode():
+        _, texture = backbone_outputs(net.backbone, x, len(x))
+        first = net.backbone.blocks[0](x)
+    assert texture.shape == (len(x), 2 * (32 + 16 + 24 + 24 + 40 + 40))
+    np.testing.assert_allclose(texture[:, :32], first.mean(dim=(2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(texture[:, 32:64], first.std(dim=(2, 3), correction=0), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("tta", [VIEWS, ("hflip", "vflip")])
 def test_batched_views_equal_the_sequential_answers(synthetic_df, batch, tta):
     clf = tiny_classifier(synthetic_df, tta=tta)
-    logits, pooled = sequential_logits(clf, *batch)
-    probs, embedding = clf.predict_proba_and_embeddings(*batch)
+    logits, pooled, texture = sequential_logits(clf, *batch)
+    probs, embedding, batched_texture = clf.predict_with_features(*batch)
     np.testing.assert_allclose(probs, clf._calibrated(logits), atol=1e-5)
     np.testing.assert_allclose(embedding, clf._project([pooled]), atol=1e-5)
+    # the texture is the upright view's (first in the stack), even when the views leave it out
+    np.testing.assert_allclose(batched_texture, texture, rtol=1e-4, atol=1e-5)
+    assert np.ptp(texture, axis=0).max() > 0.01  # images differ in texture: the check has teeth
     assert np.ptp(probs, axis=0).max() > 0.05  # images get different answers: the check has teeth
     views_net = clf.views_net()
     assert views_net.stacked[0] == "identity" and len(views_net.stacked) == len(set(tta) | {"identity"})
@@ -120,6 +139,10 @@ def test_runtime_answers_equal_eager(models_dir, exported, batch, name):
     probs, embedding = version.classifier.predict_proba_and_embeddings(*batch)
     np.testing.assert_allclose(probs, eager[0], atol=1e-4)
     np.testing.assert_allclose(embedding, eager[1], atol=1e-4)
+    assert report.max_rel_texture is not None and report.max_rel_texture <= 1e-3
+    eager_texture = runtime.answers_with_texture(version.classifier, None, *batch)[2]
+    served_texture = version.classifier.predict_with_features(*batch)[2]  # the batching engine's too
+    np.testing.assert_allclose(served_texture, eager_texture, rtol=1e-3, atol=1e-5)
 
 
 def test_an_export_is_made_once_and_listed_on_the_card(models_dir, exported, synthetic_dir,
@@ -132,13 +155,16 @@ def test_an_export_is_made_once_and_listed_on_the_card(models_dir, exported, syn
     assert {e["runtime"] for e in card.exports if e["passed"]} == set(EXPORTED)
 
 
-def test_export_key_follows_weights_and_settings(synthetic_df):
+def test_export_key_follows_weights_and_settings(synthetic_df, monkeypatch):
     clf = tiny_classifier(synthetic_df)
     key = export_key(clf, "onnxruntime", ExportSettings())
     assert key == export_key(tiny_classifier(synthetic_df), "onnxruntime", ExportSettings())
     assert key != export_key(clf, "openvino", ExportSettings())
     assert key != export_key(clf, "onnxruntime", ExportSettings(opset=19))
     assert key != export_key(tiny_classifier(synthetic_df, seed=1), "onnxruntime", ExportSettings())
+    # an export of the graph before the texture output is not loaded for the current graph
+    monkeypatch.setattr(runtime, "OUTPUT_NAMES", ("logits", "pooled"))
+    assert key != export_key(clf, "onnxruntime", ExportSettings())
 
 
 def _perturbed_export(monkeypatch) -> list:
@@ -184,6 +210,36 @@ def test_the_gate_refuses_a_perturbed_export_and_the_version_serves_eager(
         predictor = Predictor(version, runtime="onnxruntime", export_settings=settings)
     answer = predictor.predict(batch[0][0], Metadata.from_raw(50, "female", "posterior torso"))
     assert answer.runtime == "torch" and answer.device == "cpu"
+
+
+class _ScaledTexture(torch.nn.Module):
+    """A views network whose texture output is off by 1 % (logits and pooled features exact)."""
+
+    def __init__(self, inner: ViewsNet):
+        super().__init__()
+        self.inner = inner
+        self.eval()
+
+    def forward(self, images, metadata):
+        logits, pooled, texture = self.inner(images, metadata)
+        return logits, pooled, texture * 1.01
+
+
+def test_the_gate_refuses_an_export_whose_texture_is_off(models_dir, synthetic_dir, monkeypatch):
+    original = runtime.export_onnx
+
+    def perturbed(classifier, path, settings):
+        bad = copy.copy(classifier)
+        bad.views_net = lambda: _ScaledTexture(classifier.views_net())
+        return original(bad, path, settings)
+
+    monkeypatch.setattr(runtime, "export_onnx", perturbed)
+    version = load_version("tiny", models_dir, device="cpu")
+    rows = reference_rows(version, models_dir, read_dataset(synthetic_dir), n=8)
+    report = export(export_target(version), "onnxruntime", [load_image(p) for p in rows["path"]],
+                    rows.loc[:, list(METADATA_FIELDS)], settings=ExportSettings(opset=20))
+    assert not report.passed and report.reason.startswith("texture statistics off by a relative")
+    assert report.max_abs_dp <= 1e-4 and report.max_rel_texture > 5e-3
 
 
 def test_a_runtime_not_exported_falls_back_to_eager_with_a_warning(synthetic_df, tmp_path):

@@ -28,6 +28,7 @@ from skinlesion.store import (
     ServingRoute,
     Store,
 )
+from skinlesion.store.connection import parse_store_url
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -122,25 +123,44 @@ def test_snapshots_stored_before_the_simulated_flag_read_as_not_simulated(tmp_pa
     assert store.list_snapshots()["simulated"].tolist() == [False]
 
 
-def test_predictions_stored_before_the_texture_column_migrate_with_it_null(tmp_path: Path) -> None:
-    """A store at the schema version before ``texture_distance`` opens, migrates, keeps its
-    answers (the new column NULL) and takes answers with a texture distance."""
-    path = tmp_path / "old.duckdb"
-    con = duckdb_store_before(path, "texture distance")
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION - 1,)
-    old = record(1)
-    row = {k: v for k, v in old.to_row().items() if k != "texture_distance"}
+def _insert_before_texture(store_url: str, row: dict[str, object]) -> None:
+    """A store at ``store_url`` migrated up to the texture column (not included), as the release
+    before it left it, holding ``row`` in predictions."""
+    url = parse_store_url(store_url)
     names = ", ".join(f'"{k}"' for k in row)
-    con.execute(f"INSERT INTO predictions ({names}) VALUES ({', '.join('?' for _ in row)})",
-                list(row.values()))
-    con.close()
+    if url.dialect == "duckdb":
+        url.path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb_store_before(url.path, "texture distance")
+        con.execute(f"INSERT INTO predictions ({names}) VALUES ({', '.join('?' for _ in row)})", list(row.values()))
+        con.close()
+        return
+    with psycopg.connect(url.dsn) as con:
+        con.execute(migrations.SCHEMA_VERSION_DDL)
+        for version, step in enumerate(migrations.MIGRATIONS, start=1):
+            if step.description.startswith("texture distance"):
+                break
+            con.execute(migrations.migration_sql(step, "postgresql"))
+            con.execute("INSERT INTO schema_version VALUES (%s, now(), %s)", [version, step.description])
+        con.execute(f"INSERT INTO predictions ({names}) VALUES ({', '.join('%s' for _ in row)})",
+                    list(row.values()))
 
-    store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION
-    assert store.get_prediction(old.request_id) == old.model_copy(update={"texture_distance": None})
-    store.log_predictions([record(2)])
-    assert store.query_predictions()["texture_distance"].tolist()[1] == pytest.approx(3.5)
-    assert store.query_predictions()["texture_distance"].isna().tolist() == [True, False]
+
+def test_predictions_stored_before_the_texture_column_migrate_with_it_null(store_url: str) -> None:
+    """A store at the schema version before ``texture_distance`` (on each backend) opens, migrates,
+    keeps its answers (the new column NULL) and takes answers with a texture distance."""
+    old = record(1)
+    _insert_before_texture(store_url, {k: v for k, v in old.to_row().items() if k != "texture_distance"})
+
+    store = Store(store_url)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert _raw(store, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+        assert store.get_prediction(old.request_id) == old.model_copy(update={"texture_distance": None})
+        store.log_predictions([record(2)])
+        stored = store.query_predictions()["texture_distance"]
+        assert stored.isna().tolist() == [True, False] and stored.iloc[1] == pytest.approx(3.5)
+    finally:
+        store.release()
 
 
 @duckdb_only

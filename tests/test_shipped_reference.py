@@ -1,6 +1,6 @@
 """The shipped ``models/reference`` loads into a Predictor and answers a real image of the shipped
-sample as its card says (threshold, diagnosis rule, OOD gate in the current format), and its
-reference answers agree with the card."""
+sample as its card says (threshold, diagnosis rule, OOD gate in the current format with its texture
+check), and its reference answers agree with the card."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from skinlesion import registry
 from skinlesion.calibration import DiagnosisRule
-from skinlesion.model.ood import card_gate
+from skinlesion.model.ood import OOD_VALIDATION_SHARE, card_gate
 from skinlesion.predict import Predictor
 from skinlesion.schema import CLASSES, Metadata
 
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(not (MODELS / "reference" / "card.json").is_file
 def test_the_shipped_reference_answers_a_sample_image_as_its_card_says():
     predictor = Predictor.from_registry("reference", MODELS, device="cpu")
     card = predictor.version.card
-    assert card_gate(card.model_extra) is not None
+    gate = card_gate(card.model_extra, predictor.version.path)
+    assert gate is not None and gate.texture is not None and gate.texture.width == 352
     row = pd.read_csv(SAMPLE / "ISIC_2019_Training_Metadata.csv").iloc[0]
     answer = predictor.predict((SAMPLE / "ISIC_2019_Training_Input" / f"{row['image']}.jpg")
                                .read_bytes(),
@@ -37,6 +38,7 @@ def test_the_shipped_reference_answers_a_sample_image_as_its_card_says():
     assert probs.sum() == pytest.approx(1.0) and answer.threshold == card.threshold
     rule = DiagnosisRule.from_dict(card.model_extra.get("diagnosis_rule"), CLASSES)
     assert answer.predicted_class == CLASSES[int(rule.index(probs))]
+    assert answer.texture_distance is not None and 0 < answer.texture_distance
 
 
 def test_the_shipped_reference_answers_agree_with_the_card():
@@ -48,3 +50,7 @@ def test_the_shipped_reference_answers_agree_with_the_card():
     rule = DiagnosisRule.from_dict(card.model_extra.get("diagnosis_rule"), CLASSES)
     probs = reference[[f"p_{c}" for c in CLASSES]].to_numpy()
     assert list(reference["predicted_class"]) == [CLASSES[i] for i in rule.index(probs)]
+    # the texture check's distances of the reference answers: its bound flags at most the gate's share
+    gate = card_gate(card.model_extra, MODELS / "reference")
+    assert reference["texture_distance"].notna().all()
+    assert gate.texture_flags(reference["texture_distance"]).mean() <= OOD_VALIDATION_SHARE

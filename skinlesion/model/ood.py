@@ -36,12 +36,15 @@ check, still reads: its answers have no texture distance).
 The Predictor answers ``uncertain`` with the reason; monitoring reuses it for the share of a
 window's answers out of distribution. Pure numpy + scikit-learn: no torch, SQL or streamlit.
 
-What it does not catch: a shift the early activations and the pooled embedding both take in
-their stride — e.g. a moderate colour cast or mild blur, which the texture check flags only in part
-(README, monitoring validation), and images the network has never been tested on that happen to
-look like dermoscopy down to their grain. Synthetic lesions drawn by
-:mod:`skinlesion.data.synthetic` fall inside the embedding's training spread; the texture check is
-what flags them (a version without it lets most through).
+On the shipped reference (its test split, synthetic lesions, strong and moderate acquisition
+shifts of its test images; README, monitoring validation) the texture check is what flags drawn
+lesions (:mod:`skinlesion.data.synthetic`: their embeddings fall inside the training spread) and
+most of a strong colour cast or blur; it also flags images re-encoded at JPEG quality 20 or below,
+which are then answered ``uncertain``.
+
+What it does not catch: moderate acquisition shifts (a colour cast x1.10/x0.90, a 1.5 px blur, a
+3x upsampling pass nearly all images: they are drift's to tell), and images that happen to look
+like the training images down to their early activations.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ monitoring run): each estimated metric carries a band (``estimated_low``/``estim
 labels arrive, and colours its tile only as far as its whole band does (:func:`band_status`);
 the share of the window's answers out of distribution (``ood_share``, by the
 version's OOD gate: its embedding and image-statistics checks, and the texture distance each answer
-logged against the gate's texture bound) is shown as a metric. While drift or the OOD share is red, CBPE's assumption
+logged against the gate's texture bound) is shown as a metric, judged only from
+:data:`MIN_OOD_ANSWERS` answers (a quieter window's share is shown without a colour). While drift or the OOD share is red, CBPE's assumption
 (calibration holds on these cases) is in doubt: every estimate is flagged "estimate unreliable" and
 gives no colour (its estimated status is unknown).
 
@@ -60,6 +61,7 @@ from skinlesion import metrics
 from skinlesion.errors import DataError
 from skinlesion.errors import ModelNotFoundError
 from skinlesion.model.ood import OODGate, card_gate
+from skinlesion.monitoring.drift_results import MIN_ANSWERS
 from skinlesion.monitoring.estimate import (
     ASSUMPTIONS, SCORE_DECIMALS, ScoreStats, confusion_rates, estimate, estimate_band)
 from skinlesion.monitoring.policy import Hints, Playbook, Policy, VolumePolicy, playbook
@@ -92,6 +94,10 @@ DRIFT_METRIC = "drift_score"
 OOD_METRIC = "ood_share"
 OOD_SHARE_YELLOW = 0.03
 OOD_SHARE_RED = 0.06
+#: Below this many answers the OOD share is shown but not judged (drift's minimum too): with a
+#: gate flagging about 1.4 % of healthy images, 3 of 46 answers (6.5 %, red) happen by chance on
+#: about one healthy demo day a month, while 6 of 100 are unlikely (binomial, p < 0.01).
+MIN_OOD_ANSWERS = MIN_ANSWERS
 
 
 class MetricValue(BaseModel):
@@ -240,7 +246,8 @@ class HealthReport(BaseModel):
         every estimate flagged unreliable (no colour from it) while drift or the OOD share is red;
         status and playbook recomputed (see the module docstring)."""
         ood = MetricValue(name=OOD_METRIC, value=ood_share, n=self.n_predictions,
-                          status=ood_status(ood_share), note=ood_note)
+                          status=ood_status(ood_share, self.n_predictions),
+                          note="; ".join(filter(None, [ood_note, _ood_judged(ood_share, self.n_predictions)])))
         drift = self.metrics.get(DRIFT_METRIC)
         why = [what for what, red in (("drift", drift is not None and drift.status is Status.RED),
                                       ("out-of-distribution share", ood.status is Status.RED)) if red]
@@ -345,9 +352,10 @@ def band_status(policy: Policy, metric: str, low: float | None, high: float | No
     return min((policy.status(metric, low), policy.status(metric, high)), key=SEVERITY.__getitem__)
 
 
-def ood_status(share: float | None) -> Status:
-    """The colour of a window's out-of-distribution share (:data:`OOD_SHARE_YELLOW`, ``_RED``)."""
-    if share is None:
+def ood_status(share: float | None, n: int) -> Status:
+    """The colour of a window's out-of-distribution share of ``n`` answers (:data:`OOD_SHARE_YELLOW`,
+    ``_RED``); UNKNOWN without a share or below :data:`MIN_OOD_ANSWERS` answers."""
+    if share is None or n < MIN_OOD_ANSWERS:
         return Status.UNKNOWN
     return Status.RED if share > OOD_SHARE_RED else Status.YELLOW if share > OOD_SHARE_YELLOW else Status.GREEN
 
@@ -389,6 +397,13 @@ def estimate_checks(current: pd.DataFrame, reference: pd.DataFrame | None, gate:
     share = float(gate.flags(np.stack(embedded["embedding"].to_list()), embedded, texture).mean())
     return bands, share, (f"{len(embedded):,} answers checked against the version's OOD gate; "
                           f"{_texture_note(gate, texture)}")
+
+
+def _ood_judged(share: float | None, n: int) -> str:
+    """Says so when a window's OOD share is too small to judge."""
+    if share is None or n >= MIN_OOD_ANSWERS:
+        return ""
+    return f"not enough answers ({n} of {MIN_OOD_ANSWERS}): the share is not judged"
 
 
 def _texture_note(gate: OODGate, texture: pd.Series | None) -> str:

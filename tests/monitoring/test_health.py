@@ -212,6 +212,21 @@ def test_estimates_carry_a_band_and_are_unreliable_while_drift_or_ood_is_red(tmp
         assert not any(h.startswith("estimated") for h in flagged.hints.breaches)  # no colour from it
 
 
+def test_an_ood_share_of_too_few_answers_is_shown_but_not_judged(tmp_path: Path):
+    """3 flagged of 46 answers (6.5 %) is red by the share alone, and happens by chance on healthy
+    days; below the minimum window the share is kept, its status unknown, and no estimate loses
+    its colour for it."""
+    store = Store(tmp_path / "s.duckdb")
+    answers, _ = calibrated_traffic(DAY0, n=46, seed=6, sharpness=1.0, label_share=0.0)
+    store.log_predictions(answers)
+    report = compute_health(store, DAY0, DAY1, policy=POLICY, resources=False).with_drift(0.05, [], policy=POLICY)
+    small = report.with_estimate_checks(None, 3 / 46, policy=POLICY).metrics
+    assert small["ood_share"].value == 3 / 46 and small["ood_share"].status is Status.UNKNOWN
+    assert "not enough answers (46 of 50)" in small["ood_share"].note
+    assert not any(m.estimate_unreliable for m in small.values())
+    assert ood_status(3 / 46, 50) is Status.RED and ood_status(0.02, 50) is Status.GREEN
+
+
 def _gate_inputs(n: int, seed: int) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """Embeddings (n, 6), image statistics and texture statistics (n, 10) of one population."""
     rng = np.random.default_rng(seed)
@@ -235,16 +250,16 @@ def test_texture_distances_beyond_the_gates_bound_turn_the_ood_share_red(texture
     window = stats.assign(embedding=list(embeddings), p_malignant=0.2, threshold=0.3,
                           texture_distance=texture_gate.texture_distance(texture))
     _, share, note = estimate_checks(window, None, texture_gate, POLICY.malignant)
-    assert ood_status(share) is Status.GREEN and "1,000 of them with a texture distance" in note
+    assert ood_status(share, 1000) is Status.GREEN and "1,000 of them with a texture distance" in note
     planted = window.copy()
     planted.loc[planted.index[::10], "texture_distance"] = 10 * texture_gate.texture_bound
     _, share, _ = estimate_checks(planted, None, texture_gate, POLICY.malignant)
-    assert share >= 0.1 and ood_status(share) is Status.RED
+    assert share >= 0.1 and ood_status(share, 1000) is Status.RED
     unmeasured = planted.assign(texture_distance=None)
     _, share, note = estimate_checks(unmeasured, None, texture_gate, POLICY.malignant)
-    assert ood_status(share) is Status.GREEN and "0 of them with a texture distance" in note
+    assert ood_status(share, 1000) is Status.GREEN and "0 of them with a texture distance" in note
     _, share, note = estimate_checks(planted, None, replace(texture_gate, texture=None), POLICY.malignant)
-    assert ood_status(share) is Status.GREEN and "the gate has no texture check" in note
+    assert ood_status(share, 1000) is Status.GREEN and "the gate has no texture check" in note
 
 
 def test_report_round_trips_through_json(bad_report: HealthReport):

@@ -30,9 +30,12 @@ labels arrive, and colours its tile only as far as its whole band does (:func:`b
 the share of the window's answers out of distribution (``ood_share``, by the
 version's OOD gate: its embedding and image-statistics checks, and the texture distance each answer
 logged against the gate's texture bound) is shown as a metric, judged only from
-:data:`MIN_OOD_ANSWERS` answers (a quieter window's share is shown without a colour). While drift or the OOD share is red, CBPE's assumption
-(calibration holds on these cases) is in doubt: every estimate is flagged "estimate unreliable" and
-gives no colour (its estimated status is unknown).
+:data:`MIN_OOD_ANSWERS` answers (a quieter window's share is shown without a colour). While drift
+is off green (yellow: already two or more features beyond their null and effect size) or the OOD
+share is red, CBPE's assumption (calibration holds on these cases) is in doubt: every estimate is
+flagged "estimate unreliable" and gives no colour (its estimated status is unknown). Yellow drift
+counts too: on the real-image replays, the shifts that stayed yellow (site mix, a change of
+prevalence) were the ones whose estimates missed their realised value.
 
 Which predictions count: with ``model_version=None`` the answers actually returned to callers
 (active, fallback and challenger; a shadow model's answers are left out so they do not count
@@ -243,14 +246,16 @@ class HealthReport(BaseModel):
     def with_estimate_checks(self, bands: dict[str, tuple[float, float]] | None, ood_share: float | None,
                              *, policy: Policy, ood_note: str = "") -> HealthReport:
         """This report with a band beside each estimated metric, the OOD share as a metric, and
-        every estimate flagged unreliable (no colour from it) while drift or the OOD share is red;
+        every estimate flagged unreliable (no colour from it) while drift is yellow or red or the
+        OOD share is red;
         status and playbook recomputed (see the module docstring)."""
         ood = MetricValue(name=OOD_METRIC, value=ood_share, n=self.n_predictions,
                           status=ood_status(ood_share, self.n_predictions),
                           note="; ".join(filter(None, [ood_note, _ood_judged(ood_share, self.n_predictions)])))
         drift = self.metrics.get(DRIFT_METRIC)
-        why = [what for what, red in (("drift", drift is not None and drift.status is Status.RED),
-                                      ("out-of-distribution share", ood.status is Status.RED)) if red]
+        why = [f"{what} {status.value}" for what, status, doubt in (
+            ("drift", drift.status if drift is not None else Status.UNKNOWN, (Status.YELLOW, Status.RED)),
+            ("out-of-distribution share", ood.status, (Status.RED,))) if status in doubt]
         metrics_: dict[str, MetricValue] = {}
         for name, m in self.metrics.items():
             update: dict[str, Any] = {}
@@ -260,7 +265,7 @@ class HealthReport(BaseModel):
                               estimated_status=band_status(policy, name, low, high, m.estimated_status))
             if why and m.estimated is not None:
                 update.update(estimate_unreliable=True, estimated_status=Status.UNKNOWN,
-                              note="; ".join(filter(None, [m.note, f"estimate unreliable: {' and '.join(why)} red"])))
+                              note="; ".join(filter(None, [m.note, f"estimate unreliable: {' and '.join(why)}"])))
             metrics_[name] = m.model_copy(update=update) if update else m
         metrics_[OOD_METRIC] = ood
         status, hints = _conclude(metrics_, self.per_class, self.label_coverage, self.label_lag_hours,

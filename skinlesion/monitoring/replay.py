@@ -159,8 +159,8 @@ class Scenario:
 
 
 def default_scenarios(malignant: Sequence[str]) -> tuple[Scenario, ...]:
-    """In-distribution traffic and the named shifts, each of a size a clinic would care about; JPEG
-    and prevalence at two sizes each, to state which size the monitor detects."""
+    """In-distribution traffic and the named shifts, each of a size a clinic would care about; JPEG,
+    site mix and prevalence at two or three sizes each, to state which size the monitor detects."""
     return (
         Scenario("in-distribution", "none", "the version's own test split, uniformly"),
         Scenario("colour cast", "acquisition", "red x1.10, blue x0.90 (white balance)",
@@ -178,10 +178,14 @@ def default_scenarios(malignant: Sequence[str]) -> tuple[Scenario, ...]:
                  ("age_approx",), weights=older_patients(12.5)),
         Scenario("site mix", "population", "head/neck lesions x5",
                  ("anatom_site_general",), weights=site_mix("head/neck", 5.0)),
+        Scenario("site mix x10", "population", "head/neck lesions x10",
+                 ("anatom_site_general",), weights=site_mix("head/neck", 10.0)),
         Scenario("prevalence", "prevalence", "malignant lesions x2",
                  ("p_malignant", "predicted_class"), weights=malignant_prevalence(2.0, malignant)),
         Scenario("prevalence x3", "prevalence", "malignant lesions x3",
                  ("p_malignant", "predicted_class"), weights=malignant_prevalence(3.0, malignant)),
+        Scenario("prevalence x6", "prevalence", "malignant lesions x6",
+                 ("p_malignant", "predicted_class"), weights=malignant_prevalence(6.0, malignant)),
     )
 
 

@@ -187,7 +187,7 @@ def test_drift_joins_the_status_and_the_hints(good_report: HealthReport):
     assert calm.status is Status.GREEN
 
 
-def test_estimates_carry_a_band_and_are_unreliable_while_drift_or_ood_is_red(tmp_path: Path):
+def test_estimates_carry_a_band_and_are_unreliable_while_drift_is_off_green_or_ood_is_red(tmp_path: Path):
     store = Store(tmp_path / "s.duckdb")
     answers, _ = calibrated_traffic(DAY0, n=400, seed=6, sharpness=1.0, label_share=0.0)  # a vague model
     store.log_predictions(answers)
@@ -204,7 +204,8 @@ def test_estimates_carry_a_band_and_are_unreliable_while_drift_or_ood_is_red(tmp
     assert band_status(POLICY, "recall", 0.7, 0.9, Status.RED) is Status.GREEN  # reaches green
     assert band_status(POLICY, "recall", None, None, Status.YELLOW) is Status.YELLOW
     assert checked.metrics["ood_share"].status is Status.GREEN
-    for drift, ood_share, why in ((0.3, 0.01, "drift red"), (0.05, 0.2, "out-of-distribution share red")):
+    for drift, ood_share, why in ((0.3, 0.01, "drift red"), (0.15, 0.01, "drift yellow"),
+                                  (0.05, 0.2, "out-of-distribution share red")):
         flagged = report.with_drift(drift, [], policy=POLICY).with_estimate_checks(bands, ood_share, policy=POLICY)
         recall = flagged.metrics["recall"]
         assert recall.estimate_unreliable and recall.estimated_status is Status.UNKNOWN

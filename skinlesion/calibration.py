@@ -265,6 +265,31 @@ def uniform_prior_probs(probs: object, prior: object) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
+def group_balanced_probs(probs: object, prior: object, in_group: object) -> np.ndarray:
+    """``probs`` with the probability of a group of classes (``in_group``, a boolean mask: the
+    malignant classes) kept and, inside the group and inside the rest, the classes re-weighted to a
+    uniform prior (:func:`uniform_prior_probs` within each part). The group's probability stays
+    calibrated to the population (its sum, e.g. p_malignant, is unchanged) while the argmax names
+    the rarer classes of each part as often as the balanced rule would: the probabilities a file
+    read by a balanced-accuracy scorer should carry without giving up the calibration of the group."""
+    p = np.asarray(probs, dtype=np.float64)
+    pi = np.asarray(prior, dtype=np.float64)
+    mask = np.asarray(in_group, dtype=bool)
+    if p.ndim != 2 or pi.shape != (p.shape[1],) or not (np.all(np.isfinite(pi)) and np.all(pi > 0)):
+        raise ValueError(f"probs must be (n, n_classes) and prior (n_classes,) positive and finite, "
+                         f"got {p.shape} and {pi.shape}")
+    if mask.shape != (p.shape[1],) or mask.all() or not mask.any():
+        raise ValueError(f"in_group must mark some but not all of the {p.shape[1]} classes, got "
+                         f"{mask.tolist()}")
+    out = np.zeros_like(p)
+    for part in (mask, ~mask):
+        w = p[:, part] / pi[part]
+        total = w.sum(axis=1, keepdims=True)
+        mass = p[:, part].sum(axis=1, keepdims=True)
+        out[:, part] = np.divide(mass * w, total, out=np.zeros_like(w), where=total > 0)  # no mass: 0
+    return out
+
+
 #: How the shown diagnosis is read off the calibrated probabilities: the most probable class, or the
 #: balanced rule (the most probable class under a uniform class prior, :func:`uniform_prior_probs`).
 DIAGNOSIS_RULES = ("argmax", "balanced")
@@ -297,6 +322,16 @@ class DiagnosisRule:
         if self.prior is None:
             return p
         return uniform_prior_probs(p.reshape(-1, p.shape[-1]), self.prior).reshape(p.shape)
+
+    def file_probs(self, probs: object, malignant: object) -> np.ndarray:
+        """The probabilities a predictions file carries, (n, n_classes): ``probs`` themselves for
+        ``argmax``; for ``balanced``, :func:`group_balanced_probs` with the ``malignant`` mask, so a
+        scorer's argmax comes closer to the shown diagnosis while p_malignant (the sum of the
+        malignant columns) stays the calibrated one."""
+        p = np.asarray(probs, dtype=np.float64)
+        if self.prior is None:
+            return p
+        return group_balanced_probs(p, self.prior, malignant)
 
     def index(self, probs: object) -> np.ndarray:
         """The diagnosis (class index) of one answer (n_classes,) or of each row of ``probs``

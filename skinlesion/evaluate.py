@@ -16,7 +16,7 @@ from skinlesion import intervals, metrics, plots, scoring
 from skinlesion.calibration import DiagnosisRule
 from skinlesion.data.images import file_sha256, load_image
 from skinlesion.errors import DataError, ImageError
-from skinlesion.registry import ModelVersion, read_manifest
+from skinlesion.registry import ModelCard, ModelVersion, read_manifest
 from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT, METADATA_FIELDS, class_index
 
 SPLIT_CHOICES = ("unseen", "test", "all")
@@ -158,6 +158,15 @@ def _labels(df: pd.DataFrame) -> np.ndarray:
     return np.array([class_index(d) for d in df["diagnosis"]])
 
 
+def card_file_probs(card: ModelCard, probs: np.ndarray) -> np.ndarray:
+    """The probabilities a predictions file of this version carries (``skinlesion predict``; what
+    a challenge scorer reads): the calibrated ones re-weighted inside the malignant and the benign
+    classes by the card's diagnosis rule (:meth:`DiagnosisRule.file_probs`), so their argmax comes
+    closer to the shown diagnosis while p_malignant, the malignant columns' sum, stays calibrated."""
+    rule = DiagnosisRule.from_dict(card.model_extra.get("diagnosis_rule"), CLASSES)
+    return rule.file_probs(probs, np.isin(CLASSES, card.malignant))
+
+
 def most_confident_mistakes(y: np.ndarray, probs: np.ndarray, k: int = 12,
                             pred: np.ndarray | None = None) -> np.ndarray:
     """Indices of the ``k`` wrong predictions (``pred``, the argmax by default) with the highest
@@ -171,25 +180,28 @@ def labelled_report(y: np.ndarray, probs: np.ndarray, lesions: np.ndarray, *, th
                     malignant: tuple[str, ...] = DEFAULT_MALIGNANT,
                     diagnosis: DiagnosisRule | None = None, n_boot: int = 1000) -> dict:
     """A version's numbers on labelled answers: ``summary`` at ``threshold`` (with
-    ``balanced_accuracy_shown``, of the diagnosis the ``diagnosis`` rule shows), ``per_class``
-    (one-vs-rest on the probabilities), ``per_class_recall`` (of the shown diagnosis),
-    ``official`` (the challenge scorer's aggregates, which it computes from the probabilities) and
-    ``intervals`` (every headline metric per image and per lesion, 95 % cluster bootstrap over
-    ``lesions``, ``balanced_accuracy_shown`` included)."""
+    ``balanced_accuracy_shown``, of the diagnosis the ``diagnosis`` rule shows, and
+    ``balanced_accuracy_file``, of the argmax of the probabilities a predictions file carries:
+    :meth:`DiagnosisRule.file_probs`), ``per_class`` (one-vs-rest on the probabilities),
+    ``per_class_recall`` (of the shown diagnosis), ``official`` (the challenge scorer's aggregates,
+    computed as it does from the predictions file's probabilities) and ``intervals`` (every headline
+    metric per image and per lesion, 95 % cluster bootstrap over ``lesions``,
+    ``balanced_accuracy_shown`` and ``balanced_accuracy_file`` included)."""
     rule = diagnosis or DiagnosisRule()
+    malignant_mask = np.isin(CLASSES, malignant)
     per_class = metrics.per_class_metrics(y, probs)
     shown = metrics.per_class_metrics(y, rule.scores(probs))
-    bacc_shown = {"balanced_accuracy_shown":
-                  lambda yy, pp: metrics.balanced_accuracy(yy, rule.scores(pp))}
+    extra = {"balanced_accuracy_shown": lambda yy, pp: metrics.balanced_accuracy(yy, rule.scores(pp)),
+             "balanced_accuracy_file": lambda yy, pp: metrics.balanced_accuracy(
+                 yy, rule.file_probs(pp, malignant_mask))}
     return {
         "summary": {**metrics.summary(y, probs, threshold=threshold, malignant=malignant),
-                    "balanced_accuracy_shown": bacc_shown["balanced_accuracy_shown"](y, probs)},
+                    **{name: f(y, probs) for name, f in extra.items()}},
         "per_class": per_class,
         "per_class_recall": dict(zip(shown["class"], shown["sensitivity"].astype(float))),
-        "official": scoring.official(y, probs, per_class),
+        "official": scoring.official(y, rule.file_probs(probs, malignant_mask)),
         "intervals": intervals.honest_report(y, probs, lesions, threshold=threshold,
-                                             malignant=malignant, n_boot=n_boot,
-                                             extra=bacc_shown),
+                                             malignant=malignant, n_boot=n_boot, extra=extra),
     }
 
 

@@ -9,9 +9,10 @@ import scipy.special
 
 from skinlesion import metrics
 from skinlesion.calibration import (METHODS, Calibrator, DiagnosisRule, apply_temperature,
-                                   class_prior, fit_calibrator, fit_temperature, lesion_folds,
-                                   out_of_fold_probs, threshold_for_sensitivity,
+                                   class_prior, fit_calibrator, fit_temperature, group_balanced_probs,
+                                   lesion_folds, out_of_fold_probs, threshold_for_sensitivity,
                                    uniform_prior_probs)
+from skinlesion.schema import CLASSES, DEFAULT_MALIGNANT
 
 
 def planted(t_true: float, n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +174,31 @@ def test_the_balanced_rule_raises_balanced_accuracy_of_calibrated_probabilities(
         class_prior(np.array([0, 1, 1]), 3)
     with pytest.raises(ValueError, match="positive"):
         uniform_prior_probs(calibrated, np.zeros(8))
+
+
+def test_a_file_keeps_p_malignant_calibrated_and_its_argmax_nearer_the_balanced_rule() -> None:
+    """The file's probabilities (the balanced rule's :meth:`DiagnosisRule.file_probs`): the malignant
+    columns sum to the calibrated p_malignant, so its calibration error is unchanged, and the argmax
+    of the file scores a higher balanced accuracy than the calibrated probabilities' argmax."""
+    logits, y = planted_prior_shift(n=4000, seed=8)
+    probs = fit_calibrator(logits, y, "bcts").probs(logits)
+    malignant = np.isin(CLASSES, DEFAULT_MALIGNANT)
+    rule = DiagnosisRule("balanced", class_prior(y, 8))
+    file = rule.file_probs(probs, malignant)
+    np.testing.assert_allclose(file.sum(1), 1.0)
+    np.testing.assert_allclose(file[:, malignant].sum(1), probs[:, malignant].sum(1))
+    assert metrics.expected_calibration_error(y, file) == pytest.approx(
+        metrics.expected_calibration_error(y, probs))
+    assert metrics.balanced_accuracy(y, file) > metrics.balanced_accuracy(y, probs) + 0.05
+    # within each part the order is the balanced rule's
+    balanced = uniform_prior_probs(probs, rule.prior)
+    for part in (malignant, ~malignant):
+        np.testing.assert_array_equal(file[:, part].argmax(1), balanced[:, part].argmax(1))
+    np.testing.assert_array_equal(DiagnosisRule().file_probs(probs, malignant), probs)
+    empty = group_balanced_probs(np.array([[0.0, 0.0, 0.5, 0.5]]), np.full(4, 0.25), [True, True, False, False])
+    np.testing.assert_allclose(empty, [[0.0, 0.0, 0.5, 0.5]])  # a part without mass stays 0
+    with pytest.raises(ValueError, match="some but not all"):
+        group_balanced_probs(probs, rule.prior, np.ones(8, dtype=bool))
 
 
 def test_diagnosis_rule_round_trips_and_the_balanced_rule_is_out_of_fold_too() -> None:

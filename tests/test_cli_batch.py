@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -13,11 +14,13 @@ from typer.testing import CliRunner
 from skinlesion import registry
 from skinlesion.cli import app
 from skinlesion.data.images import file_sha256
+from skinlesion.data.readers import read_dataset
+from skinlesion.evaluate import predict_dataset
 from skinlesion.data.isic_csv import read_ground_truth_csv
 from skinlesion.schema import CLASSES
 from skinlesion.settings import Settings
 from skinlesion.store import ServingRoute, Store
-from tests.standins import STANDIN_KIND, standin_home
+from tests.standins import STANDIN_KIND, BrightnessClassifier, standin_home
 
 runner = CliRunner()
 
@@ -132,3 +135,33 @@ def test_predict_log_keeps_the_images_when_retention_is_on(home, synthetic_dir, 
     predict_log(synthetic_dir, tmp_path, "main-v1")
     kept = store.query_predictions()["image_path"]
     assert len(kept) == 64 and all((home.data_dir / "images").joinpath(p).is_file() for p in kept)
+
+
+def test_the_predictions_file_keeps_p_malignant_and_reweighs_inside_each_group(home, synthetic_dir,
+                                                                             tmp_path, monkeypatch):
+    """A version with the balanced diagnosis rule writes, per image, the malignant columns summing
+    to its calibrated p_malignant and, inside the malignant and the benign classes, each class's
+    probability relative to its prior: the balanced rule's order within each group."""
+    answer = BrightnessClassifier.predict_proba
+    spread = np.array([0.1, 0.3, 0.2, 0.1, 0.1, 0.05, 0.05, 0.1])  # every class gets some mass
+    monkeypatch.setattr(BrightnessClassifier, "predict_proba",
+                        lambda self, images, metadata: 0.8 * answer(self, images, metadata) + 0.2 * spread)
+    card_path = home.models_dir / "main-v1" / registry.CARD_FILE
+    card = json.loads(card_path.read_text())
+    prior = np.array([0.1, 0.6, 0.05, 0.02, 0.12, 0.03, 0.03, 0.05])
+    card["diagnosis_rule"] = {"rule": "balanced", "class_prior": dict(zip(CLASSES, prior.tolist(), strict=True))}
+    card_path.write_text(json.dumps(card))
+    out = tmp_path / "preds.csv"
+    run("predict", "main-v1", "--data", str(synthetic_dir), "--out", str(out))
+    written = pd.read_csv(out).set_index("image")
+    df = read_dataset(synthetic_dir)
+    calibrated = pd.DataFrame(predict_dataset(registry.load_version("main-v1", home.models_dir), df,
+                                              progress=False), index=df["image"], columns=CLASSES)
+    written = written.loc[calibrated.index, list(CLASSES)]
+    malignant = [c for c in CLASSES if c in card["malignant"]]
+    np.testing.assert_allclose(written[malignant].sum(axis=1), calibrated[malignant].sum(axis=1), atol=1e-6)
+    assert np.abs(written.to_numpy() - calibrated.to_numpy()).max() > 0.01  # re-weighed, not copied
+    for group in (malignant, [c for c in CLASSES if c not in malignant]):
+        relative = calibrated[group] / prior[[CLASSES.index(c) for c in group]]
+        expected = relative.div(relative.sum(axis=1), axis=0).mul(calibrated[group].sum(axis=1), axis=0)
+        np.testing.assert_allclose(written[group].to_numpy(), expected.to_numpy(), atol=1e-6)

@@ -43,7 +43,7 @@ def evaluate(version: VersionRef, data: DataDir, fmt: Format = "auto",
         raise fail(err) from err
     s = report.metrics["summary"]
     typer.echo(f"AUROC {s['auroc']:.3f}  balanced accuracy {s['balanced_accuracy_shown']:.3f} "
-               f"(shown diagnosis; {s['balanced_accuracy']:.3f} argmax of the probabilities)  "
+               f"(shown diagnosis; {s['balanced_accuracy_file']:.3f} the predictions file's argmax)  "
                f"sensitivity {s['recall']:.3f}  specificity {s['specificity']:.3f}  (n={s['n']})")
     typer.echo(str(report.out_dir))
 
@@ -61,11 +61,14 @@ def predict(version: VersionRef, data: DataDir,
                 "--on-error", help="Images that cannot be read: stop (name every one, write "
                 "nothing, exit 2) or skip (answer the others; name the bad ones on stderr and in "
                 "<out>.bad.csv with the reason each).")] = "stop") -> None:
-    """Write ISIC-format predictions (image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC) for every image."""
+    """Write ISIC-format predictions (image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC) for every image: the
+    version's calibrated probabilities, re-weighted inside the malignant and the benign classes by
+    its diagnosis rule (so the malignant columns still sum to the calibrated p_malignant, and the
+    file's argmax comes closer to the shown diagnosis)."""
     from skinlesion.data.isic_csv import write_predictions_csv
-    from skinlesion.evaluate import (ON_ERROR, BadImagesError, predict_images, screen_images,
-                                     write_bad_images)
-    from skinlesion.registry import load_version, resolve_version
+    from skinlesion.evaluate import (ON_ERROR, BadImagesError, card_file_probs, predict_images,
+                                     screen_images, write_bad_images)
+    from skinlesion.registry import load_version, read_card, resolve_version
     from skinlesion.serving import ServingService, log_dataset
 
     if on_error not in ON_ERROR:
@@ -87,7 +90,8 @@ def predict(version: VersionRef, data: DataDir,
             images, probs, bad = answered.images, answered.probs, answered.bad
     except SkinLesionError as err:
         raise fail(err) from err
-    write_predictions_csv(out, images, probs)
+    write_predictions_csv(out, images, card_file_probs(read_card(folder / resolve_version(folder, version)),
+                                                       probs))
     if bad:
         report = write_bad_images(out.with_suffix(".bad.csv"), bad)
         typer.secho(f"skipped {len(bad)} image(s) that cannot be read (listed in {report}):",

@@ -66,11 +66,8 @@ def log(con: Connection, rows: Iterable[PredictionRecord]) -> int:
         unique.setdefault(row.request_id, row)
     if not unique:
         return 0
-    frame = pd.DataFrame([r.to_row() for r in unique.values()], columns=list(PREDICTION_COLUMNS))
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    for column in ("age_approx", "texture_distance"):
-        frame[column] = frame[column].astype(float)
-    return con.insert("predictions", frame)
+    return con.insert_rows("predictions", PREDICTION_COLUMNS,
+                           [tuple(r.to_row().values()) for r in unique.values()], key="request_id")
 
 
 def bulk_load(con: Connection, predictions: pd.DataFrame, labels: pd.DataFrame | None) -> int:

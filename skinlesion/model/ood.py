@@ -320,7 +320,7 @@ class OODGate:
     def texture_flags(self, distances: object) -> np.ndarray:
         """Which texture distances (as answers record them; NaN or None: not measured, not
         flagged) lie beyond the texture check's bound; none without a texture check."""
-        d = pd.to_numeric(pd.Series(np.ravel(np.asarray(distances, dtype=object)))).to_numpy(dtype=np.float64)
+        d = np.ravel(np.asarray(distances, dtype=np.float64))  # None becomes NaN
         if self.texture is None:
             return np.zeros(d.shape, dtype=bool)
         return np.nan_to_num(d, nan=-np.inf) > self.texture.bound

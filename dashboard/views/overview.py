@@ -11,7 +11,8 @@ import queries
 from skinlesion.display import in_words, metric_name
 from skinlesion.monitoring.cockpit import tiles
 from skinlesion.monitoring.estimate import ASSUMPTIONS
-from skinlesion.monitoring.health import ERROR_RATE_METRIC, OOD_METRIC
+from skinlesion.monitoring.health import ERROR_RATE_METRIC
+from skinlesion.monitoring.ood_share import OOD_METRIC
 from skinlesion.monitoring.verdict import MITIGATED, reasons_sentence, verdict
 
 _, filters = components.page_setup("Overview", filters=True)

@@ -20,8 +20,8 @@ import pandas as pd
 
 from skinlesion import metrics
 from skinlesion.errors import DataError, ModelNotFoundError
-from skinlesion.monitoring.health import (
-    DRIFT_METRIC, LATENCY_METRIC, HealthReport, compute_health, estimate_checks, version_gate)
+from skinlesion.monitoring.health import DRIFT_METRIC, LATENCY_METRIC, HealthReport, compute_health
+from skinlesion.monitoring.ood_share import estimate_checks, version_gate
 from skinlesion.monitoring.policy import Policy
 from skinlesion.monitoring.runner import DRIFT_SAMPLE_SIZE
 from skinlesion.registry import ModelCard, read_card, read_reference, resolve_version

@@ -30,7 +30,7 @@ labels arrive, and colours its tile only as far as its whole band does (:func:`b
 the share of the window's answers out of distribution (``ood_share``, by the
 version's OOD gate: its embedding and image-statistics checks, and the texture distance each answer
 logged against the gate's texture bound) is shown as a metric, judged only from
-:data:`MIN_OOD_ANSWERS` answers (a quieter window's share is shown without a colour). While drift
+:data:`~skinlesion.monitoring.ood_share.MIN_OOD_ANSWERS` answers (a quieter window's share is shown without a colour). While drift
 is off green (yellow: already two or more features beyond their null and effect size) or the OOD
 share is red, CBPE's assumption (calibration holds on these cases) is in doubt: every estimate is
 flagged "estimate unreliable" and gives no colour (its estimated status is unknown). Yellow drift
@@ -52,7 +52,6 @@ import math
 import sys
 import warnings
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -62,13 +61,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skinlesion import metrics
 from skinlesion.errors import DataError
-from skinlesion.errors import ModelNotFoundError
-from skinlesion.model.ood import OODGate, card_gate
-from skinlesion.monitoring.drift_results import MIN_ANSWERS
 from skinlesion.monitoring.estimate import (
-    ASSUMPTIONS, SCORE_DECIMALS, ScoreStats, confusion_rates, estimate, estimate_band)
+    ASSUMPTIONS, SCORE_DECIMALS, ScoreStats, confusion_rates, estimate)
+from skinlesion.monitoring.ood_share import OOD_METRIC, ood_judged, ood_status
 from skinlesion.monitoring.policy import Hints, Playbook, Policy, VolumePolicy, playbook
-from skinlesion.registry import read_card, resolve_version
 from skinlesion.schema import CLASSES, class_index
 from skinlesion.store import ERROR_RATE_KINDS, PROBABILITY_COLUMNS, Store
 from skinlesion.thresholds import SEVERITY, Status, worst
@@ -92,15 +88,6 @@ LATENCY_METRIC = "latency_p95_ms"
 #: gives it a threshold.
 ERROR_RATE_METRIC = "error_rate"
 DRIFT_METRIC = "drift_score"
-#: The share of a window's answers beyond the version's OOD gate; its gate flags about 1% of
-#: images like its validation answers, so a share above these is yellow / red.
-OOD_METRIC = "ood_share"
-OOD_SHARE_YELLOW = 0.03
-OOD_SHARE_RED = 0.06
-#: Below this many answers the OOD share is shown but not judged (drift's minimum too): with a
-#: gate flagging about 1.4 % of healthy images, 3 of 46 answers (6.5 %, red) happen by chance on
-#: about one healthy demo day a month, while 6 of 100 are unlikely (binomial, p < 0.01).
-MIN_OOD_ANSWERS = MIN_ANSWERS
 
 
 class MetricValue(BaseModel):
@@ -251,7 +238,7 @@ class HealthReport(BaseModel):
         status and playbook recomputed (see the module docstring)."""
         ood = MetricValue(name=OOD_METRIC, value=ood_share, n=self.n_predictions,
                           status=ood_status(ood_share, self.n_predictions),
-                          note="; ".join(filter(None, [ood_note, _ood_judged(ood_share, self.n_predictions)])))
+                          note="; ".join(filter(None, [ood_note, ood_judged(ood_share, self.n_predictions)])))
         drift = self.metrics.get(DRIFT_METRIC)
         why = [f"{what} {status.value}" for what, status, doubt in (
             ("drift", drift.status if drift is not None else Status.UNKNOWN, (Status.YELLOW, Status.RED)),
@@ -355,68 +342,6 @@ def band_status(policy: Policy, metric: str, low: float | None, high: float | No
     if low is None or high is None:
         return point_status
     return min((policy.status(metric, low), policy.status(metric, high)), key=SEVERITY.__getitem__)
-
-
-def ood_status(share: float | None, n: int) -> Status:
-    """The colour of a window's out-of-distribution share of ``n`` answers (:data:`OOD_SHARE_YELLOW`,
-    ``_RED``); UNKNOWN without a share or below :data:`MIN_OOD_ANSWERS` answers."""
-    if share is None or n < MIN_OOD_ANSWERS:
-        return Status.UNKNOWN
-    return Status.RED if share > OOD_SHARE_RED else Status.YELLOW if share > OOD_SHARE_YELLOW else Status.GREEN
-
-
-def version_gate(models_dir: Path, version: str) -> OODGate | None:
-    """The OOD gate stored in ``version``'s card (with its texture check, read from the version
-    folder); None for a version without one or not found."""
-    try:
-        folder = Path(models_dir) / resolve_version(models_dir, version)
-        return card_gate(read_card(folder).model_extra, folder)
-    except ModelNotFoundError:
-        return None
-
-
-def estimate_checks(current: pd.DataFrame, reference: pd.DataFrame | None, gate: OODGate | None,
-                    malignant: tuple[str, ...]) -> tuple[dict[str, tuple[float, float]] | None, float | None, str]:
-    """The estimate bands of a window (from ``current``, a sample of its answers with
-    ``p_malignant`` and ``threshold``; recalibration uncertainty from the labelled ``reference``
-    answers when they carry ``diagnosis``), the share of its answers beyond ``gate`` (None without
-    a gate or embeddings) and a note on what was checked and what was left out. An answer is out of
-    distribution when the embedding or image-statistics checks flag it, or its logged
-    ``texture_distance`` lies beyond the gate's texture bound; answers without one (a version
-    whose gate has no texture check, answers logged before the column) by the other checks only."""
-    if current.empty:
-        return None, None, "no predictions in the window"
-    labelled = reference is not None and "diagnosis" in reference.columns and len(reference) >= 20
-    bands = estimate_band(current["p_malignant"].to_numpy(dtype=float), current["threshold"].to_numpy(dtype=float),
-                          reference_p=reference["p_malignant"].to_numpy(dtype=float) if labelled else None,
-                          reference_malignant=reference["diagnosis"].isin(list(malignant)).to_numpy()
-                          if labelled else None)
-    if gate is None:
-        return bands, None, "the version has no OOD gate"
-    if "embedding" not in current.columns:
-        return bands, None, "the answers carry no embedding"
-    embedded = current[current["embedding"].map(lambda e: e is not None and np.size(e) == gate.dim)]
-    if embedded.empty:
-        return bands, None, "the answers carry no embedding"
-    texture = embedded["texture_distance"] if "texture_distance" in embedded.columns else None
-    share = float(gate.flags(np.stack(embedded["embedding"].to_list()), embedded, texture).mean())
-    return bands, share, (f"{len(embedded):,} answers checked against the version's OOD gate; "
-                          f"{_texture_note(gate, texture)}")
-
-
-def _ood_judged(share: float | None, n: int) -> str:
-    """Says so when a window's OOD share is too small to judge."""
-    if share is None or n >= MIN_OOD_ANSWERS:
-        return ""
-    return f"not enough answers ({n} of {MIN_OOD_ANSWERS}): the share is not judged"
-
-
-def _texture_note(gate: OODGate, texture: pd.Series | None) -> str:
-    """How many of the checked answers the gate's texture check saw."""
-    if gate.texture_bound is None:
-        return "the gate has no texture check"
-    measured = 0 if texture is None else int(pd.to_numeric(texture).notna().sum())
-    return f"{measured:,} of them with a texture distance (bound {gate.texture_bound:.1f})"
 
 
 def error_rate(failures: int, answers: int) -> float | None:

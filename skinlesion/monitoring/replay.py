@@ -54,7 +54,8 @@ from skinlesion.data.synthetic import render_lesion
 from skinlesion.errors import DataError
 from skinlesion.model.ood import OODGate, fit_ood_gate
 from skinlesion.monitoring.estimate import ESTIMATED_METRICS
-from skinlesion.monitoring.health import DRIFT_METRIC, OOD_METRIC, label_metrics, version_gate
+from skinlesion.monitoring.health import DRIFT_METRIC, label_metrics
+from skinlesion.monitoring.ood_share import OOD_METRIC, version_gate
 from skinlesion.monitoring.policy import Policy
 from skinlesion.monitoring.runner import run_once
 from skinlesion.predict import Predictor

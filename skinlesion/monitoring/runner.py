@@ -38,8 +38,8 @@ from skinlesion.errors import ModelNotFoundError, SkinLesionError
 from skinlesion.lifecycle.triggers import TriggerOutcome, check_retraining
 from skinlesion.model.ood import OODGate
 from skinlesion.monitoring.alerts import AlertChange, Notifier, NotifyOutcome, notify_pending, update_alerts
-from skinlesion.monitoring.health import (
-    DRIFT_METRIC, HealthReport, compute_health, estimate_checks, version_gate)
+from skinlesion.monitoring.health import DRIFT_METRIC, HealthReport, compute_health
+from skinlesion.monitoring.ood_share import estimate_checks, version_gate
 from skinlesion.monitoring.policy import Policy
 from skinlesion.registry import read_reference
 from skinlesion.store import Alert, HealthSnapshot, SnapshotMetric, Store

@@ -20,12 +20,11 @@ from skinlesion.monitoring.health import (
     HealthReport,
     band_status,
     compute_health,
-    estimate_checks,
     compute_window_health,
     flag_volume,
-    ood_status,
     window_bounds,
 )
+from skinlesion.monitoring.ood_share import estimate_checks, ood_status
 from skinlesion.monitoring.policy import Policy, VolumePolicy
 from skinlesion.schema import CLASSES
 from skinlesion.store import PredictionRecord, Store

@@ -76,22 +76,23 @@ def predict(version: VersionRef, data: DataDir,
     folder = models_folder(models_dir)
     try:
         df = read_data(data, fmt)
+        vid = resolve_version(folder, version)
+        card = read_card(folder / vid)
         if log:
             good, bad = screen_images(df)
             if bad and on_error == "stop":
                 raise BadImagesError(bad)
             with ServingService(open_store(), folder, device=device,
                                 retention_dir=settings().retention_dir) as service:
-                probs = log_dataset(service, resolve_version(folder, version), good)
+                probs = log_dataset(service, vid, good)
             images = good["image"].tolist()
         else:
-            answered = predict_images(load_version(version, folder, device=device), df,
+            answered = predict_images(load_version(vid, folder, device=device), df,
                                       on_error=on_error)
             images, probs, bad = answered.images, answered.probs, answered.bad
     except SkinLesionError as err:
         raise fail(err) from err
-    write_predictions_csv(out, images, card_file_probs(read_card(folder / resolve_version(folder, version)),
-                                                       probs))
+    write_predictions_csv(out, images, card_file_probs(card, probs))
     if bad:
         report = write_bad_images(out.with_suffix(".bad.csv"), bad)
         typer.secho(f"skipped {len(bad)} image(s) that cannot be read (listed in {report}):",

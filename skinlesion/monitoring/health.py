@@ -234,15 +234,16 @@ class HealthReport(BaseModel):
                              *, policy: Policy, ood_note: str = "") -> HealthReport:
         """This report with a band beside each estimated metric, the OOD share as a metric, and
         every estimate flagged unreliable (no colour from it) while drift is yellow or red or the
-        OOD share is red;
-        status and playbook recomputed (see the module docstring)."""
+        OOD share is red; status and playbook recomputed (see the module docstring)."""
         ood = MetricValue(name=OOD_METRIC, value=ood_share, n=self.n_predictions,
                           status=ood_status(ood_share, self.n_predictions),
                           note="; ".join(filter(None, [ood_note, ood_judged(ood_share, self.n_predictions)])))
         drift = self.metrics.get(DRIFT_METRIC)
-        why = [f"{what} {status.value}" for what, status, doubt in (
-            ("drift", drift.status if drift is not None else Status.UNKNOWN, (Status.YELLOW, Status.RED)),
-            ("out-of-distribution share", ood.status, (Status.RED,))) if status in doubt]
+        why = []
+        if drift is not None and drift.status in (Status.YELLOW, Status.RED):
+            why.append(f"drift {drift.status.value}")
+        if ood.status is Status.RED:
+            why.append("out-of-distribution share red")
         metrics_: dict[str, MetricValue] = {}
         for name, m in self.metrics.items():
             update: dict[str, Any] = {}

@@ -165,9 +165,8 @@ def window_health(store: Store, models_dir: Path, policy: Policy, start: datetim
         metrics = dict(report.metrics)
         metrics[DRIFT_METRIC] = metrics[DRIFT_METRIC].model_copy(update={"note": f"drift: {skipped}"})
         report = report.model_copy(update={"metrics": metrics})
-    bands, ood_share, ood_note = estimate_checks(current, reference, version_gate(models_dir, version),
-                                                 tuple(policy.malignant))
-    report = report.with_estimate_checks(bands, ood_share, policy=policy, ood_note=ood_note)
+    checks = estimate_checks(current, reference, version_gate(models_dir, version), tuple(policy.malignant))
+    report = report.with_estimate_checks(checks, policy=policy)
     return WindowHealth(report, result, skipped, version, previous_volume)
 
 

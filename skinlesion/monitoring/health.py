@@ -35,7 +35,10 @@ is off green (yellow: already two or more features beyond their null and effect 
 share is red, CBPE's assumption (calibration holds on these cases) is in doubt: every estimate is
 flagged "estimate unreliable" and gives no colour (its estimated status is unknown). Yellow drift
 counts too: on the real-image replays, the shifts that stayed yellow (site mix, a change of
-prevalence) were the ones whose estimates missed their realised value.
+prevalence) were the ones whose estimates missed their realised value. So does a moved malignant
+share (:mod:`~skinlesion.monitoring.label_shift`: the window's share, estimated from its
+probabilities, beyond its band and 5 points from the reference's), which a change of prevalence
+shows at a day's window while drift often stays green.
 
 Which predictions count: with ``model_version=None`` the answers actually returned to callers
 (active, fallback and challenger; a shadow model's answers are left out so they do not count
@@ -63,7 +66,7 @@ from skinlesion import metrics
 from skinlesion.errors import DataError
 from skinlesion.monitoring.estimate import (
     ASSUMPTIONS, SCORE_DECIMALS, ScoreStats, confusion_rates, estimate)
-from skinlesion.monitoring.ood_share import OOD_METRIC, ood_judged, ood_status
+from skinlesion.monitoring.ood_share import OOD_METRIC, EstimateChecks, ood_judged, ood_status
 from skinlesion.monitoring.policy import Hints, Playbook, Policy, VolumePolicy, playbook
 from skinlesion.schema import CLASSES, class_index
 from skinlesion.store import ERROR_RATE_KINDS, PROBABILITY_COLUMNS, Store
@@ -230,20 +233,24 @@ class HealthReport(BaseModel):
                                        "status": status, "hints": hints,
                                        "playbook": playbook(status, hints)})
 
-    def with_estimate_checks(self, bands: dict[str, tuple[float, float]] | None, ood_share: float | None,
-                             *, policy: Policy, ood_note: str = "") -> HealthReport:
+    def with_estimate_checks(self, checks: EstimateChecks, *, policy: Policy) -> HealthReport:
         """This report with a band beside each estimated metric, the OOD share as a metric, and
-        every estimate flagged unreliable (no colour from it) while drift is yellow or red or the
-        OOD share is red; status and playbook recomputed (see the module docstring)."""
-        ood = MetricValue(name=OOD_METRIC, value=ood_share, n=self.n_predictions,
-                          status=ood_status(ood_share, self.n_predictions),
-                          note="; ".join(filter(None, [ood_note, ood_judged(ood_share, self.n_predictions)])))
+        every estimate flagged unreliable (no colour from it) while drift is yellow or red, the OOD
+        share is red or the malignant share has moved; status and playbook recomputed (see the
+        module docstring)."""
+        ood = MetricValue(name=OOD_METRIC, value=checks.ood_share, n=self.n_predictions,
+                          status=ood_status(checks.ood_share, self.n_predictions),
+                          note="; ".join(filter(None, [checks.ood_note,
+                                                       ood_judged(checks.ood_share, self.n_predictions)])))
         drift = self.metrics.get(DRIFT_METRIC)
         why = []
         if drift is not None and drift.status in (Status.YELLOW, Status.RED):
             why.append(f"drift {drift.status.value}")
         if ood.status is Status.RED:
             why.append("out-of-distribution share red")
+        if checks.malignant_share is not None and checks.malignant_share.moved:
+            why.append(checks.malignant_share.describe())
+        bands = checks.bands
         metrics_: dict[str, MetricValue] = {}
         for name, m in self.metrics.items():
             update: dict[str, Any] = {}

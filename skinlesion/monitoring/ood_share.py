@@ -1,12 +1,14 @@
-"""The out-of-distribution share of a window and the label-free checks beside its estimates: which
-answers lie beyond the version's OOD gate (:func:`estimate_checks`, with the estimates' bands),
-how that share is coloured (:func:`ood_status`) and when a window is too small to judge it.
+"""The out-of-distribution share of a window and the label-free checks beside its estimates
+(:func:`estimate_checks`: the estimates' bands, the share of answers beyond the version's OOD
+gate, the window's malignant share against the reference's), how the OOD share is coloured
+(:func:`ood_status`) and when a window is too small to judge it.
 Pure functions over a sample of answers; :mod:`skinlesion.monitoring.health` puts them on the
 health report.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from skinlesion.errors import ModelNotFoundError
 from skinlesion.model.ood import OODGate, card_gate
 from skinlesion.monitoring.drift_results import MIN_ANSWERS
 from skinlesion.monitoring.estimate import estimate_band
+from skinlesion.monitoring.label_shift import MalignantShare, malignant_share
 from skinlesion.registry import read_card, resolve_version
 from skinlesion.thresholds import Status
 
@@ -48,33 +51,50 @@ def version_gate(models_dir: Path, version: str) -> OODGate | None:
         return None
 
 
+@dataclass(frozen=True)
+class EstimateChecks:
+    """What :func:`estimate_checks` found about a window: the estimates' ``bands``, the share of
+    answers beyond the OOD gate (``ood_share``, None without a gate or embeddings) with a note on
+    what was checked, and the window's ``malignant_share`` (None without a reference or below its
+    minimum window)."""
+
+    bands: dict[str, tuple[float, float]] | None = None
+    ood_share: float | None = None
+    ood_note: str = ""
+    malignant_share: MalignantShare | None = None
+
+
 def estimate_checks(current: pd.DataFrame, reference: pd.DataFrame | None, gate: OODGate | None,
-                    malignant: tuple[str, ...]) -> tuple[dict[str, tuple[float, float]] | None, float | None, str]:
-    """The estimate bands of a window (from ``current``, a sample of its answers with
-    ``p_malignant`` and ``threshold``; recalibration uncertainty from the labelled ``reference``
-    answers when they carry ``diagnosis``), the share of its answers beyond ``gate`` (None without
-    a gate or embeddings) and a note on what was checked and what was left out. An answer is out of
+                    malignant: tuple[str, ...]) -> EstimateChecks:
+    """The label-free checks of a window (``current``, a sample of its answers with
+    ``p_malignant`` and ``threshold``) against the version's ``reference`` answers: the estimate
+    bands (recalibration uncertainty from the reference when it carries ``diagnosis``), the
+    malignant share (:func:`~skinlesion.monitoring.label_shift.malignant_share` against the
+    reference's mean ``p_malignant``) and the share of answers beyond ``gate``. An answer is out of
     distribution when the embedding or image-statistics checks flag it, or its logged
     ``texture_distance`` lies beyond the gate's texture bound; answers without one (a version
     whose gate has no texture check, answers logged before the column) by the other checks only."""
     if current.empty:
-        return None, None, "no predictions in the window"
+        return EstimateChecks(ood_note="no predictions in the window")
     labelled = reference is not None and "diagnosis" in reference.columns and len(reference) >= 20
-    bands = estimate_band(current["p_malignant"].to_numpy(dtype=float), current["threshold"].to_numpy(dtype=float),
+    p = current["p_malignant"].to_numpy(dtype=float)
+    bands = estimate_band(p, current["threshold"].to_numpy(dtype=float),
                           reference_p=reference["p_malignant"].to_numpy(dtype=float) if labelled else None,
                           reference_malignant=reference["diagnosis"].isin(list(malignant)).to_numpy()
                           if labelled else None)
+    share = (malignant_share(p, float(reference["p_malignant"].mean()))
+             if reference is not None and len(reference) else None)
     if gate is None:
-        return bands, None, "the version has no OOD gate"
+        return EstimateChecks(bands, None, "the version has no OOD gate", share)
     if "embedding" not in current.columns:
-        return bands, None, "the answers carry no embedding"
+        return EstimateChecks(bands, None, "the answers carry no embedding", share)
     embedded = current[current["embedding"].map(lambda e: e is not None and np.size(e) == gate.dim)]
     if embedded.empty:
-        return bands, None, "the answers carry no embedding"
+        return EstimateChecks(bands, None, "the answers carry no embedding", share)
     texture = embedded["texture_distance"] if "texture_distance" in embedded.columns else None
-    share = float(gate.flags(np.stack(embedded["embedding"].to_list()), embedded, texture).mean())
-    return bands, share, (f"{len(embedded):,} answers checked against the version's OOD gate; "
-                          f"{texture_note(gate, texture)}")
+    ood = float(gate.flags(np.stack(embedded["embedding"].to_list()), embedded, texture).mean())
+    return EstimateChecks(bands, ood, f"{len(embedded):,} answers checked against the version's OOD gate; "
+                                      f"{texture_note(gate, texture)}", share)
 
 
 def ood_judged(share: float | None, n: int) -> str:

@@ -239,8 +239,8 @@ def run_once(store: Store, models_dir: Path, policy: Policy, *, now: datetime | 
         metrics = dict(report.metrics)
         metrics[DRIFT_METRIC] = metrics[DRIFT_METRIC].model_copy(update={"note": drift.skipped})
         report = report.model_copy(update={"metrics": metrics})
-    bands, ood_share, ood_note = estimate_checks(current, reference, gate, tuple(policy.malignant))
-    report = report.with_estimate_checks(bands, ood_share, policy=policy, ood_note=ood_note)
+    report = report.with_estimate_checks(estimate_checks(current, reference, gate, tuple(policy.malignant)),
+                                         policy=policy)
     simulated = simulated or store.count_predictions(start, end, model_version=version,
                                                      simulated=True) > 0
     snapshot = snapshot_from_report(report, policy, ts=end, window_name=window, model_version=version,

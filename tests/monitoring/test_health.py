@@ -24,7 +24,8 @@ from skinlesion.monitoring.health import (
     flag_volume,
     window_bounds,
 )
-from skinlesion.monitoring.ood_share import estimate_checks, ood_status
+from skinlesion.monitoring.label_shift import MalignantShare
+from skinlesion.monitoring.ood_share import EstimateChecks, estimate_checks, ood_status
 from skinlesion.monitoring.policy import Policy, VolumePolicy
 from skinlesion.schema import CLASSES
 from skinlesion.store import PredictionRecord, Store
@@ -192,9 +193,11 @@ def test_estimates_carry_a_band_and_are_unreliable_while_drift_is_off_green_or_o
     store.log_predictions(answers)
     report = compute_health(store, DAY0, DAY1, policy=POLICY, resources=False)
     current = store.query_predictions(DAY0, DAY1)
-    bands, ood, note = estimate_checks(current, None, None, POLICY.malignant)
-    assert ood is None and "no OOD gate" in note
-    checked = report.with_drift(0.05, [], policy=POLICY).with_estimate_checks(bands, 0.01, policy=POLICY)
+    checks = estimate_checks(current, None, None, POLICY.malignant)
+    assert checks.ood_share is None and "no OOD gate" in checks.ood_note and checks.malignant_share is None
+    bands = checks.bands
+    checked = report.with_drift(0.05, [], policy=POLICY).with_estimate_checks(
+        EstimateChecks(bands, 0.01), policy=POLICY)
     recall = checked.metrics["recall"]
     assert recall.estimated_low < recall.estimated < recall.estimated_high and not recall.estimate_unreliable
     assert recall.estimated_status is band_status(POLICY, "recall", recall.estimated_low,
@@ -205,11 +208,21 @@ def test_estimates_carry_a_band_and_are_unreliable_while_drift_is_off_green_or_o
     assert checked.metrics["ood_share"].status is Status.GREEN
     for drift, ood_share, why in ((0.3, 0.01, "drift red"), (0.15, 0.01, "drift yellow"),
                                   (0.05, 0.2, "out-of-distribution share red")):
-        flagged = report.with_drift(drift, [], policy=POLICY).with_estimate_checks(bands, ood_share, policy=POLICY)
+        flagged = report.with_drift(drift, [], policy=POLICY).with_estimate_checks(
+            EstimateChecks(bands, ood_share), policy=POLICY)
         recall = flagged.metrics["recall"]
         assert recall.estimate_unreliable and recall.estimated_status is Status.UNKNOWN
         assert f"estimate unreliable: {why}" in recall.note and recall.estimated_low is not None
         assert not any(h.startswith("estimated") for h in flagged.hints.breaches)  # no colour from it
+    moved = MalignantShare(0.4, 0.33, 0.47, 0.2, 400)
+    flagged = report.with_drift(0.05, [], policy=POLICY).with_estimate_checks(
+        EstimateChecks(bands, 0.01, malignant_share=moved), policy=POLICY)
+    assert flagged.metrics["precision"].estimate_unreliable
+    assert ("estimate unreliable: malignant share estimated 40% (33%-47%) against 20% in the reference"
+            in flagged.metrics["precision"].note)
+    steady = replace(moved, estimate=0.21, low=0.15, high=0.27)
+    assert not report.with_drift(0.05, [], policy=POLICY).with_estimate_checks(
+        EstimateChecks(bands, 0.01, malignant_share=steady), policy=POLICY).metrics["precision"].estimate_unreliable
 
 
 def test_an_ood_share_of_too_few_answers_is_shown_but_not_judged(tmp_path: Path):
@@ -220,7 +233,7 @@ def test_an_ood_share_of_too_few_answers_is_shown_but_not_judged(tmp_path: Path)
     answers, _ = calibrated_traffic(DAY0, n=46, seed=6, sharpness=1.0, label_share=0.0)
     store.log_predictions(answers)
     report = compute_health(store, DAY0, DAY1, policy=POLICY, resources=False).with_drift(0.05, [], policy=POLICY)
-    small = report.with_estimate_checks(None, 3 / 46, policy=POLICY).metrics
+    small = report.with_estimate_checks(EstimateChecks(None, 3 / 46), policy=POLICY).metrics
     assert small["ood_share"].value == 3 / 46 and small["ood_share"].status is Status.UNKNOWN
     assert "not enough answers (46 of 50)" in small["ood_share"].note
     assert not any(m.estimate_unreliable for m in small.values())
@@ -249,17 +262,18 @@ def test_texture_distances_beyond_the_gates_bound_turn_the_ood_share_red(texture
     embeddings, stats, texture = _gate_inputs(1000, seed=3)
     window = stats.assign(embedding=list(embeddings), p_malignant=0.2, threshold=0.3,
                           texture_distance=texture_gate.texture_distance(texture))
-    _, share, note = estimate_checks(window, None, texture_gate, POLICY.malignant)
-    assert ood_status(share, 1000) is Status.GREEN and "1,000 of them with a texture distance" in note
+    checks = estimate_checks(window, None, texture_gate, POLICY.malignant)
+    assert ood_status(checks.ood_share, 1000) is Status.GREEN
+    assert "1,000 of them with a texture distance" in checks.ood_note
     planted = window.copy()
     planted.loc[planted.index[::10], "texture_distance"] = 10 * texture_gate.texture_bound
-    _, share, _ = estimate_checks(planted, None, texture_gate, POLICY.malignant)
+    share = estimate_checks(planted, None, texture_gate, POLICY.malignant).ood_share
     assert share >= 0.1 and ood_status(share, 1000) is Status.RED
     unmeasured = planted.assign(texture_distance=None)
-    _, share, note = estimate_checks(unmeasured, None, texture_gate, POLICY.malignant)
-    assert ood_status(share, 1000) is Status.GREEN and "0 of them with a texture distance" in note
-    _, share, note = estimate_checks(planted, None, replace(texture_gate, texture=None), POLICY.malignant)
-    assert ood_status(share, 1000) is Status.GREEN and "the gate has no texture check" in note
+    checks = estimate_checks(unmeasured, None, texture_gate, POLICY.malignant)
+    assert ood_status(checks.ood_share, 1000) is Status.GREEN and "0 of them with a texture distance" in checks.ood_note
+    checks = estimate_checks(planted, None, replace(texture_gate, texture=None), POLICY.malignant)
+    assert ood_status(checks.ood_share, 1000) is Status.GREEN and "the gate has no texture check" in checks.ood_note
 
 
 def test_report_round_trips_through_json(bad_report: HealthReport):

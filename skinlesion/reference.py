@@ -56,7 +56,7 @@ LICENCE = ("CC BY-NC 4.0 (HAM10000: Tschandl et al., Sci. Data 5, 180161, 2018; 
 #: The base recipe. Measured in the README (test metrics, ablation, run time on 2 CPU cores).
 RECIPE = TrainConfig(
     backbone="efficientnet_lite0", inputs="image+metadata", mode="finetune",
-    width=256, height=192, cut=11, epochs=3, lr=1e-3, backbone_lr=3e-4, weight_decay=1e-2,
+    width=256, height=192, cut=11, epochs=6, lr=1e-3, backbone_lr=3e-4, weight_decay=1e-2,
     batch_size=64, dropout=0.3, class_weight="balanced", label_smoothing=0.0,
     train_views=("identity", "hflip"), tta=("identity", "hflip"),
     patience=3, seed=0, target_sensitivity=0.90, device="auto",

@@ -82,8 +82,7 @@ def estimate_checks(current: pd.DataFrame, reference: pd.DataFrame | None, gate:
                           reference_p=reference["p_malignant"].to_numpy(dtype=float) if labelled else None,
                           reference_malignant=reference["diagnosis"].isin(list(malignant)).to_numpy()
                           if labelled else None)
-    share = (malignant_share(p, float(reference["p_malignant"].mean()))
-             if reference is not None and len(reference) else None)
+    share = malignant_share(p, reference["p_malignant"]) if reference is not None else None
     if gate is None:
         return EstimateChecks(bands, None, "the version has no OOD gate", share)
     if "embedding" not in current.columns:

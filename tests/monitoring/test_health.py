@@ -214,13 +214,13 @@ def test_estimates_carry_a_band_and_are_unreliable_while_drift_is_off_green_or_o
         assert recall.estimate_unreliable and recall.estimated_status is Status.UNKNOWN
         assert f"estimate unreliable: {why}" in recall.note and recall.estimated_low is not None
         assert not any(h.startswith("estimated") for h in flagged.hints.breaches)  # no colour from it
-    moved = MalignantShare(0.4, 0.33, 0.47, 0.2, 400)
+    moved = MalignantShare(estimate=0.4, reference=0.2, change_low=0.13, change_high=0.27, n=400)
     flagged = report.with_drift(0.05, [], policy=POLICY).with_estimate_checks(
         EstimateChecks(bands, 0.01, malignant_share=moved), policy=POLICY)
     assert flagged.metrics["precision"].estimate_unreliable
-    assert ("estimate unreliable: malignant share estimated 40% (33%-47%) against 20% in the reference"
-            in flagged.metrics["precision"].note)
-    steady = replace(moved, estimate=0.21, low=0.15, high=0.27)
+    assert ("estimate unreliable: malignant share estimated 40% against 20% in the reference "
+            "(change +13 to +27 points)" in flagged.metrics["precision"].note)
+    steady = replace(moved, estimate=0.21, change_low=-0.05, change_high=0.07)
     assert not report.with_drift(0.05, [], policy=POLICY).with_estimate_checks(
         EstimateChecks(bands, 0.01, malignant_share=steady), policy=POLICY).metrics["precision"].estimate_unreliable
 

@@ -21,35 +21,43 @@ def _window(share: float, n: int, seed: int) -> np.ndarray:
     return odds / (1 + odds)
 
 
+REFERENCE = _window(PRIOR, 1200, seed=100)
+
+
 def test_em_recovers_a_planted_prevalence_from_calibrated_probabilities():
     for share in (0.1, 0.2, 0.45):
         assert em_prior(_window(share, 20_000, seed=1), PRIOR)[0] == pytest.approx(share, abs=0.015)
     assert np.mean(_window(0.45, 20_000, seed=1)) < 0.40  # the plain mean stays near the old prior
+    rows = np.stack([_window(0.1, 5_000, seed=2), _window(0.45, 5_000, seed=3)])
+    assert em_prior(rows, np.array([PRIOR, PRIOR])) == pytest.approx([0.1, 0.45], abs=0.02)
     with pytest.raises(ValueError, match="reference prior"):
         em_prior([0.1, 0.2], 0.0)
 
 
-def test_healthy_windows_stay_quiet_and_the_band_covers_the_reference():
-    shares = [malignant_share(_window(PRIOR, 300, seed=s), PRIOR, seed=s) for s in range(20)]
+def test_healthy_windows_stay_quiet_and_the_band_covers_no_change():
+    shares = [malignant_share(_window(PRIOR, 300, seed=s), REFERENCE, seed=s) for s in range(20)]
     assert sum(s.moved for s in shares) <= 1
-    assert sum(s.low <= PRIOR <= s.high for s in shares) >= 19
+    assert sum(s.change_low <= 0 <= s.change_high for s in shares) >= 19
+    assert all(s.reference == pytest.approx(REFERENCE.mean()) for s in shares)
 
 
 def test_a_doubled_prevalence_moves_the_share_and_says_so():
-    moved = [malignant_share(_window(2 * PRIOR, 300, seed=s), PRIOR, seed=s) for s in range(10)]
+    moved = [malignant_share(_window(2 * PRIOR, 300, seed=s), REFERENCE, seed=s) for s in range(10)]
     assert sum(s.moved for s in moved) >= 8
-    assert all(abs(s.estimate - 2 * PRIOR) < 0.1 for s in moved)
-    assert "against 20% in the reference" in moved[0].describe()
+    assert all(abs(s.estimate - 2 * PRIOR) < 0.1 and s.change_low > 0 for s in moved if s.moved)
+    assert "in the reference (change +" in moved[0].describe()
 
 
-def test_a_change_of_no_practical_size_is_not_flagged_however_large_the_window():
-    share = malignant_share(_window(PRIOR + 0.025, 50_000, seed=3), PRIOR, replicates=50)
-    assert not share.low <= PRIOR <= share.high  # the band alone would flag it
+def test_a_change_of_no_practical_size_is_not_flagged_however_large_the_windows():
+    share = malignant_share(_window(PRIOR + 0.025, 50_000, seed=3), _window(PRIOR, 50_000, seed=4),
+                            replicates=50)
+    assert share.change_low > 0  # the band alone would flag it
     assert not share.moved
 
 
-def test_too_few_answers_or_no_reference_give_no_estimate():
-    assert malignant_share(_window(PRIOR, MIN_SHARE_ANSWERS - 1, seed=0), PRIOR) is None
-    assert malignant_share(_window(PRIOR, 300, seed=0), float("nan")) is None
-    assert MalignantShare(0.4, 0.33, 0.47, 0.2, 300).moved
-    assert not MalignantShare(0.23, 0.21, 0.25, 0.2, 30_000).moved
+def test_too_few_answers_give_no_estimate():
+    assert malignant_share(_window(PRIOR, MIN_SHARE_ANSWERS - 1, seed=0), REFERENCE) is None
+    assert malignant_share(_window(PRIOR, 300, seed=0), REFERENCE[:10]) is None
+    assert malignant_share(_window(PRIOR, 300, seed=0), [np.nan] * 100) is None
+    assert MalignantShare(0.4, 0.2, 0.13, 0.27, 300).moved
+    assert not MalignantShare(0.23, 0.2, 0.01, 0.05, 30_000).moved

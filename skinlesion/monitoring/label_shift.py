@@ -4,8 +4,8 @@ probabilities are calibrated to?
 CBPE (:mod:`~skinlesion.monitoring.estimate`) takes ``p_malignant`` at face value. A change of
 prevalence (a referral clinic opening, a screening campaign ending) breaks that without moving a
 single image feature: the probabilities stay calibrated to the old share, so the estimates follow
-the old share too (on the real-image replays, malignant ×2 left estimated precision 0.15 too high
-while drift stayed green or yellow). Drift's per-feature distances barely see it at a day's
+the old share too (on the real-image replays, malignant ×2 left estimated precision about 0.16
+below the realised while drift stayed green or yellow). Drift's per-feature distances barely see it at a day's
 window, because the change moves only the outputs' distribution, by about the same-population
 variation of a 300-answer window.
 

@@ -499,7 +499,7 @@ def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ra
                 note: str = "", help: str | None = None, badge_text: str | None = None) -> None:
     """One metric as a tile: its status badge and headline — the realised value when labels
     suffice, else the estimate marked "estimated" with its ``band`` (:data:`BAND_LEVEL`) (and "unreliable" while
-    drift or out-of-distribution answers are high), else "—" with a tooltip — the change against
+    drift or out-of-distribution answers are high or the malignant share moved), else "—" with a tooltip — the change against
     the previous window (green when it improved), label coverage and median label lag."""
     headline_estimated = value is None and estimated is not None
     with st.container(border=True):
@@ -516,8 +516,8 @@ def metric_tile(label: str, value: float | None, status: str, *, kind: str = "ra
             est = "**estimated** (too few labels)"
             if band is not None and band[0] is not None and band[1] is not None:
                 est += f", {BAND_LEVEL:.0%} band {fmt(band[0], kind)}–{fmt(band[1], kind)}"
-            lines.append(est + (" · **estimate unreliable**: drift or unfamiliar images high"
-                                if unreliable else ""))
+            lines.append(est + (" · **estimate unreliable**: drift, unfamiliar images or a changed "
+                                "share of malignant cases" if unreliable else ""))
         elif estimated is not None:
             est = f"estimated {fmt(estimated, kind)}"
             if estimated_status and estimated_status != "unknown":

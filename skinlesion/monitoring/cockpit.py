@@ -240,8 +240,8 @@ class Tile:
     window, the ``estimated`` value, the label ``coverage``, ``n`` and median label lag
     (``lag_hours``) behind a label-based metric, a ``note`` (why a value is missing, or the
     volume's spikes and dips) and the threshold in words (``bands``). An estimate comes with its
-    band (``estimated_low``, ``estimated_high``) and, while drift is yellow or red or the
-    out-of-distribution share is red, ``estimate_unreliable`` (its status then unknown: the tile takes no colour from it)."""
+    band (``estimated_low``, ``estimated_high``) and, while drift is yellow or red, the
+    out-of-distribution share is red or the malignant share moved, ``estimate_unreliable`` (its status then unknown: the tile takes no colour from it)."""
 
     metric: str
     label: str

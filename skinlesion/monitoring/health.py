@@ -26,8 +26,9 @@ busy clinic day is not a model fault); they are listed in the hints.
 How far an estimate can be trusted (:meth:`HealthReport.with_estimate_checks`, added by the
 monitoring run): each estimated metric carries a band (``estimated_low``/``estimated_high``,
 :func:`~skinlesion.monitoring.estimate.estimate_band`) where its realised value should fall once
-labels arrive, and colours its tile only as far as its whole band does (:func:`band_status`);
-the share of the window's answers out of distribution (``ood_share``, by the
+labels arrive, and colours its tile only as far as its whole band does (:func:`band_status`;
+an estimate whose band cannot be drawn, the metric undefined in most draws of a window with few
+cases, gives no colour: a quiet Sunday's eight answers are no verdict); the share of the window's answers out of distribution (``ood_share``, by the
 version's OOD gate: its embedding and image-statistics checks, and the texture distance each answer
 logged against the gate's texture bound) is shown as a metric, judged only from
 :data:`~skinlesion.monitoring.ood_share.MIN_OOD_ANSWERS` answers (a quieter window's share is shown without a colour). While drift
@@ -258,6 +259,9 @@ class HealthReport(BaseModel):
                 low, high = (_finite(v) for v in bands[name])
                 update.update(estimated_low=low, estimated_high=high,
                               estimated_status=band_status(policy, name, low, high, m.estimated_status))
+                if low is None or high is None:  # undefined in most draws: too few cases to colour
+                    update.update(estimated_status=Status.UNKNOWN, note="; ".join(filter(None, [
+                        m.note, "estimate without a band (too few cases): no colour from it"])))
             if why and m.estimated is not None:
                 update.update(estimate_unreliable=True, estimated_status=Status.UNKNOWN,
                               note="; ".join(filter(None, [m.note, f"estimate unreliable: {' and '.join(why)}"])))
@@ -346,7 +350,9 @@ def resource_use() -> ResourceUse:
 def band_status(policy: Policy, metric: str, low: float | None, high: float | None,
                 point_status: Status) -> Status:
     """The colour an estimate gives: the mildest status anywhere in its band (an estimate turns a
-    tile yellow or red only when its whole band is), the point's status without a band."""
+    tile yellow or red only when its whole band is), the point's status without a band (a band
+    the checks could not draw, the metric undefined in most of its draws, gives no colour:
+    :meth:`HealthReport.with_estimate_checks`)."""
     if low is None or high is None:
         return point_status
     return min((policy.status(metric, low), policy.status(metric, high)), key=SEVERITY.__getitem__)

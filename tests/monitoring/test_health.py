@@ -3,6 +3,7 @@ estimated vs realised performance, latency percentiles, volume spikes and dips."
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ import pytest
 from skinlesion import metrics
 from skinlesion.errors import DataError
 from skinlesion.model.ood import GATE_STATS, OODGate, fit_ood_gate
-from skinlesion.monitoring.estimate import estimate_performance
+from skinlesion.monitoring.estimate import estimate_band, estimate_performance
 from skinlesion.monitoring.health import (
     HealthReport,
     band_status,
@@ -223,6 +224,24 @@ def test_estimates_carry_a_band_and_are_unreliable_while_drift_is_off_green_or_o
     steady = replace(moved, estimate=0.21, change_low=-0.05, change_high=0.07)
     assert not report.with_drift(0.05, [], policy=POLICY).with_estimate_checks(
         EstimateChecks(bands, 0.01, malignant_share=steady), policy=POLICY).metrics["precision"].estimate_unreliable
+
+
+def test_an_estimate_whose_band_cannot_be_drawn_gives_no_colour(tmp_path: Path):
+    """A quiet day's handful of answers, all unlikely malignant: the false-negative rate is
+    undefined in most draws, so its band is (nan, nan) and its estimate colours nothing, while an
+    estimate with a band keeps its band's colour."""
+    band = estimate_band([0.01, 0.02, 0.03, 0.01, 0.05, 0.02, 0.01, 0.04], 0.3)
+    assert all(math.isnan(v) for v in band["fnr"]) and not math.isnan(band["accuracy"][0])
+    store = Store(tmp_path / "s.duckdb")
+    answers, _ = calibrated_traffic(DAY0, n=8, seed=6, sharpness=1.0, label_share=0.0)
+    store.log_predictions(answers)
+    report = compute_health(store, DAY0, DAY1, policy=POLICY, resources=False)
+    assert report.metrics["fnr"].estimated_status is not Status.UNKNOWN  # coloured before the checks
+    checked = report.with_estimate_checks(EstimateChecks({"fnr": band["fnr"], "accuracy": (0.0, 0.1)}),
+                                          policy=POLICY).metrics
+    assert checked["fnr"].estimated_status is Status.UNKNOWN
+    assert "estimate without a band (too few cases)" in checked["fnr"].note
+    assert checked["accuracy"].estimated_status is Status.RED  # a band wholly red keeps its colour
 
 
 def test_an_ood_share_of_too_few_answers_is_shown_but_not_judged(tmp_path: Path):

@@ -241,7 +241,8 @@ class Tile:
     (``lag_hours``) behind a label-based metric, a ``note`` (why a value is missing, or the
     volume's spikes and dips) and the threshold in words (``bands``). An estimate comes with its
     band (``estimated_low``, ``estimated_high``) and, while drift is yellow or red, the
-    out-of-distribution share is red or the malignant share moved, ``estimate_unreliable`` (its status then unknown: the tile takes no colour from it)."""
+    out-of-distribution share is red or the malignant share moved, ``estimate_unreliable`` (its
+    status then unknown: the tile takes no colour from it)."""
 
     metric: str
     label: str

@@ -28,14 +28,15 @@ monitoring run): each estimated metric carries a band (``estimated_low``/``estim
 :func:`~skinlesion.monitoring.estimate.estimate_band`) where its realised value should fall once
 labels arrive, and colours its tile only as far as its whole band does (:func:`band_status`;
 an estimate whose band cannot be drawn, the metric undefined in most draws of a window with few
-cases, gives no colour: a quiet Sunday's eight answers are no verdict); the share of the window's answers out of distribution (``ood_share``, by the
-version's OOD gate: its embedding and image-statistics checks, and the texture distance each answer
-logged against the gate's texture bound) is shown as a metric, judged only from
-:data:`~skinlesion.monitoring.ood_share.MIN_OOD_ANSWERS` answers (a quieter window's share is shown without a colour). While drift
-is off green (yellow: already two or more features beyond their null and effect size) or the OOD
-share is red, CBPE's assumption (calibration holds on these cases) is in doubt: every estimate is
-flagged "estimate unreliable" and gives no colour (its estimated status is unknown). Yellow drift
-counts too: on the real-image replays, the shifts that stayed yellow (site mix, a change of
+cases, gives no colour: a quiet Sunday's eight answers are no verdict); the share of the window's
+answers out of distribution (``ood_share``, by the version's OOD gate: its embedding and
+image-statistics checks, and the texture distance each answer logged against the gate's texture
+bound) is shown as a metric, judged only from
+:data:`~skinlesion.monitoring.ood_share.MIN_OOD_ANSWERS` answers (a quieter window's share is
+shown without a colour). While drift is off green (yellow: already two or more features beyond
+their null and effect size) or the OOD share is red, CBPE's assumption (calibration holds on
+these cases) is in doubt: every estimate is flagged "estimate unreliable" and gives no colour
+(its estimated status is unknown). Yellow drift counts too: on the real-image replays, the shifts that stayed yellow (site mix, a change of
 prevalence) were the ones whose estimates missed their realised value. So does a moved malignant
 share (:mod:`~skinlesion.monitoring.label_shift`: the window's share, estimated from its
 probabilities, beyond its band and 5 points from the reference's), which a change of prevalence
@@ -257,11 +258,12 @@ class HealthReport(BaseModel):
             update: dict[str, Any] = {}
             if bands and name in bands and m.estimated is not None:
                 low, high = (_finite(v) for v in bands[name])
-                update.update(estimated_low=low, estimated_high=high,
-                              estimated_status=band_status(policy, name, low, high, m.estimated_status))
+                update.update(estimated_low=low, estimated_high=high)
                 if low is None or high is None:  # undefined in most draws: too few cases to colour
                     update.update(estimated_status=Status.UNKNOWN, note="; ".join(filter(None, [
                         m.note, "estimate without a band (too few cases): no colour from it"])))
+                else:
+                    update.update(estimated_status=band_status(policy, name, low, high, m.estimated_status))
             if why and m.estimated is not None:
                 update.update(estimate_unreliable=True, estimated_status=Status.UNKNOWN,
                               note="; ".join(filter(None, [m.note, f"estimate unreliable: {' and '.join(why)}"])))
